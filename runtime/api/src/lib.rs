@@ -1,0 +1,1 @@
+//! REST types shared by the Weir runtime (server) and its clients.

@@ -1,0 +1,1 @@
+//! The Nexmark benchmark model.
