@@ -1,0 +1,1 @@
+//! Shared helpers for Weir end-to-end tests.
