@@ -1,0 +1,112 @@
+//! Sources and sinks: the traits users implement, and the built-in connectors.
+
+pub mod blackhole;
+pub mod collection;
+pub mod jsonl;
+pub mod stdout;
+
+use crate::record::{Rec, Timestamp, NO_TIMESTAMP};
+
+/// A failure of a source or sink, naming what and where.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("{what}: {source}")]
+    Io { what: String, #[source] source: std::io::Error },
+    #[error("{what}, line {line}: {message}")]
+    Parse { what: String, line: u64, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ConnectorError {
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        ConnectorError::Io { what: what.into(), source }
+    }
+}
+
+/// Where a source subtask runs.
+#[derive(Clone, Debug)]
+pub struct SourceContext {
+    pub subtask: u32,
+    pub parallelism: u32,
+}
+
+/// What a call to [`Source::poll`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourcePoll {
+    /// Produced records (or may produce more right away).
+    Ready,
+    /// Nothing available now; poll again a little later.
+    Idle,
+    /// End of input: this subtask will produce nothing more.
+    Finished,
+}
+
+/// Where a source puts the records it reads.
+pub struct SourceOutput<'a, T> {
+    pub(crate) buf: &'a mut Vec<Rec<T>>,
+    pub(crate) limit: usize,
+    pub(crate) watermark: Option<Timestamp>,
+}
+
+impl<T> SourceOutput<'_, T> {
+    /// Emits a record; its timestamp comes from the watermark strategy's extractor.
+    #[inline]
+    pub fn collect(&mut self, value: T) {
+        self.buf.push(Rec::new(NO_TIMESTAMP, value));
+    }
+    /// Emits a record with a timestamp the source knows.
+    #[inline]
+    pub fn collect_at(&mut self, ts: Timestamp, value: T) {
+        self.buf.push(Rec::new(ts, value));
+    }
+    /// Emits a watermark after the records of this poll (for sources that know
+    /// their event-time progress, e.g. per partition).
+    pub fn emit_watermark(&mut self, wm: Timestamp) {
+        self.watermark = Some(self.watermark.map_or(wm, |w| w.max(wm)));
+    }
+    /// How many more records this poll should produce at most.
+    #[inline]
+    pub fn remaining(&self) -> usize {
+        self.limit.saturating_sub(self.buf.len())
+    }
+}
+
+/// A parallel source: one instance per subtask, created by the job's source factory.
+pub trait Source<T>: Send {
+    fn open(&mut self, _ctx: &SourceContext) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+    /// Emits up to `out.remaining()` records without blocking for long.
+    fn poll(&mut self, out: &mut SourceOutput<'_, T>) -> Result<SourcePoll, ConnectorError>;
+    /// The source's position, checkpointed with the barrier.
+    fn snapshot(&mut self) -> Result<Vec<u8>, ConnectorError> {
+        Ok(Vec::new())
+    }
+    /// Resumes from a position returned by `snapshot`.
+    fn restore(&mut self, _position: &[u8]) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+}
+
+/// Where a sink subtask runs.
+#[derive(Clone, Debug)]
+pub struct SinkContext {
+    pub subtask: u32,
+    pub parallelism: u32,
+}
+
+/// A parallel sink: one instance per subtask.
+pub trait Sink<T>: Send {
+    fn open(&mut self, _ctx: &SinkContext) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+    fn write(&mut self, batch: &[Rec<T>]) -> Result<(), ConnectorError>;
+    fn flush(&mut self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+    /// End of input: make everything written durable.
+    fn finish(&mut self) -> Result<(), ConnectorError> {
+        self.flush()
+    }
+}

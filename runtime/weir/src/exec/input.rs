@@ -1,0 +1,261 @@
+//! The loop of a task whose head reads channels: selects over its input channels,
+//! tracks watermarks per channel, aligns checkpoint barriers, fires processing-time
+//! timers and flushes output when it would otherwise wait.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Select};
+
+use super::{Barrier, BoxDown, Downstream, FLUSH_INTERVAL_MS, Msg, TaskEnv};
+use crate::record::{Rec, now_ms};
+use crate::state::snapshot::OperatorSnapshot;
+use crate::time::{MAX_WATERMARK, WatermarkTracker, WatermarkUpdate};
+
+/// The head of a task: a one-input chain or a two-input operator.
+/// `push` (from [`Downstream`]) receives input 1, `push2` input 2.
+pub(crate) trait TwoInput<A, B>: Downstream<A> {
+    fn push2(&mut self, batch: &mut Vec<Rec<B>>);
+}
+
+/// Adapts a one-input chain to the [`TwoInput`] loop (it has no second input).
+pub(crate) struct OneInput<A>(pub BoxDown<A>);
+
+impl<A: crate::Data> Downstream<A> for OneInput<A> {
+    fn push(&mut self, batch: &mut Vec<Rec<A>>) {
+        self.0.push(batch)
+    }
+    fn watermark(&mut self, wm: i64) {
+        self.0.watermark(wm)
+    }
+    fn idle(&mut self, idle: bool) {
+        self.0.idle(idle)
+    }
+    fn processing_time(&mut self, now: i64) {
+        self.0.processing_time(now)
+    }
+    fn next_deadline(&self) -> Option<i64> {
+        self.0.next_deadline()
+    }
+    fn flush(&mut self) {
+        self.0.flush()
+    }
+    fn barrier(&mut self, b: &Barrier, s: &mut Vec<OperatorSnapshot>) {
+        self.0.barrier(b, s)
+    }
+    fn checkpoint_complete(&mut self, id: u64) {
+        self.0.checkpoint_complete(id)
+    }
+    fn end(&mut self) {
+        self.0.end()
+    }
+}
+
+impl<A: crate::Data> TwoInput<A, ()> for OneInput<A> {
+    fn push2(&mut self, batch: &mut Vec<Rec<()>>) {
+        batch.clear();
+    }
+}
+
+enum Ctl {
+    Watermark(i64),
+    Idle(bool),
+    Barrier(Barrier),
+    End,
+}
+
+/// Barrier alignment of one checkpoint in progress.
+struct Alignment {
+    barrier: Barrier,
+    blocked: Vec<bool>,
+    remaining: usize,
+}
+
+/// Runs the task until all inputs ended (or the job is cancelled).
+pub(crate) fn run<A: crate::Data, B: crate::Data>(
+    env: TaskEnv,
+    head: &mut dyn TwoInput<A, B>,
+    in1: Vec<Receiver<Msg<A>>>,
+    in2: Vec<Receiver<Msg<B>>>,
+) {
+    let n1 = in1.len();
+    let total = n1 + in2.len();
+    let mut tracker = WatermarkTracker::new(total);
+    let mut ended = vec![false; total];
+    let mut live = total;
+    let mut align: Option<Alignment> = None;
+
+    let mut sel = Select::new();
+    // select operation index -> global channel index
+    let mut ops: Vec<usize> = Vec::with_capacity(total);
+    let mut op_of: Vec<usize> = vec![usize::MAX; total];
+    for (i, r) in in1.iter().enumerate() {
+        op_of[i] = sel.recv(r);
+        ops.push(i);
+    }
+    for (j, r) in in2.iter().enumerate() {
+        op_of[n1 + j] = sel.recv(r);
+        ops.push(n1 + j);
+    }
+    let mut batch1: Vec<Rec<A>> = Vec::new();
+    let mut batch2: Vec<Rec<B>> = Vec::new();
+    let mut last_flush = Instant::now();
+    let metrics = env.metrics.clone();
+    let control = env.control.clone();
+
+    while live > 0 {
+        if control.is_cancelled() {
+            return;
+        }
+        let oper = match sel.try_select() {
+            Ok(op) => op,
+            Err(_) => {
+                head.flush();
+                last_flush = Instant::now();
+                let mut wait = Duration::from_millis(100);
+                if let Some(d) = head.next_deadline() {
+                    let now = now_ms();
+                    if d <= now {
+                        head.processing_time(now);
+                        continue;
+                    }
+                    wait = wait.min(Duration::from_millis((d - now) as u64));
+                }
+                match sel.select_timeout(wait) {
+                    Ok(op) => op,
+                    Err(_) => continue,
+                }
+            }
+        };
+        let ch = ops[oper.index()];
+        let ctl = if ch < n1 {
+            match oper.recv(&in1[ch]) {
+                Ok(Msg::Data(mut b)) => {
+                    metrics.add_in(b.len());
+                    std::mem::swap(&mut b, &mut batch1);
+                    head.push(&mut batch1);
+                    None
+                }
+                Ok(Msg::Watermark(w)) => Some(Ctl::Watermark(w)),
+                Ok(Msg::Idle(i)) => Some(Ctl::Idle(i)),
+                Ok(Msg::Barrier(b)) => Some(Ctl::Barrier(b)),
+                Ok(Msg::End) => Some(Ctl::End),
+                Err(_) => {
+                    if !control.is_cancelled() {
+                        control.fail(format!("{}: an upstream task stopped without finishing", env.info.operator));
+                    }
+                    return;
+                }
+            }
+        } else {
+            match oper.recv(&in2[ch - n1]) {
+                Ok(Msg::Data(mut b)) => {
+                    metrics.add_in(b.len());
+                    std::mem::swap(&mut b, &mut batch2);
+                    head.push2(&mut batch2);
+                    None
+                }
+                Ok(Msg::Watermark(w)) => Some(Ctl::Watermark(w)),
+                Ok(Msg::Idle(i)) => Some(Ctl::Idle(i)),
+                Ok(Msg::Barrier(b)) => Some(Ctl::Barrier(b)),
+                Ok(Msg::End) => Some(Ctl::End),
+                Err(_) => {
+                    if !control.is_cancelled() {
+                        control.fail(format!("{}: an upstream task stopped without finishing", env.info.operator));
+                    }
+                    return;
+                }
+            }
+        };
+        if let Some(ctl) = ctl {
+            let update = match ctl {
+                Ctl::Watermark(w) => tracker.on_watermark(ch, w),
+                Ctl::Idle(i) => tracker.on_idle(ch, i),
+                Ctl::End => {
+                    ended[ch] = true;
+                    live -= 1;
+                    sel.remove(op_of[ch]);
+                    if let Some(a) = &mut align {
+                        if !a.blocked[ch] {
+                            a.blocked[ch] = true;
+                            a.remaining -= 1;
+                        }
+                    }
+                    tracker.on_end(ch)
+                }
+                Ctl::Barrier(b) => {
+                    if align.as_ref().is_some_and(|a| a.barrier.checkpoint_id != b.checkpoint_id) {
+                        // A newer barrier overtook an unfinished alignment: the old
+                        // checkpoint was aborted upstream; unblock and start over.
+                        let old = align.take().expect("alignment present");
+                        tracing::warn!(task = %env.info.operator, old = old.barrier.checkpoint_id, new = b.checkpoint_id, "checkpoint alignment superseded");
+                        for c in 0..total {
+                            if old.blocked[c] && !ended[c] {
+                                op_of[c] = if c < n1 { sel.recv(&in1[c]) } else { sel.recv(&in2[c - n1]) };
+                                set_op(&mut ops, op_of[c], c);
+                            }
+                        }
+                    }
+                    let a = align.get_or_insert_with(|| Alignment {
+                        barrier: b,
+                        blocked: ended.clone(),
+                        remaining: ended.iter().filter(|e| !**e).count(),
+                    });
+                    if !a.blocked[ch] {
+                        a.blocked[ch] = true;
+                        a.remaining -= 1;
+                        sel.remove(op_of[ch]);
+                    }
+                    WatermarkUpdate::default()
+                }
+            };
+            apply(head, update);
+            // alignment complete?
+            if align.as_ref().is_some_and(|a| a.remaining == 0) {
+                let a = align.take().expect("alignment present");
+                let mut snaps = Vec::new();
+                head.barrier(&a.barrier, &mut snaps);
+                env.report_snapshot(a.barrier, snaps);
+                for ch in 0..total {
+                    if !ended[ch] {
+                        op_of[ch] = if ch < n1 { sel.recv(&in1[ch]) } else { sel.recv(&in2[ch - n1]) };
+                        set_op(&mut ops, op_of[ch], ch);
+                    }
+                }
+            }
+        }
+        if let Some(d) = head.next_deadline() {
+            let now = now_ms();
+            if d <= now {
+                head.processing_time(now);
+            }
+        }
+        if last_flush.elapsed() >= Duration::from_millis(FLUSH_INTERVAL_MS) {
+            head.flush();
+            last_flush = Instant::now();
+        }
+    }
+    if tracker.current() < MAX_WATERMARK {
+        head.watermark(MAX_WATERMARK);
+    }
+    head.end();
+    env.metrics.finished.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn set_op(ops: &mut Vec<usize>, op: usize, ch: usize) {
+    if ops.len() <= op {
+        ops.resize(op + 1, usize::MAX);
+    }
+    ops[op] = ch;
+}
+
+fn apply<A, B>(head: &mut dyn TwoInput<A, B>, up: WatermarkUpdate) {
+    if let Some(false) = up.idle {
+        head.idle(false);
+    }
+    if let Some(w) = up.advanced {
+        head.watermark(w);
+    }
+    if let Some(true) = up.idle {
+        head.idle(true);
+    }
+}

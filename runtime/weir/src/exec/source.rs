@@ -1,0 +1,111 @@
+//! The loop of a source task: polls the source, assigns timestamps, generates
+//! watermarks, marks the source idle, and ends with the final watermark.
+
+use std::time::{Duration, Instant};
+
+use super::{BATCH_SIZE, BoxDown, FLUSH_INTERVAL_MS, TaskEnv};
+use crate::connector::{Source, SourceContext, SourceOutput, SourcePoll};
+use crate::record::{Rec, now_ms};
+use crate::time::{MAX_WATERMARK, WatermarkGenerator, WatermarkStrategy};
+
+pub(crate) fn run<T: crate::Data>(env: TaskEnv, mut source: Box<dyn Source<T>>, strategy: WatermarkStrategy<T>, mut head: BoxDown<T>) {
+    let ctx = SourceContext { subtask: env.info.subtask, parallelism: env.info.parallelism };
+    if let Err(e) = source.open(&ctx) {
+        env.control.fail(format!("{} (subtask {}): {e}", env.info.operator, env.info.subtask));
+        return;
+    }
+    let mut buf: Vec<Rec<T>> = Vec::with_capacity(BATCH_SIZE);
+    let mut wmgen = WatermarkGenerator::new(strategy.out_of_orderness_ms);
+    let extract = strategy.has_event_time();
+    let mut last_wm = Instant::now();
+    let mut last_flush = Instant::now();
+    let mut idle_since: Option<Instant> = None;
+    let mut marked_idle = false;
+    let mut emitted_wm = i64::MIN;
+    loop {
+        if env.control.is_cancelled() {
+            return;
+        }
+        let (status, explicit_wm) = {
+            let mut out = SourceOutput { buf: &mut buf, limit: BATCH_SIZE, watermark: None };
+            let st = source.poll(&mut out);
+            (st, out.watermark)
+        };
+        let status = match status {
+            Ok(s) => s,
+            Err(e) => {
+                env.control.fail(format!("{} (subtask {}): {e}", env.info.operator, env.info.subtask));
+                return;
+            }
+        };
+        if !buf.is_empty() {
+            if marked_idle {
+                marked_idle = false;
+                head.idle(false);
+            }
+            idle_since = None;
+            if extract {
+                for r in buf.iter_mut() {
+                    r.ts = strategy.timestamp_of(&r.value);
+                    wmgen.observe(r.ts);
+                }
+            } else if strategy.generate {
+                for r in buf.iter() {
+                    wmgen.observe(r.ts);
+                }
+            }
+            env.metrics.add_in(buf.len());
+            head.push(&mut buf);
+        }
+        if let Some(wm) = explicit_wm {
+            if wm > emitted_wm {
+                emitted_wm = wm;
+                head.watermark(wm);
+                env.metrics.watermark.store(wm, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        if strategy.generate && last_wm.elapsed() >= strategy.interval {
+            last_wm = Instant::now();
+            if let Some(wm) = wmgen.poll().filter(|w| *w > emitted_wm) {
+                emitted_wm = wm;
+                head.watermark(wm);
+                env.metrics.watermark.store(wm, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        match status {
+            SourcePoll::Ready => {}
+            SourcePoll::Finished => break,
+            SourcePoll::Idle => {
+                head.flush();
+                last_flush = Instant::now();
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if let Some(t) = strategy.idle_timeout {
+                    if !marked_idle && since.elapsed() >= t {
+                        marked_idle = true;
+                        head.idle(true);
+                    }
+                }
+                if let Some(d) = head.next_deadline() {
+                    let now = now_ms();
+                    if d <= now {
+                        head.processing_time(now);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        if last_flush.elapsed() >= Duration::from_millis(FLUSH_INTERVAL_MS) {
+            head.flush();
+            last_flush = Instant::now();
+            if let Some(d) = head.next_deadline() {
+                let now = now_ms();
+                if d <= now {
+                    head.processing_time(now);
+                }
+            }
+        }
+    }
+    head.watermark(MAX_WATERMARK);
+    head.end();
+    env.metrics.finished.store(true, std::sync::atomic::Ordering::Relaxed);
+}

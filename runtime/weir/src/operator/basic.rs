@@ -1,0 +1,212 @@
+//! Stateless one-input operators and the sink operator.
+
+use super::forward_events;
+use super::side::Sides;
+use crate::connector::{Sink, SinkContext};
+use crate::exec::{Barrier, BoxDown, Downstream, TaskEnv};
+use crate::record::{Collector, Data, OutputTag, Rec, Timestamp};
+use crate::state::snapshot::OperatorSnapshot;
+
+pub(crate) struct Map<F, O> {
+    pub f: F,
+    pub out: Vec<Rec<O>>,
+    pub next: BoxDown<O>,
+}
+
+impl<I: Data, O: Data, F: FnMut(I) -> O + Send> Downstream<I> for Map<F, O> {
+    fn push(&mut self, batch: &mut Vec<Rec<I>>) {
+        let f = &mut self.f;
+        self.out.extend(batch.drain(..).map(|r| Rec::new(r.ts, f(r.value))));
+        self.next.push(&mut self.out);
+    }
+    forward_events!(next);
+}
+
+pub(crate) struct Filter<F, T> {
+    pub f: F,
+    pub next: BoxDown<T>,
+}
+
+impl<T: Data, F: FnMut(&T) -> bool + Send> Downstream<T> for Filter<F, T> {
+    fn push(&mut self, batch: &mut Vec<Rec<T>>) {
+        let f = &mut self.f;
+        batch.retain(|r| f(&r.value));
+        if !batch.is_empty() {
+            self.next.push(batch);
+        }
+    }
+    forward_events!(next);
+}
+
+pub(crate) struct FlatMap<F, O> {
+    pub f: F,
+    pub out: Vec<Rec<O>>,
+    pub next: BoxDown<O>,
+}
+
+impl<I: Data, O: Data, F: FnMut(I, &mut Collector<O>) + Send> Downstream<I> for FlatMap<F, O> {
+    fn push(&mut self, batch: &mut Vec<Rec<I>>) {
+        for r in batch.drain(..) {
+            let mut c = Collector::new(&mut self.out, r.ts);
+            (self.f)(r.value, &mut c);
+        }
+        if !self.out.is_empty() {
+            self.next.push(&mut self.out);
+        }
+    }
+    forward_events!(next);
+}
+
+/// A function applied to every record of a (non-keyed) stream, with access to
+/// timestamps, the watermark and side outputs.
+pub trait ProcessFunction<I, O>: Send {
+    fn process(&mut self, value: I, ctx: &mut ProcessContext<'_, O>);
+}
+
+impl<I, O, F: FnMut(I, &mut ProcessContext<'_, O>) + Send> ProcessFunction<I, O> for F {
+    fn process(&mut self, value: I, ctx: &mut ProcessContext<'_, O>) {
+        self(value, ctx)
+    }
+}
+
+/// What a [`ProcessFunction`] can do for the record at hand.
+pub struct ProcessContext<'a, O> {
+    out: Collector<'a, O>,
+    sides: &'a mut Sides,
+    watermark: Timestamp,
+}
+
+impl<O> ProcessContext<'_, O> {
+    pub fn timestamp(&self) -> Timestamp {
+        self.out.timestamp()
+    }
+    pub fn current_watermark(&self) -> Timestamp {
+        self.watermark
+    }
+    pub fn emit(&mut self, value: O) {
+        self.out.emit(value)
+    }
+    pub fn emit_at(&mut self, ts: Timestamp, value: O) {
+        self.out.emit_at(ts, value)
+    }
+    pub fn output<X: Data>(&mut self, tag: &OutputTag<X>, value: X) {
+        let ts = self.out.timestamp();
+        self.sides.emit(tag, ts, value)
+    }
+}
+
+pub(crate) struct Process<F, O> {
+    pub f: F,
+    pub out: Vec<Rec<O>>,
+    pub next: BoxDown<O>,
+    pub sides: Sides,
+    pub watermark: Timestamp,
+}
+
+impl<I: Data, O: Data, F: ProcessFunction<I, O>> Downstream<I> for Process<F, O> {
+    fn push(&mut self, batch: &mut Vec<Rec<I>>) {
+        for r in batch.drain(..) {
+            let mut ctx = ProcessContext { out: Collector::new(&mut self.out, r.ts), sides: &mut self.sides, watermark: self.watermark };
+            self.f.process(r.value, &mut ctx);
+        }
+        if !self.out.is_empty() {
+            self.next.push(&mut self.out);
+        }
+        self.sides.push_pending();
+    }
+    fn watermark(&mut self, wm: Timestamp) {
+        self.watermark = wm;
+        self.sides.watermark(wm);
+        self.next.watermark(wm)
+    }
+    fn idle(&mut self, idle: bool) {
+        self.sides.idle(idle);
+        self.next.idle(idle)
+    }
+    fn processing_time(&mut self, now: Timestamp) {
+        self.next.processing_time(now)
+    }
+    fn next_deadline(&self) -> Option<Timestamp> {
+        self.next.next_deadline()
+    }
+    fn flush(&mut self) {
+        self.sides.flush();
+        self.next.flush()
+    }
+    fn barrier(&mut self, b: &Barrier, s: &mut Vec<OperatorSnapshot>) {
+        self.sides.barrier(b, s);
+        self.next.barrier(b, s)
+    }
+    fn checkpoint_complete(&mut self, id: u64) {
+        self.next.checkpoint_complete(id)
+    }
+    fn end(&mut self) {
+        self.sides.end();
+        self.next.end()
+    }
+}
+
+/// Writes its input to a [`Sink`]; the end of a chain.
+pub(crate) struct SinkOp<S> {
+    pub sink: S,
+    pub env: TaskEnv,
+    pub failed: bool,
+}
+
+impl<S> SinkOp<S> {
+    pub(crate) fn new<T>(mut sink: S, env: TaskEnv) -> Self
+    where
+        S: Sink<T>,
+    {
+        let ctx = SinkContext { subtask: env.info.subtask, parallelism: env.info.parallelism };
+        let mut failed = false;
+        if let Err(e) = sink.open(&ctx) {
+            env.control.fail(format!("sink {} (subtask {}): {e}", env.info.operator, env.info.subtask));
+            failed = true;
+        }
+        SinkOp { sink, env, failed }
+    }
+
+    fn check(&mut self, r: Result<(), crate::connector::ConnectorError>) {
+        if let Err(e) = r {
+            if !self.failed {
+                self.failed = true;
+                self.env.control.fail(format!("sink {} (subtask {}): {e}", self.env.info.operator, self.env.info.subtask));
+            }
+        }
+    }
+}
+
+impl<T: Data, S: Sink<T>> Downstream<T> for SinkOp<S> {
+    fn push(&mut self, batch: &mut Vec<Rec<T>>) {
+        if !self.failed {
+            self.env.metrics.add_out(batch.len());
+            let r = self.sink.write(batch);
+            self.check(r);
+        }
+        batch.clear();
+    }
+    fn watermark(&mut self, wm: Timestamp) {
+        self.env.metrics.watermark.store(wm, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn idle(&mut self, _idle: bool) {}
+    fn processing_time(&mut self, _now: Timestamp) {}
+    fn next_deadline(&self) -> Option<Timestamp> {
+        None
+    }
+    fn flush(&mut self) {
+        let r = self.sink.flush();
+        self.check(r);
+    }
+    fn barrier(&mut self, _b: &Barrier, _s: &mut Vec<OperatorSnapshot>) {
+        let r = self.sink.flush();
+        self.check(r);
+    }
+    fn checkpoint_complete(&mut self, _id: u64) {}
+    fn end(&mut self) {
+        if !self.failed {
+            let r = self.sink.finish();
+            self.check(r);
+        }
+    }
+}

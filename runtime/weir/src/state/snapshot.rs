@@ -1,0 +1,60 @@
+//! What an operator subtask contributes to a checkpoint.
+
+use serde::{Deserialize, Serialize};
+
+/// The state of one operator subtask at a barrier.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OperatorSnapshot {
+    /// The operator's stable id (its uid).
+    pub uid: String,
+    pub subtask: u32,
+    /// Keyed state and timers, per key group: `(key group, bytes)`.
+    pub keyed: Vec<(u32, Vec<u8>)>,
+    /// Non-keyed operator state (e.g. source positions), redistributed on rescale.
+    pub operator: Option<Vec<u8>>,
+}
+
+use crate::keygroup::{Key, key_group};
+use crate::operator::keyed::Timers;
+use crate::state::KeyedState;
+
+/// Per key group: every state table's entries and the timers of that group.
+#[derive(Serialize, Deserialize, Default)]
+struct KeyGroupBlob {
+    /// `(state name, serialized entries)`
+    tables: Vec<(String, Vec<u8>)>,
+    /// serialized `Vec<(ts, key)>` of event-time and processing-time timers
+    event_timers: Vec<u8>,
+    processing_timers: Vec<u8>,
+}
+
+pub(crate) fn snapshot_keyed<K: Key>(uid: &str, subtask: u32, state: &KeyedState<K>, timers: &Timers<K>, max_parallelism: u32) -> OperatorSnapshot {
+    let range = state.range();
+    let mut ev: Vec<Vec<(i64, &K)>> = vec![Vec::new(); range.len()];
+    let mut pt: Vec<Vec<(i64, &K)>> = vec![Vec::new(); range.len()];
+    for (ts, k) in timers.event.iter() {
+        ev[range.offset(key_group(k, max_parallelism))].push((*ts, k));
+    }
+    for (ts, k) in timers.processing.iter() {
+        pt[range.offset(key_group(k, max_parallelism))].push((*ts, k));
+    }
+    let mut keyed = Vec::new();
+    for kg in range.iter() {
+        let off = range.offset(kg);
+        let mut blob = KeyGroupBlob::default();
+        for t in state.tables() {
+            let mut bytes = Vec::new();
+            if t.snapshot_group(off, &mut bytes).is_ok() {
+                blob.tables.push((t.name().to_string(), bytes));
+            }
+        }
+        ev[off].sort_by_key(|e| e.0);
+        pt[off].sort_by_key(|e| e.0);
+        blob.event_timers = postcard::to_allocvec(&ev[off]).unwrap_or_default();
+        blob.processing_timers = postcard::to_allocvec(&pt[off]).unwrap_or_default();
+        if let Ok(bytes) = postcard::to_allocvec(&blob) {
+            keyed.push((kg, bytes));
+        }
+    }
+    OperatorSnapshot { uid: uid.to_string(), subtask, keyed, operator: None }
+}

@@ -1,0 +1,135 @@
+//! End-to-end pipelines through the engine: chaining, exchanges, windows, state, timers.
+
+use std::time::Duration;
+
+use weir::connector::collection::{CollectSink, ScriptSource, Scripted, VecSource};
+use weir::state::{OpenContext, ValueState};
+use weir::window::{Count, TumblingEventTimeWindows, TimeWindow};
+use weir::{JobConfig, JobError, KeyedContext, KeyedProcessFunction, OutputTag, StreamEnv, TimeDomain, WatermarkStrategy};
+
+fn env(p: u32) -> StreamEnv {
+    StreamEnv::new(JobConfig { name: "test".into(), parallelism: p, ..Default::default() })
+}
+
+fn words(n: usize) -> Vec<(i64, String)> {
+    (0..n).map(|i| (i as i64 * 100, format!("w{}", i % 7))).collect()
+}
+
+#[test]
+fn map_filter_chain_and_rebalance() {
+    for p in [1, 3] {
+        let env = env(p);
+        let sink = CollectSink::new();
+        let s = sink.clone();
+        env.source("numbers", |ctx| VecSource::new((0..10_000i64).map(|i| (i, i)).collect(), ctx.subtask), WatermarkStrategy::none())
+            .map(|x| x * 2)
+            .filter(|x| x % 3 == 0)
+            .rebalance()
+            .map(|x| x + 1)
+            .sink("collect", move |_| s.clone());
+        env.execute().unwrap();
+        let mut got: Vec<i64> = sink.take().into_iter().map(|r| r.value).collect();
+        got.sort();
+        let want: Vec<i64> = (0..10_000i64).map(|x| x * 2).filter(|x| x % 3 == 0).map(|x| x + 1).collect();
+        assert_eq!(got, want, "parallelism {p}");
+    }
+}
+
+#[test]
+fn tumbling_count_per_key_is_independent_of_parallelism() {
+    let run = |p: u32| {
+        let env = env(p);
+        let sink = CollectSink::new();
+        let s = sink.clone();
+        env.source("words", |ctx| VecSource::new(words(5000), ctx.subtask), WatermarkStrategy::source_timestamps(Duration::ZERO).with_interval(Duration::ZERO))
+            .key_by(|w: &String| w.clone())
+            .window(TumblingEventTimeWindows::of(Duration::from_secs(10)))
+            .aggregate_with(Count::new(), |k: &String, w: &TimeWindow, n, out| out.emit((k.clone(), w.start, n)))
+            .sink("collect", move |_| s.clone());
+        env.execute().unwrap();
+        let mut v: Vec<_> = sink.take().into_iter().map(|r| (r.ts, r.value)).collect();
+        v.sort();
+        v
+    };
+    let one = run(1);
+    assert_eq!(one.len(), 7 * 50, "500 s of data in 10 s windows, 7 keys");
+    assert!(one.iter().all(|(ts, (_, start, n))| *ts == start + 9_999 && (14..=15).contains(n)));
+    assert_eq!(run(4), one);
+}
+
+/// Counts per key and emits the count 1 s (event time) after the key's first record.
+#[derive(Clone, Default)]
+struct DelayedCount {
+    count: Option<ValueState<u64>>,
+}
+
+impl KeyedProcessFunction<String, String, (String, u64)> for DelayedCount {
+    fn open(&mut self, ctx: &mut OpenContext<'_, String>) -> Result<(), JobError> {
+        self.count = Some(ctx.value_state("count")?);
+        Ok(())
+    }
+    fn process(&mut self, _v: String, ctx: &mut KeyedContext<'_, String, (String, u64)>) {
+        let st = self.count.clone().unwrap();
+        let n = st.value(ctx).unwrap_or(0);
+        if n == 0 {
+            let t = ctx.timestamp() + 1000;
+            ctx.register_event_time_timer(t);
+        }
+        st.update(ctx, n + 1);
+    }
+    fn on_timer(&mut self, _t: i64, d: TimeDomain, ctx: &mut KeyedContext<'_, String, (String, u64)>) {
+        assert_eq!(d, TimeDomain::EventTime);
+        let st = self.count.clone().unwrap();
+        let n = st.value(ctx).unwrap_or(0);
+        let k = ctx.key().clone();
+        ctx.emit((k, n));
+        st.clear(ctx);
+    }
+}
+
+#[test]
+fn keyed_state_and_event_timers() {
+    for p in [1, 2] {
+        let env = env(p);
+        let sink = CollectSink::new();
+        let s = sink.clone();
+        // every key appears every 700 ms: each timer sees the records of its 1 s
+        let script: Vec<Scripted<String>> = words(700).into_iter().flat_map(|(ts, w)| [Scripted::Record(ts, w), Scripted::Watermark(ts - 1)]).collect();
+        env.source("words", move |ctx| ScriptSource::new(script.clone(), ctx.subtask), WatermarkStrategy::none())
+            .key_by(|w: &String| w.clone())
+            .process(DelayedCount::default())
+            .sink("collect", move |_| s.clone());
+        env.execute().unwrap();
+        let got = sink.take();
+        let total: u64 = got.iter().map(|r| r.value.1).sum();
+        assert_eq!(total, 700, "every record counted once (p={p})");
+        assert!(got.iter().all(|r| r.value.1 == 2 || r.value.1 == 1));
+    }
+}
+
+#[test]
+fn late_records_go_to_the_side_output() {
+    let env = env(2);
+    let late = OutputTag::<(String, i64)>::new("late");
+    let main = CollectSink::new();
+    let side = CollectSink::new();
+    let (m, s) = (main.clone(), side.clone());
+    let r = |ts: i64| Scripted::Record(ts, ("a".to_string(), ts));
+    let items = vec![r(1000), r(25_000), Scripted::Watermark(24_999), r(2000), r(15_000)];
+    let windowed = env
+        .source("events", move |ctx| ScriptSource::new(items.clone(), ctx.subtask), WatermarkStrategy::none())
+        .key_by(|e: &(String, i64)| e.0.clone())
+        .window(TumblingEventTimeWindows::of(Duration::from_secs(10)))
+        .side_output_late_data(&late)
+        .aggregate(Count::new());
+    windowed.sink("main", move |_| m.clone());
+    windowed.side_output(&late).sink("late", move |_| s.clone());
+    env.execute().unwrap();
+    let mut counts: Vec<u64> = main.take().into_iter().map(|r| r.value).collect();
+    counts.sort();
+    // window [0,10) fired with 1 record when the watermark jumped to 25 s; 2000 and 15000 are late
+    assert_eq!(counts, vec![1, 1]);
+    let mut late_ts: Vec<i64> = side.take().into_iter().map(|r| r.value.1).collect();
+    late_ts.sort();
+    assert_eq!(late_ts, vec![2000, 15_000]);
+}
