@@ -4,11 +4,15 @@
 //! The modules follow the concepts of DESIGN.md: [`keygroup`], [`time`], [`state`],
 //! [`window`], [`connector`]; `exec` runs the graph the [`stream`] API builds.
 
+#[cfg(feature = "arrow")]
+pub mod arrow;
 pub mod connector;
+pub mod cli;
 pub mod error;
 pub(crate) mod exec;
 pub(crate) mod graph;
 
+pub mod jobs;
 pub mod keygroup;
 pub(crate) mod operator;
 pub mod record;

@@ -133,3 +133,36 @@ fn late_records_go_to_the_side_output() {
     late_ts.sort();
     assert_eq!(late_ts, vec![2000, 15_000]);
 }
+
+#[test]
+fn arrow_batches_are_keyed_by_key_group() {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+    use weir::arrow::{KeyGroupBatch, KeyGroupId, split_by_key_group};
+    for p in [1, 3] {
+        let env = env(p);
+        let sink = CollectSink::new();
+        let s = sink.clone();
+        let batches: Vec<(i64, weir::arrow::ArrowBatch)> =
+            (0..20).map(|b| (b, weir::arrow::ArrowBatch(weir::arrow::int64_batch("k", (0..500).map(|i| (i * 31 + b) % 97).collect())))).collect();
+        env.source("batches", move |ctx| VecSource::new(batches.clone(), ctx.subtask), WatermarkStrategy::none())
+            .flat_map(|b: weir::arrow::ArrowBatch, out| {
+                for part in split_by_key_group(&b.0, 0, 720).expect("Int64 key column") {
+                    out.emit(part);
+                }
+            })
+            .key_by(|b: &KeyGroupBatch| b.key_group)
+            // debug builds assert that each key group reaches the subtask that owns it
+            .process(|b: KeyGroupBatch, ctx: &mut KeyedContext<'_, KeyGroupId, (u32, i64, usize)>| {
+                let sum: i64 = b.batch.0.column(0).as_primitive::<Int64Type>().values().iter().sum();
+                ctx.emit((b.key_group.0, sum, b.batch.0.num_rows()))
+            })
+            .sink("collect", move |_| s.clone());
+        let _ = KeyGroupId(0);
+        env.execute().unwrap();
+        let got = sink.take();
+        assert_eq!(got.iter().map(|r| r.value.2).sum::<usize>(), 20 * 500, "every row arrives once (p={p})");
+        let want_sum: i64 = (0..20i64).flat_map(|b| (0..500i64).map(move |i| (i * 31 + b) % 97)).sum();
+        assert_eq!(got.iter().map(|r| r.value.1).sum::<i64>(), want_sum);
+    }
+}

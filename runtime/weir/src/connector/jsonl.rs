@@ -7,18 +7,6 @@ use std::path::{Path, PathBuf};
 use super::{ConnectorError, Sink, SinkContext, Source, SourceContext, SourceOutput, SourcePoll};
 use crate::record::Rec;
 
-/// Turns a record into one line of JSON (without the newline).
-pub trait ToJsonLine {
-    fn write_json(&self, out: &mut Vec<u8>);
-}
-
-impl ToJsonLine for serde_json::Value {
-    fn write_json(&self, out: &mut Vec<u8>) {
-        // serializing a Value into a Vec cannot fail
-        let _ = serde_json::to_writer(&mut *out, self);
-    }
-}
-
 /// Reads lines of a file (or stdin for `-`) and parses each with `parse`.
 /// Only subtask 0 reads; the position (line number) is checkpointed.
 pub struct LinesSource<T, P> {
@@ -115,7 +103,7 @@ impl JsonLinesSink {
     }
 }
 
-impl<T: ToJsonLine> Sink<T> for JsonLinesSink {
+impl<T: serde::Serialize> Sink<T> for JsonLinesSink {
     fn open(&mut self, ctx: &SinkContext) -> Result<(), ConnectorError> {
         let w: Box<dyn Write + Send> = if self.path.as_os_str() == "-" {
             Box::new(std::io::stdout())
@@ -133,7 +121,8 @@ impl<T: ToJsonLine> Sink<T> for JsonLinesSink {
     fn write(&mut self, batch: &[Rec<T>]) -> Result<(), ConnectorError> {
         self.buf.clear();
         for r in batch {
-            r.value.write_json(&mut self.buf);
+            serde_json::to_writer(&mut self.buf, &r.value)
+                .map_err(|e| ConnectorError::Other(format!("cannot write a record as JSON to {}: {e}", self.path.display())))?;
             self.buf.push(b'\n');
         }
         if let Some(w) = self.w.as_mut() {

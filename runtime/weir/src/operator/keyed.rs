@@ -28,6 +28,14 @@ pub trait KeyedProcessFunction<K, I, O>: Send {
     fn on_timer(&mut self, _time: Timestamp, _domain: TimeDomain, _ctx: &mut KeyedContext<'_, K, O>) {}
 }
 
+/// A closure `|value, ctx| …` is a keyed process function without state or timers
+/// of its own registration (it can still use `ctx` for timers and outputs).
+impl<K, I, O, F: FnMut(I, &mut KeyedContext<'_, K, O>) + Send> KeyedProcessFunction<K, I, O> for F {
+    fn process(&mut self, value: I, ctx: &mut KeyedContext<'_, K, O>) {
+        self(value, ctx)
+    }
+}
+
 /// Flink's `KeyedCoProcessFunction`: two inputs keyed by the same key type, sharing
 /// state and timers.
 pub trait KeyedCoProcessFunction<K, I1, I2, O>: Send {

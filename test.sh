@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace. Installs and starts what the tests need that a
+# fresh machine lacks (idempotent; fast when already installed).
+set -euo pipefail
+cd "$(dirname "$0")"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# Services used by the tests are started here and stopped on exit.
+pids=()
+cleanup() { for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+for hook in scripts/test.d/*.sh; do
+  [ -e "$hook" ] || continue
+  # shellcheck source=/dev/null
+  source "$hook"
+done
+
+cargo test --workspace --no-fail-fast "$@"
