@@ -13,6 +13,8 @@ pub struct LinesSource<T, P> {
     path: PathBuf,
     parse: P,
     reader: Option<Box<dyn BufRead + Send>>,
+    /// whether this subtask reads the file (the file is one split)
+    owns: Option<bool>,
     line_no: u64,
     skip: u64,
     buf: String,
@@ -21,15 +23,16 @@ pub struct LinesSource<T, P> {
 
 impl<T, P: FnMut(&str) -> Result<T, String> + Send> LinesSource<T, P> {
     pub fn new(path: impl AsRef<Path>, parse: P) -> Self {
-        LinesSource { path: path.as_ref().to_path_buf(), parse, reader: None, line_no: 0, skip: 0, buf: String::new(), _t: std::marker::PhantomData }
+        LinesSource { path: path.as_ref().to_path_buf(), parse, reader: None, owns: None, line_no: 0, skip: 0, buf: String::new(), _t: std::marker::PhantomData }
     }
 }
 
 impl<T: crate::Data, P: FnMut(&str) -> Result<T, String> + Send> Source<T> for LinesSource<T, P> {
     fn open(&mut self, ctx: &SourceContext) -> Result<(), ConnectorError> {
-        if ctx.subtask != 0 {
+        if !self.owns.unwrap_or(ctx.subtask == 0) {
             return Ok(());
         }
+        self.owns = Some(true);
         let r: Box<dyn Read + Send> = if self.path.as_os_str() == "-" {
             Box::new(std::io::stdin())
         } else {
@@ -67,13 +70,16 @@ impl<T: crate::Data, P: FnMut(&str) -> Result<T, String> + Send> Source<T> for L
         Ok(SourcePoll::Ready)
     }
 
-    fn snapshot(&mut self) -> Result<Vec<u8>, ConnectorError> {
-        Ok(self.line_no.to_le_bytes().to_vec())
+    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>, ConnectorError> {
+        Ok(if self.owns == Some(true) { vec![self.line_no.max(self.skip).to_le_bytes().to_vec()] } else { Vec::new() })
     }
 
-    fn restore(&mut self, position: &[u8]) -> Result<(), ConnectorError> {
-        let b: [u8; 8] = position.try_into().map_err(|_| ConnectorError::Other("bad lines-source position".into()))?;
-        self.skip = u64::from_le_bytes(b);
+    fn restore(&mut self, splits: Vec<Vec<u8>>) -> Result<(), ConnectorError> {
+        self.owns = Some(!splits.is_empty());
+        if let Some(pos) = splits.first() {
+            let b: [u8; 8] = pos.as_slice().try_into().map_err(|_| ConnectorError::Other("bad lines-source position in the checkpoint".into()))?;
+            self.skip = u64::from_le_bytes(b);
+        }
         Ok(())
     }
 }

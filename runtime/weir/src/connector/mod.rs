@@ -3,6 +3,7 @@
 pub mod blackhole;
 pub mod collection;
 pub mod jsonl;
+pub mod sequence;
 pub mod stdout;
 
 use crate::record::{Rec, Timestamp, NO_TIMESTAMP};
@@ -79,12 +80,15 @@ pub trait Source<T>: Send {
     }
     /// Emits up to `out.remaining()` records without blocking for long.
     fn poll(&mut self, out: &mut SourceOutput<'_, T>) -> Result<SourcePoll, ConnectorError>;
-    /// The source's position, checkpointed with the barrier.
-    fn snapshot(&mut self) -> Result<Vec<u8>, ConnectorError> {
+    /// The positions of the splits this subtask reads (one entry per split),
+    /// checkpointed with the barrier.
+    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>, ConnectorError> {
         Ok(Vec::new())
     }
-    /// Resumes from a position returned by `snapshot`.
-    fn restore(&mut self, _position: &[u8]) -> Result<(), ConnectorError> {
+    /// Resumes from split positions returned by `snapshot` — of any subtask of the
+    /// snapshotted job: on restore with another parallelism, splits are handed out
+    /// round robin. Called before `open`, and replaces the initial assignment.
+    fn restore(&mut self, _splits: Vec<Vec<u8>>) -> Result<(), ConnectorError> {
         Ok(())
     }
 }

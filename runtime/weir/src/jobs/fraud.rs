@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{BuiltinJob, JobParams};
 use crate::connector::jsonl::LinesSource;
+use crate::connector::sequence::SequenceSplits;
 use crate::connector::{ConnectorError, Source, SourceOutput, SourcePoll};
 use crate::error::JobError;
 use crate::operator::keyed::{KeyedContext, KeyedProcessFunction, TimeDomain};
@@ -127,12 +128,10 @@ pub fn reference_alerts(txs: &[Transaction]) -> Vec<Alert> {
     alerts
 }
 
-/// Deterministic transactions: `accounts` accounts, one transaction every 10 ms of
-/// event time; about 1 in 50 is small and 1 in 40 large.
+/// Deterministic transactions: one every 10 ms of event time; about 1 in 50 is
+/// small and 1 in 40 large.
 pub struct TransactionGenerator {
-    next: u64,
-    stride: u64,
-    end: Option<u64>,
+    splits: SequenceSplits,
     accounts: u64,
 }
 
@@ -154,23 +153,18 @@ pub fn transaction(n: u64, accounts: u64) -> Transaction {
 
 impl Source<Transaction> for TransactionGenerator {
     fn poll(&mut self, out: &mut SourceOutput<'_, Transaction>) -> Result<SourcePoll, ConnectorError> {
-        while out.remaining() > 0 {
-            if self.end.is_some_and(|e| self.next >= e) {
-                return Ok(SourcePoll::Finished);
-            }
-            let t = transaction(self.next, self.accounts);
+        let accounts = self.accounts;
+        self.splits.take_run(out.remaining() as u64, |n| {
+            let t = transaction(n, accounts);
             out.collect_at(t.timestamp, t);
-            self.next += self.stride;
-        }
-        Ok(SourcePoll::Ready)
+        });
+        Ok(if self.splits.is_finished() { SourcePoll::Finished } else { SourcePoll::Ready })
     }
-    fn snapshot(&mut self) -> Result<Vec<u8>, ConnectorError> {
-        Ok(self.next.to_le_bytes().to_vec())
+    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>, ConnectorError> {
+        Ok(self.splits.snapshot())
     }
-    fn restore(&mut self, position: &[u8]) -> Result<(), ConnectorError> {
-        let b: [u8; 8] = position.try_into().map_err(|_| ConnectorError::Other("bad generator position".into()))?;
-        self.next = u64::from_le_bytes(b);
-        Ok(())
+    fn restore(&mut self, splits: Vec<Vec<u8>>) -> Result<(), ConnectorError> {
+        self.splits.restore(splits)
     }
 }
 
@@ -191,7 +185,7 @@ fn build(env: &StreamEnv, p: &JobParams) -> Result<(), JobError> {
             let events = p.events;
             env.source(
                 "transactions",
-                move |ctx| TransactionGenerator { next: ctx.subtask as u64, stride: ctx.parallelism as u64, end: events, accounts },
+                move |ctx| TransactionGenerator { splits: SequenceSplits::initial(ctx.subtask, ctx.parallelism, events), accounts },
                 strategy(),
             )
         }

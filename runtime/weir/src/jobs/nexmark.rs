@@ -14,6 +14,7 @@ use weir_nexmark::queries::{Q0Row, Q1Row, Q2Row, Q3Row, Q4Row, Q5Row, Q7Row, Q8R
 
 use super::{BuiltinJob, JobParams, sink_output};
 use crate::connector::jsonl::LinesSource;
+use crate::connector::sequence::SequenceSplits;
 use crate::connector::{ConnectorError, Source, SourceOutput, SourcePoll};
 use crate::error::JobError;
 use crate::operator::keyed::{KeyedContext, KeyedCoProcessFunction, KeyedProcessFunction, TimeDomain};
@@ -34,23 +35,21 @@ const WINDOW_10S: i64 = 10_000;
 /// `i, i+P, i+2P, …`, so the union is the same sequence for every `P`.
 pub struct NexmarkSource {
     config: Arc<GeneratorConfig>,
-    next: u64,
-    stride: u64,
-    end: u64,
+    splits: SequenceSplits,
     /// events per second for this subtask (wall clock), if limited
     rate: Option<f64>,
     started: Option<(Instant, u64)>,
+    produced: u64,
 }
 
 impl NexmarkSource {
     pub fn new(config: Arc<GeneratorConfig>, subtask: u32, parallelism: u32, events: Option<u64>, rate: Option<u64>) -> Self {
         NexmarkSource {
             config,
-            next: subtask as u64,
-            stride: parallelism as u64,
-            end: events.unwrap_or(u64::MAX),
+            splits: SequenceSplits::initial(subtask, parallelism, events),
             rate: rate.map(|r| r as f64 / parallelism as f64),
             started: None,
+            produced: 0,
         }
     }
 }
@@ -59,31 +58,26 @@ impl Source<Event> for NexmarkSource {
     fn poll(&mut self, out: &mut SourceOutput<'_, Event>) -> Result<SourcePoll, ConnectorError> {
         let mut budget = out.remaining() as u64;
         if let Some(rate) = self.rate {
-            let (t0, n0) = *self.started.get_or_insert((Instant::now(), self.next));
-            let done = (self.next - n0) / self.stride;
+            let (t0, n0) = *self.started.get_or_insert((Instant::now(), self.produced));
+            let done = self.produced - n0;
             let allowed = (t0.elapsed().as_secs_f64() * rate) as u64;
             if allowed <= done {
                 return Ok(SourcePoll::Idle);
             }
             budget = budget.min(allowed - done);
         }
-        for _ in 0..budget {
-            if self.next >= self.end {
-                return Ok(SourcePoll::Finished);
-            }
-            let e = weir_nexmark::generator::event(&self.config, self.next);
+        let config = &self.config;
+        self.produced += self.splits.take_run(budget, |n| {
+            let e = weir_nexmark::generator::event(config, n);
             out.collect_at(e.timestamp(), e);
-            self.next += self.stride;
-        }
-        if self.next >= self.end { Ok(SourcePoll::Finished) } else { Ok(SourcePoll::Ready) }
+        });
+        Ok(if self.splits.is_finished() { SourcePoll::Finished } else { SourcePoll::Ready })
     }
-    fn snapshot(&mut self) -> Result<Vec<u8>, ConnectorError> {
-        Ok(self.next.to_le_bytes().to_vec())
+    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>, ConnectorError> {
+        Ok(self.splits.snapshot())
     }
-    fn restore(&mut self, position: &[u8]) -> Result<(), ConnectorError> {
-        let b: [u8; 8] = position.try_into().map_err(|_| ConnectorError::Other("bad nexmark source position".into()))?;
-        self.next = u64::from_le_bytes(b);
-        Ok(())
+    fn restore(&mut self, splits: Vec<Vec<u8>>) -> Result<(), ConnectorError> {
+        self.splits.restore(splits)
     }
 }
 

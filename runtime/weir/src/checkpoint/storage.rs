@@ -1,0 +1,283 @@
+//! Checkpoint storage on any `object_store` URL (`file://`, `s3://`, `gs://`, `az://`,
+//! or a plain local path). S3 settings come from the usual `AWS_*` environment
+//! variables, including `AWS_ENDPOINT_URL` and `AWS_ALLOW_HTTP` for S3-compatible stores.
+//!
+//! Guarantees: a snapshot's state files are written before its `_metadata`, and
+//! `_latest` is updated only after `_metadata` exists, so a crash at any point leaves
+//! either a complete checkpoint or one that is ignored. Reading validates the
+//! metadata and falls back to the newest valid checkpoint.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use super::layout;
+use super::metadata::{CheckpointMetadata, FORMAT_VERSION, FileRange};
+
+/// Why checkpoint storage could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("checkpoint storage URL '{url}': {reason}")]
+    Url { url: String, reason: String },
+    #[error("{url}: no _metadata (the checkpoint is incomplete or does not exist)")]
+    MissingMetadata { url: String },
+    #[error("{url}: corrupt checkpoint: {reason}")]
+    Corrupt { url: String, reason: String },
+    #[error("{url}: format version {found}, this runtime reads version {expected}")]
+    WrongVersion { url: String, found: u32, expected: u32 },
+    #[error("{url}: taken with max parallelism {found}, the job has {expected} (max parallelism is fixed for a job's lifetime)")]
+    WrongMaxParallelism { url: String, found: u32, expected: u32 },
+    #[error("{what} {url}: {source}")]
+    Store { what: &'static str, url: String, #[source] source: object_store::Error },
+    #[error("cannot start the storage I/O runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Checkpoints and savepoints of one job under one URL prefix.
+pub struct CheckpointStorage {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    url: String,
+    rt: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for CheckpointStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointStorage").field("url", &self.url).finish()
+    }
+}
+
+fn build_store(url: &str) -> Result<(Arc<dyn ObjectStore>, Path, String), StorageError> {
+    let bad = |reason: String| StorageError::Url { url: url.to_string(), reason };
+    if !url.contains("://") {
+        // a plain local path
+        let abs = std::path::absolute(url).map_err(|e| bad(e.to_string()))?;
+        return build_store(&format!("file://{}", abs.display()));
+    }
+    let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+    match parsed.scheme() {
+        "file" => {
+            let dir = parsed.to_file_path().map_err(|_| bad("not an absolute file path".into()))?;
+            std::fs::create_dir_all(&dir).map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
+            let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?;
+            Ok((Arc::new(fs), Path::default(), url.trim_end_matches('/').to_string()))
+        }
+        "s3" | "s3a" => {
+            let bucket = parsed.host_str().ok_or_else(|| bad("no bucket".into()))?;
+            let s3 = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).build().map_err(|e| bad(e.to_string()))?;
+            Ok((Arc::new(s3), Path::from(parsed.path().trim_matches('/')), url.trim_end_matches('/').to_string()))
+        }
+        "gs" => {
+            let bucket = parsed.host_str().ok_or_else(|| bad("no bucket".into()))?;
+            let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket).build().map_err(|e| bad(e.to_string()))?;
+            Ok((Arc::new(gcs), Path::from(parsed.path().trim_matches('/')), url.trim_end_matches('/').to_string()))
+        }
+        "az" | "abfs" | "abfss" => {
+            let container = parsed.host_str().ok_or_else(|| bad("no container".into()))?;
+            let az = object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(container).build().map_err(|e| bad(e.to_string()))?;
+            Ok((Arc::new(az), Path::from(parsed.path().trim_matches('/')), url.trim_end_matches('/').to_string()))
+        }
+        other => Err(bad(format!("unknown scheme '{other}' (use file://, s3://, gs:// or az://)"))),
+    }
+}
+
+impl CheckpointStorage {
+    /// Opens the storage at `url` (nothing is read or written yet).
+    pub fn open(url: &str) -> Result<Self, StorageError> {
+        let (store, prefix, url) = build_store(url)?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StorageError::Runtime)?;
+        Ok(CheckpointStorage { store, prefix, url, rt })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The URL of `rel` (a path relative to the prefix).
+    pub fn url_of(&self, rel: &str) -> String {
+        format!("{}/{}", self.url, rel)
+    }
+
+    fn path(&self, rel: &str) -> Path {
+        let mut p = self.prefix.clone();
+        for part in rel.split('/').filter(|s| !s.is_empty()) {
+            p = p.clone().join(part);
+        }
+        p
+    }
+
+    pub fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        let path = self.path(rel);
+        self.rt
+            .block_on(self.store.put(&path, PutPayload::from(bytes)))
+            .map(|_| ())
+            .map_err(|source| StorageError::Store { what: "writing", url: self.url_of(rel), source })
+    }
+
+    pub fn get(&self, rel: &str) -> Result<Vec<u8>, StorageError> {
+        let path = self.path(rel);
+        self.rt
+            .block_on(async { self.store.get(&path).await?.bytes().await })
+            .map(|b| b.to_vec())
+            .map_err(|source| StorageError::Store { what: "reading", url: self.url_of(rel), source })
+    }
+
+    fn exists(&self, rel: &str) -> Result<bool, StorageError> {
+        let path = self.path(rel);
+        match self.rt.block_on(self.store.head(&path)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(source) => Err(StorageError::Store { what: "checking", url: self.url_of(rel), source }),
+        }
+    }
+
+    /// Reads `range` of a state file of snapshot directory `dir`.
+    pub fn read_range(&self, dir: &str, r: &FileRange) -> Result<Vec<u8>, StorageError> {
+        let rel = format!("{dir}/{}", r.file);
+        let path = self.path(&rel);
+        let bytes = self
+            .rt
+            .block_on(self.store.get_range(&path, r.offset..r.offset + r.length))
+            .map_err(|source| StorageError::Store { what: "reading", url: self.url_of(&rel), source })?;
+        if bytes.len() as u64 != r.length {
+            return Err(StorageError::Corrupt { url: self.url_of(&rel), reason: format!("expected {} bytes at offset {}, found {}", r.length, r.offset, bytes.len()) });
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Writes a snapshot: all `files` first, `_metadata` last. Returns the bytes written.
+    pub fn write_snapshot(&self, dir: &str, files: Vec<(String, Vec<u8>)>, meta: &CheckpointMetadata) -> Result<u64, StorageError> {
+        let mut total = 0u64;
+        for (name, bytes) in files {
+            total += bytes.len() as u64;
+            self.put(&format!("{dir}/{name}"), bytes)?;
+        }
+        let json = serde_json::to_vec_pretty(meta).map_err(|e| StorageError::Corrupt { url: self.url_of(dir), reason: e.to_string() })?;
+        total += json.len() as u64;
+        self.put(&format!("{dir}/{}", layout::METADATA), json)?;
+        Ok(total)
+    }
+
+    /// Points `_latest` at checkpoint `n` (call after its `_metadata` is written).
+    pub fn set_latest(&self, n: u64) -> Result<(), StorageError> {
+        self.put(&layout::latest_pointer(), format!("chk-{n}\n").into_bytes())
+    }
+
+    /// Reads and validates the `_metadata` of snapshot directory `dir`.
+    pub fn read_metadata(&self, dir: &str, max_parallelism: Option<u32>) -> Result<CheckpointMetadata, StorageError> {
+        let url = self.url_of(dir);
+        let rel = format!("{dir}/{}", layout::METADATA);
+        if !self.exists(&rel)? {
+            return Err(StorageError::MissingMetadata { url });
+        }
+        let bytes = self.get(&rel)?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt { url: url.clone(), reason: format!("_metadata is not JSON: {e}") })?;
+        let found = v.get("formatVersion").and_then(|f| f.as_u64()).unwrap_or(0) as u32;
+        if found != FORMAT_VERSION {
+            return Err(StorageError::WrongVersion { url, found, expected: FORMAT_VERSION });
+        }
+        let meta: CheckpointMetadata = serde_json::from_value(v).map_err(|e| StorageError::Corrupt { url: url.clone(), reason: format!("_metadata: {e}") })?;
+        if let Some(m) = max_parallelism {
+            if meta.max_parallelism != m {
+                return Err(StorageError::WrongMaxParallelism { url, found: meta.max_parallelism, expected: m });
+            }
+        }
+        // every referenced file must exist and be long enough
+        let mut sizes: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        for op in meta.operators.values() {
+            for r in op.key_groups.values().chain(op.subtasks.values()) {
+                let e = sizes.entry(r.file.as_str()).or_default();
+                *e = (*e).max(r.offset + r.length);
+            }
+        }
+        for (file, need) in sizes {
+            let rel = format!("{dir}/{file}");
+            let path = self.path(&rel);
+            let size = match self.rt.block_on(self.store.head(&path)) {
+                Ok(m) => m.size,
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(StorageError::Corrupt { url: self.url_of(&rel), reason: "state file missing".into() });
+                }
+                Err(source) => return Err(StorageError::Store { what: "checking", url: self.url_of(&rel), source }),
+            };
+            if size < need {
+                return Err(StorageError::Corrupt { url: self.url_of(&rel), reason: format!("truncated: {size} bytes, metadata needs {need}") });
+            }
+        }
+        Ok(meta)
+    }
+
+    /// Numbers of the checkpoint directories present (complete or not), ascending.
+    pub fn list_checkpoints(&self) -> Result<Vec<u64>, StorageError> {
+        let base = self.path(layout::CHECKPOINTS);
+        let listing = self
+            .rt
+            .block_on(self.store.list_with_delimiter(Some(&base)))
+            .map_err(|source| StorageError::Store { what: "listing", url: self.url_of(layout::CHECKPOINTS), source })?;
+        let mut ids: Vec<u64> = listing.common_prefixes.iter().filter_map(|p| p.filename().and_then(layout::parse_checkpoint_dir)).collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// The newest valid checkpoint: `_latest` if it is valid, else the newest
+    /// directory whose metadata validates. Invalid ones are logged and skipped.
+    pub fn latest(&self, max_parallelism: Option<u32>) -> Result<Option<(String, CheckpointMetadata)>, StorageError> {
+        let pointer = layout::latest_pointer();
+        let mut tried = None;
+        if self.exists(&pointer)? {
+            let name = String::from_utf8_lossy(&self.get(&pointer)?).trim().to_string();
+            if let Some(n) = layout::parse_checkpoint_dir(&name) {
+                let dir = layout::checkpoint_dir(n);
+                match self.read_metadata(&dir, max_parallelism) {
+                    Ok(m) => return Ok(Some((dir, m))),
+                    Err(e) => tracing::warn!(error = %e, "the latest checkpoint is not usable; looking for an older one"),
+                }
+                tried = Some(n);
+            }
+        }
+        for n in self.list_checkpoints()?.into_iter().rev() {
+            if Some(n) == tried {
+                continue;
+            }
+            let dir = layout::checkpoint_dir(n);
+            match self.read_metadata(&dir, max_parallelism) {
+                Ok(m) => return Ok(Some((dir, m))),
+                Err(e @ StorageError::WrongMaxParallelism { .. }) => return Err(e),
+                Err(e) => tracing::warn!(error = %e, "skipping an unusable checkpoint"),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes a snapshot directory and everything in it.
+    pub fn delete_dir(&self, dir: &str) -> Result<(), StorageError> {
+        let base = self.path(dir);
+        let store = self.store.clone();
+        self.rt
+            .block_on(async move {
+                let paths: Vec<Path> = store.list(Some(&base)).map_ok(|m| m.location).try_collect().await?;
+                for p in paths {
+                    store.delete(&p).await?;
+                }
+                Ok::<(), object_store::Error>(())
+            })
+            .map_err(|source| StorageError::Store { what: "deleting", url: self.url_of(dir), source })
+    }
+
+    /// Keeps the newest `retain` complete checkpoints (and anything newer), deletes the rest.
+    pub fn retain(&self, retain: usize) -> Result<(), StorageError> {
+        let ids = self.list_checkpoints()?;
+        let mut complete = 0usize;
+        for n in ids.into_iter().rev() {
+            let dir = layout::checkpoint_dir(n);
+            if complete >= retain.max(1) {
+                self.delete_dir(&dir)?;
+            } else if self.exists(&format!("{dir}/{}", layout::METADATA))? {
+                complete += 1;
+            }
+        }
+        Ok(())
+    }
+}
