@@ -7,6 +7,7 @@
 #[cfg(feature = "arrow")]
 pub mod arrow;
 pub mod connector;
+pub mod checkpoint;
 pub mod cli;
 pub mod error;
 pub(crate) mod exec;

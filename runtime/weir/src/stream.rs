@@ -77,6 +77,18 @@ impl StreamEnv {
         launch(&graph, &self.config, None)
     }
 
+    /// The stable ids of all operators (to match snapshot state).
+    pub fn uids(&self) -> Vec<String> {
+        self.graph.borrow().nodes.iter().map(|n| n.stable_id().to_string()).collect()
+    }
+
+    /// Starts the job with checkpointing: tasks report snapshots to `setup.reports`.
+    pub(crate) fn launch_with(&self, setup: crate::exec::plan::CheckpointSetup) -> Result<RunningJob, JobError> {
+        let graph = self.graph.borrow();
+        validate_uids(&graph)?;
+        launch(&graph, &self.config, Some(setup))
+    }
+
     /// Runs the job until its input ends.
     pub fn execute(self) -> Result<(), JobError> {
         self.launch()?.wait()
@@ -356,6 +368,7 @@ impl<T: Data, K: Key, KF: Fn(&T) -> K + Clone + Send + 'static> KeyedStream<T, K
             if let Err(e) = f.open(&mut oc) {
                 env.control.fail(format!("{}: open failed: {e}", env.info.operator));
             }
+            core.restore(env);
             Box::new(KeyedProcess { key_fn: kf.clone(), f, core })
         });
         *node_holder.borrow_mut() = out.node;
@@ -454,7 +467,13 @@ where
                 lateness_ms: lateness,
                 late_tag: late_tag.clone(),
             };
-            Box::new(WindowOperator::new(spec, &env.info, &uid, next, sides.into_sides()))
+            let mut op = WindowOperator::new(spec, &env.info, &uid, next, sides.into_sides());
+            if let Some(r) = &env.restore {
+                if let Err(e) = op.restore(r.keyed(&uid, env.info.key_groups())) {
+                    env.control.fail(format!("{}: restoring state from {}: {e}", env.info.operator, r.url));
+                }
+            }
+            Box::new(op)
         });
         *holder.borrow_mut() = out.node;
         out
@@ -520,6 +539,7 @@ where
             if let Err(e) = f.open(&mut oc) {
                 env.control.fail(format!("{}: open failed: {e}", env.info.operator));
             }
+            core.restore(env);
             let op: Box<dyn TwoInput<A, B>> = Box::new(KeyedCoProcess { key_fn1: kf1.clone(), key_fn2: kf2.clone(), f, core, _t: PhantomData });
             Box::new(op) as AnyBox
         });

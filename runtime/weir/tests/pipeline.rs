@@ -96,6 +96,7 @@ fn keyed_state_and_event_timers() {
         // every key appears every 700 ms: each timer sees the records of its 1 s
         let script: Vec<Scripted<String>> = words(700).into_iter().flat_map(|(ts, w)| [Scripted::Record(ts, w), Scripted::Watermark(ts - 1)]).collect();
         env.source("words", move |ctx| ScriptSource::new(script.clone(), ctx.subtask), WatermarkStrategy::none())
+            .parallelism(1)
             .key_by(|w: &String| w.clone())
             .process(DelayedCount::default())
             .sink("collect", move |_| s.clone());
@@ -118,6 +119,7 @@ fn late_records_go_to_the_side_output() {
     let items = vec![r(1000), r(25_000), Scripted::Watermark(24_999), r(2000), r(15_000)];
     let windowed = env
         .source("events", move |ctx| ScriptSource::new(items.clone(), ctx.subtask), WatermarkStrategy::none())
+        .parallelism(1) // one scripted source: lateness must not depend on empty siblings' timing
         .key_by(|e: &(String, i64)| e.0.clone())
         .window(TumblingEventTimeWindows::of(Duration::from_secs(10)))
         .side_output_late_data(&late)

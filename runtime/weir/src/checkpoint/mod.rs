@@ -2,8 +2,10 @@
 //! it lives in object storage (`layout`, `storage`), and how a job's state is taken
 //! (`coordinator`) and given back to operators on restore (`restore`).
 
+pub mod coordinator;
 pub mod layout;
 pub mod metadata;
+pub mod restore;
 pub mod storage;
 
 pub use metadata::{CheckpointMetadata, FORMAT_VERSION};

@@ -101,16 +101,36 @@ pub struct SinkContext {
 }
 
 /// A parallel sink: one instance per subtask.
+///
+/// Exactly-once sinks use two-phase commit: at each checkpoint barrier `pre_commit`
+/// makes what was written so far durable but invisible and returns a committable;
+/// when the checkpoint is complete, `commit` makes it visible. After a failure the
+/// job restarts from the last complete checkpoint and `restore` gets the committables
+/// of that checkpoint (commit them — idempotently — and discard anything else).
+/// The defaults give at-least-once sinks that just flush.
 pub trait Sink<T>: Send {
     fn open(&mut self, _ctx: &SinkContext) -> Result<(), ConnectorError> {
         Ok(())
     }
     fn write(&mut self, batch: &[Rec<T>]) -> Result<(), ConnectorError>;
+    /// Pushes buffered output on (called when the task is about to wait).
     fn flush(&mut self) -> Result<(), ConnectorError> {
         Ok(())
     }
-    /// End of input: make everything written durable.
-    fn finish(&mut self) -> Result<(), ConnectorError> {
-        self.flush()
+    /// Phase one, at a barrier (and at end of input with `checkpoint_id = u64::MAX`).
+    fn pre_commit(&mut self, _checkpoint_id: u64) -> Result<Option<Vec<u8>>, ConnectorError> {
+        self.flush()?;
+        Ok(None)
+    }
+    /// Phase two, when the checkpoint is complete.
+    fn commit(&mut self, _committable: Vec<u8>) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+    /// On restore: the committables pending in the restored checkpoint. Called before `open`.
+    fn restore(&mut self, committables: Vec<Vec<u8>>) -> Result<(), ConnectorError> {
+        for c in committables {
+            self.commit(c)?;
+        }
+        Ok(())
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Select};
 
-use super::{Barrier, BoxDown, Downstream, FLUSH_INTERVAL_MS, Msg, TaskEnv};
+use super::{Barrier, BoxDown, Downstream, FLUSH_INTERVAL_MS, Msg, TaskCommand, TaskEnv};
 use crate::record::{Rec, now_ms};
 use crate::state::snapshot::OperatorSnapshot;
 use crate::time::{MAX_WATERMARK, WatermarkTracker, WatermarkUpdate};
@@ -96,6 +96,14 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
         op_of[n1 + j] = sel.recv(r);
         ops.push(n1 + j);
     }
+    // commands from the coordinator: a pseudo-channel after the inputs
+    let cmd_ch = total;
+    let cmds = env.commands.clone();
+    if let Some(c) = &cmds {
+        let op = sel.recv(c);
+        set_op(&mut ops, op, cmd_ch);
+    }
+    let mut stopping = false;
     let mut batch1: Vec<Rec<A>> = Vec::new();
     let mut batch2: Vec<Rec<B>> = Vec::new();
     let mut last_flush = Instant::now();
@@ -127,10 +135,21 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
             }
         };
         let ch = ops[oper.index()];
+        if ch == cmd_ch {
+            if let Some(c) = &cmds {
+                match oper.recv(c) {
+                    Ok(TaskCommand::Complete(id)) => head.checkpoint_complete(id),
+                    Ok(TaskCommand::Trigger(_)) => {}
+                    Err(_) => {}
+                }
+            }
+            continue;
+        }
         let ctl = if ch < n1 {
             match oper.recv(&in1[ch]) {
                 Ok(Msg::Data(mut b)) => {
                     metrics.add_in(b.len());
+                    env.check_fault();
                     std::mem::swap(&mut b, &mut batch1);
                     head.push(&mut batch1);
                     None
@@ -150,6 +169,7 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
             match oper.recv(&in2[ch - n1]) {
                 Ok(Msg::Data(mut b)) => {
                     metrics.add_in(b.len());
+                    env.check_fault();
                     std::mem::swap(&mut b, &mut batch2);
                     head.push2(&mut batch2);
                     None
@@ -212,6 +232,7 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
             // alignment complete?
             if align.as_ref().is_some_and(|a| a.remaining == 0) {
                 let a = align.take().expect("alignment present");
+                stopping |= a.barrier.stop;
                 let mut snaps = Vec::new();
                 head.barrier(&a.barrier, &mut snaps);
                 env.report_snapshot(a.barrier, snaps);
@@ -234,11 +255,20 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
             last_flush = Instant::now();
         }
     }
-    if tracker.current() < MAX_WATERMARK {
+    // stop-with-savepoint ends without the final watermark: the job resumes later
+    if !stopping && tracker.current() < MAX_WATERMARK {
         head.watermark(MAX_WATERMARK);
     }
     head.end();
     env.metrics.finished.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(c) = &cmds {
+        // until the coordinator is done with the job (it closes the channel)
+        while let Ok(cmd) = c.recv() {
+            if let TaskCommand::Complete(id) = cmd {
+                head.checkpoint_complete(id)
+            }
+        }
+    }
 }
 
 fn set_op(ops: &mut Vec<usize>, op: usize, ch: usize) {

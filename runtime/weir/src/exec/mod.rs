@@ -108,7 +108,10 @@ impl TaskMetrics {
 #[derive(Clone)]
 pub struct TaskInfo {
     pub job_name: Arc<str>,
+    /// The operator's display name.
     pub operator: Arc<str>,
+    /// The operator's stable id (matches its state in snapshots).
+    pub uid: Arc<str>,
     pub subtask: u32,
     pub parallelism: u32,
     pub max_parallelism: u32,
@@ -150,6 +153,21 @@ pub(crate) struct TaskEnv {
     pub metrics: Arc<TaskMetrics>,
     /// Where a task reports its snapshots when a barrier has passed it.
     pub snapshots: Option<crossbeam_channel::Sender<SnapshotReport>>,
+    /// Commands from the checkpoint coordinator.
+    pub commands: Option<crossbeam_channel::Receiver<TaskCommand>>,
+    /// The state to start from.
+    pub restore: Option<Arc<crate::checkpoint::restore::RestoreState>>,
+    /// Test-only: fail when this task's input reaches this many records.
+    pub fault: Option<(String, u64)>,
+}
+
+/// What the checkpoint coordinator tells a task.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum TaskCommand {
+    /// (sources) Snapshot now and send this barrier downstream.
+    Trigger(Barrier),
+    /// Checkpoint `n` is complete: commit what was pre-committed for it.
+    Complete(u64),
 }
 
 /// One task's contribution to a checkpoint.
@@ -162,6 +180,16 @@ pub(crate) struct SnapshotReport {
 }
 
 impl TaskEnv {
+    /// Test-only fault injection: panics once the task has read `n` records.
+    #[inline]
+    pub(crate) fn check_fault(&self) {
+        if let Some((op, n)) = &self.fault {
+            if self.metrics.records_in.load(Ordering::Relaxed) >= *n {
+                panic!("injected fault in {op} at record {n}");
+            }
+        }
+    }
+
     pub(crate) fn report_snapshot(&self, barrier: Barrier, operators: Vec<OperatorSnapshot>) {
         if let Some(tx) = &self.snapshots {
             let _ = tx.send(SnapshotReport { barrier, task: self.metrics.name.clone(), subtask: self.info.subtask, operators });

@@ -7,7 +7,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::{JobControl, SnapshotReport, TaskEnv, TaskInfo, TaskMetrics};
+use super::{JobControl, SnapshotReport, TaskCommand, TaskEnv, TaskInfo, TaskMetrics};
 use crate::error::JobError;
 use crate::graph::{AnyBox, Graph, NodeId, NodeKind, Ship, SideOutputs};
 
@@ -25,11 +25,28 @@ impl Default for JobConfig {
     }
 }
 
+/// What a job run needs for checkpoints: where tasks report, what they start from.
+#[derive(Clone)]
+pub(crate) struct CheckpointSetup {
+    pub reports: crossbeam_channel::Sender<SnapshotReport>,
+    pub restore: Option<Arc<crate::checkpoint::restore::RestoreState>>,
+    /// Test-only fault: fail the task running this operator at its n-th input record.
+    pub fault: Option<(String, u64)>,
+}
+
+/// The coordinator's handle on one task.
+pub(crate) struct TaskHandle {
+    pub is_source: bool,
+    pub commands: crossbeam_channel::Sender<TaskCommand>,
+    pub metrics: Arc<TaskMetrics>,
+}
+
 /// A job whose tasks are running on threads.
 pub struct RunningJob {
     threads: Vec<JoinHandle<()>>,
     control: Arc<JobControl>,
     pub metrics: Vec<Arc<TaskMetrics>>,
+    pub(crate) tasks: Vec<TaskHandle>,
 }
 
 impl RunningJob {
@@ -38,12 +55,37 @@ impl RunningJob {
         self.control.cancelled.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Whether every task has processed all its input (or the job failed).
     pub fn is_finished(&self) -> bool {
-        self.threads.iter().all(|t| t.is_finished())
+        self.control.is_cancelled() || self.metrics.iter().all(|m| m.finished.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Sends `cmd` to every task (or only the sources).
+    pub(crate) fn broadcast(&self, cmd: TaskCommand, sources_only: bool) {
+        for t in self.tasks.iter().filter(|t| t.is_source || !sources_only) {
+            let _ = t.commands.send(cmd);
+        }
+    }
+
+    /// Number of tasks (each reports once per checkpoint).
+    pub(crate) fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Fails the job (as if a task had failed) — used by the coordinator.
+    pub(crate) fn fail(&self, msg: String) {
+        self.control.fail(msg)
+    }
+
+    /// Whether the job has failed (or was cancelled) so far.
+    pub(crate) fn is_failing(&self) -> bool {
+        self.control.is_cancelled()
     }
 
     /// Waits for every task; the first failure wins.
-    pub fn wait(self) -> Result<(), JobError> {
+    pub fn wait(mut self) -> Result<(), JobError> {
+        // tasks that finished wait for coordinator commands until this closes them
+        self.tasks.clear();
         for t in self.threads {
             let _ = t.join();
         }
@@ -103,8 +145,9 @@ fn plan(graph: &Graph, config: &JobConfig) -> Result<Planned, JobError> {
 }
 
 /// Starts all tasks of `graph`.
-pub(crate) fn launch(graph: &Graph, config: &JobConfig, snapshots: Option<crossbeam_channel::Sender<SnapshotReport>>) -> Result<RunningJob, JobError> {
+pub(crate) fn launch(graph: &Graph, config: &JobConfig, setup: Option<CheckpointSetup>) -> Result<RunningJob, JobError> {
     let p = plan(graph, config)?;
+    let mut commands = Vec::new();
     let control = Arc::new(JobControl::default());
     let job_name: Arc<str> = Arc::from(config.name.as_str());
 
@@ -129,17 +172,23 @@ pub(crate) fn launch(graph: &Graph, config: &JobConfig, snapshots: Option<crossb
         for i in 0..p.parallelism[h] {
             let metrics = Arc::new(TaskMetrics::new(chain_name.clone(), i, graph.nodes[h].is_source(), is_sink));
             all_metrics.push(metrics.clone());
+            let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+            commands.push(TaskHandle { is_source: graph.nodes[h].is_source(), commands: cmd_tx, metrics: metrics.clone() });
             let env_for = |node: NodeId| TaskEnv {
                 info: TaskInfo {
                     job_name: job_name.clone(),
                     operator: Arc::from(graph.nodes[node].name.as_str()),
+                    uid: Arc::from(graph.nodes[node].stable_id()),
                     subtask: i,
                     parallelism: p.parallelism[node],
                     max_parallelism: config.max_parallelism,
                 },
                 control: control.clone(),
                 metrics: metrics.clone(),
-                snapshots: snapshots.clone(),
+                snapshots: setup.as_ref().map(|s| s.reports.clone()),
+                commands: Some(cmd_rx.clone()),
+                restore: setup.as_ref().and_then(|s| s.restore.clone()),
+                fault: setup.as_ref().and_then(|s| s.fault.clone()).filter(|(op, _)| chain_name.split(" -> ").any(|n| n == op)),
             };
             let head_env = env_for(h);
             let (main, sides) = outputs(graph, &p, h, i, &env_for, &mut senders);
@@ -176,7 +225,7 @@ pub(crate) fn launch(graph: &Graph, config: &JobConfig, snapshots: Option<crossb
             threads.push(thread);
         }
     }
-    Ok(RunningJob { threads, control, metrics: all_metrics })
+    Ok(RunningJob { threads, control, metrics: all_metrics, tasks: commands })
 }
 
 /// Builds the downstream of `n`'s outputs for subtask `i`: chained successors are

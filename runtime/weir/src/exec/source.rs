@@ -3,13 +3,23 @@
 
 use std::time::{Duration, Instant};
 
-use super::{BATCH_SIZE, BoxDown, FLUSH_INTERVAL_MS, TaskEnv};
+use super::{BATCH_SIZE, BoxDown, FLUSH_INTERVAL_MS, TaskCommand, TaskEnv};
+use crate::checkpoint::restore::Redistribution;
+use crate::state::snapshot::OperatorSnapshot;
 use crate::connector::{Source, SourceContext, SourceOutput, SourcePoll};
 use crate::record::{Rec, now_ms};
 use crate::time::{MAX_WATERMARK, WatermarkGenerator, WatermarkStrategy};
 
 pub(crate) fn run<T: crate::Data>(env: TaskEnv, mut source: Box<dyn Source<T>>, strategy: WatermarkStrategy<T>, mut head: BoxDown<T>) {
     let ctx = SourceContext { subtask: env.info.subtask, parallelism: env.info.parallelism };
+    if let Some(r) = &env.restore {
+        if let Some(splits) = r.operator(&env.info.uid, env.info.subtask, env.info.parallelism, Redistribution::Split) {
+            if let Err(e) = source.restore(splits) {
+                env.control.fail(format!("{} (subtask {}): restoring its position: {e}", env.info.operator, env.info.subtask));
+                return;
+            }
+        }
+    }
     if let Err(e) = source.open(&ctx) {
         env.control.fail(format!("{} (subtask {}): {e}", env.info.operator, env.info.subtask));
         return;
@@ -22,9 +32,40 @@ pub(crate) fn run<T: crate::Data>(env: TaskEnv, mut source: Box<dyn Source<T>>, 
     let mut idle_since: Option<Instant> = None;
     let mut marked_idle = false;
     let mut emitted_wm = i64::MIN;
+    let mut stopped = false;
     loop {
         if env.control.is_cancelled() {
             return;
+        }
+        if let Some(cmds) = &env.commands {
+            while let Ok(cmd) = cmds.try_recv() {
+                match cmd {
+                    TaskCommand::Trigger(b) => {
+                        let mut snaps = Vec::new();
+                        match source.snapshot() {
+                            Ok(splits) => snaps.push(OperatorSnapshot {
+                                uid: env.info.uid.to_string(),
+                                subtask: env.info.subtask,
+                                keyed: Vec::new(),
+                                operator: Some(postcard::to_allocvec(&splits).unwrap_or_default()),
+                            }),
+                            Err(e) => {
+                                env.control.fail(format!("{} (subtask {}): snapshot: {e}", env.info.operator, env.info.subtask));
+                                return;
+                            }
+                        }
+                        head.barrier(&b, &mut snaps);
+                        env.report_snapshot(b, snaps);
+                        if b.stop {
+                            stopped = true;
+                        }
+                    }
+                    TaskCommand::Complete(id) => head.checkpoint_complete(id),
+                }
+            }
+        }
+        if stopped {
+            break;
         }
         let (status, explicit_wm) = {
             let mut out = SourceOutput { buf: &mut buf, limit: BATCH_SIZE, watermark: None };
@@ -55,6 +96,7 @@ pub(crate) fn run<T: crate::Data>(env: TaskEnv, mut source: Box<dyn Source<T>>, 
                 }
             }
             env.metrics.add_in(buf.len());
+            env.check_fault();
             head.push(&mut buf);
         }
         if let Some(wm) = explicit_wm {
@@ -105,7 +147,18 @@ pub(crate) fn run<T: crate::Data>(env: TaskEnv, mut source: Box<dyn Source<T>>, 
             }
         }
     }
-    head.watermark(MAX_WATERMARK);
+    if !stopped {
+        head.watermark(MAX_WATERMARK);
+    }
     head.end();
     env.metrics.finished.store(true, std::sync::atomic::Ordering::Relaxed);
+    // a sink chained to this source may still have a checkpoint to commit
+    if let Some(cmds) = &env.commands {
+        // until the coordinator is done with the job (it closes the channel)
+        while let Ok(cmd) = cmds.recv() {
+            if let TaskCommand::Complete(id) = cmd {
+                head.checkpoint_complete(id)
+            }
+        }
+    }
 }

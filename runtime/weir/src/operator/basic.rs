@@ -5,6 +5,7 @@ use super::side::Sides;
 use crate::connector::{Sink, SinkContext};
 use crate::exec::{Barrier, BoxDown, Downstream, TaskEnv};
 use crate::record::{Collector, Data, OutputTag, Rec, Timestamp};
+use crate::checkpoint::restore::Redistribution;
 use crate::state::snapshot::OperatorSnapshot;
 
 pub(crate) struct Map<F, O> {
@@ -146,11 +147,15 @@ impl<I: Data, O: Data, F: ProcessFunction<I, O>> Downstream<I> for Process<F, O>
     }
 }
 
-/// Writes its input to a [`Sink`]; the end of a chain.
+/// Writes its input to a [`Sink`]; the end of a chain. Runs the sink's two-phase
+/// commit: pre-commit at barriers, commit when the coordinator says the checkpoint
+/// is complete (or right away at end of input when the job has no checkpoints).
 pub(crate) struct SinkOp<S> {
     pub sink: S,
     pub env: TaskEnv,
     pub failed: bool,
+    /// pre-committed, not yet committed: (checkpoint id, committable)
+    pending: Vec<(u64, Vec<u8>)>,
 }
 
 impl<S> SinkOp<S> {
@@ -160,11 +165,17 @@ impl<S> SinkOp<S> {
     {
         let ctx = SinkContext { subtask: env.info.subtask, parallelism: env.info.parallelism };
         let mut failed = false;
-        if let Err(e) = sink.open(&ctx) {
+        let restored = env
+            .restore
+            .as_ref()
+            .and_then(|r| r.operator(&env.info.uid, env.info.subtask, env.info.parallelism, Redistribution::Split))
+            .unwrap_or_default();
+        let r = sink.restore(restored).and_then(|_| sink.open(&ctx));
+        if let Err(e) = r {
             env.control.fail(format!("sink {} (subtask {}): {e}", env.info.operator, env.info.subtask));
             failed = true;
         }
-        SinkOp { sink, env, failed }
+        SinkOp { sink, env, failed, pending: Vec::new() }
     }
 
     fn check(&mut self, r: Result<(), crate::connector::ConnectorError>) {
@@ -174,6 +185,27 @@ impl<S> SinkOp<S> {
                 self.env.control.fail(format!("sink {} (subtask {}): {e}", self.env.info.operator, self.env.info.subtask));
             }
         }
+    }
+
+    fn pre_commit<T>(&mut self, id: u64) -> Result<(), crate::connector::ConnectorError>
+    where
+        S: Sink<T>,
+    {
+        if let Some(c) = self.sink.pre_commit(id)? {
+            self.pending.push((id, c));
+        }
+        Ok(())
+    }
+
+    fn commit_up_to<T>(&mut self, id: u64) -> Result<(), crate::connector::ConnectorError>
+    where
+        S: Sink<T>,
+    {
+        while self.pending.first().is_some_and(|(c, _)| *c <= id) {
+            let (_, c) = self.pending.remove(0);
+            self.sink.commit(c)?;
+        }
+        Ok(())
     }
 }
 
@@ -198,14 +230,35 @@ impl<T: Data, S: Sink<T>> Downstream<T> for SinkOp<S> {
         let r = self.sink.flush();
         self.check(r);
     }
-    fn barrier(&mut self, _b: &Barrier, _s: &mut Vec<OperatorSnapshot>) {
-        let r = self.sink.flush();
+    fn barrier(&mut self, b: &Barrier, snaps: &mut Vec<OperatorSnapshot>) {
+        if self.failed {
+            return;
+        }
+        let r = self.pre_commit(b.checkpoint_id);
         self.check(r);
+        let entries: Vec<&Vec<u8>> = self.pending.iter().map(|(_, c)| c).collect();
+        snaps.push(OperatorSnapshot {
+            uid: self.env.info.uid.to_string(),
+            subtask: self.env.info.subtask,
+            keyed: Vec::new(),
+            operator: Some(postcard::to_allocvec(&entries).unwrap_or_default()),
+        });
     }
-    fn checkpoint_complete(&mut self, _id: u64) {}
-    fn end(&mut self) {
+    fn checkpoint_complete(&mut self, id: u64) {
         if !self.failed {
-            let r = self.sink.finish();
+            let r = self.commit_up_to(id);
+            self.check(r);
+        }
+    }
+    fn end(&mut self) {
+        if self.failed {
+            return;
+        }
+        let r = self.pre_commit(u64::MAX);
+        self.check(r);
+        if self.env.snapshots.is_none() {
+            // no checkpoints: nothing can replay this data, commit now
+            let r = self.commit_up_to(u64::MAX);
             self.check(r);
         }
     }

@@ -146,6 +146,16 @@ impl<K: Key, O: Data> KeyedCore<K, O> {
         }
     }
 
+    /// Restores state and timers of this subtask's key groups, if the job starts from a snapshot.
+    pub(crate) fn restore(&mut self, env: &crate::exec::TaskEnv) {
+        if let Some(r) = &env.restore {
+            let groups = r.keyed(&self.uid, self.range);
+            if let Err(e) = crate::state::snapshot::restore_keyed(&mut self.state, &mut self.timers, groups) {
+                env.control.fail(format!("{}: restoring state from {}: {e}", env.info.operator, r.url));
+            }
+        }
+    }
+
     /// Calls `f` with a context for `key` at time `ts`.
     #[inline]
     pub(crate) fn with_key<R>(&mut self, key: &K, ts: Timestamp, now: Timestamp, f: impl FnOnce(&mut KeyedContext<'_, K, O>) -> R) -> R {

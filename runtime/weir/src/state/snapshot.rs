@@ -44,17 +44,40 @@ pub(crate) fn snapshot_keyed<K: Key>(uid: &str, subtask: u32, state: &KeyedState
         let mut blob = KeyGroupBlob::default();
         for t in state.tables() {
             let mut bytes = Vec::new();
-            if t.snapshot_group(off, &mut bytes).is_ok() {
-                blob.tables.push((t.name().to_string(), bytes));
-            }
+            t.snapshot_group(off, &mut bytes).unwrap_or_else(|e| panic!("state '{}' of {uid} cannot be serialized: {e}", t.name()));
+            blob.tables.push((t.name().to_string(), bytes));
         }
         ev[off].sort_by_key(|e| e.0);
         pt[off].sort_by_key(|e| e.0);
-        blob.event_timers = postcard::to_allocvec(&ev[off]).unwrap_or_default();
-        blob.processing_timers = postcard::to_allocvec(&pt[off]).unwrap_or_default();
-        if let Ok(bytes) = postcard::to_allocvec(&blob) {
-            keyed.push((kg, bytes));
-        }
+        blob.event_timers = postcard::to_allocvec(&ev[off]).unwrap_or_else(|e| panic!("timers of {uid} cannot be serialized: {e}"));
+        blob.processing_timers = postcard::to_allocvec(&pt[off]).unwrap_or_else(|e| panic!("timers of {uid} cannot be serialized: {e}"));
+        let bytes = postcard::to_allocvec(&blob).unwrap_or_else(|e| panic!("state of {uid} cannot be serialized: {e}"));
+        keyed.push((kg, bytes));
     }
     OperatorSnapshot { uid: uid.to_string(), subtask, keyed, operator: None }
+}
+
+/// Puts back the keyed state and timers of `groups` (key group, bytes of
+/// [`snapshot_keyed`]). State names the operator did not register are reported.
+pub(crate) fn restore_keyed<K: Key>(state: &mut KeyedState<K>, timers: &mut Timers<K>, groups: Vec<(u32, &[u8])>) -> Result<(), String> {
+    let range = state.range();
+    for (kg, bytes) in groups {
+        let off = range.offset(kg);
+        let blob: KeyGroupBlob = postcard::from_bytes(bytes).map_err(|e| format!("key group {kg}: {e}"))?;
+        for (name, tb) in blob.tables {
+            match state.tables_mut().iter_mut().find(|t| t.name() == name) {
+                Some(t) => t.restore_group(off, &tb).map_err(|e| format!("state '{name}', key group {kg}: {e}"))?,
+                None => return Err(format!("the snapshot has state '{name}' that the operator no longer registers")),
+            }
+        }
+        let ev: Vec<(i64, K)> = postcard::from_bytes(&blob.event_timers).map_err(|e| format!("timers of key group {kg}: {e}"))?;
+        for (ts, k) in ev {
+            timers.event.register(ts, &k);
+        }
+        let pt: Vec<(i64, K)> = postcard::from_bytes(&blob.processing_timers).map_err(|e| format!("timers of key group {kg}: {e}"))?;
+        for (ts, k) in pt {
+            timers.processing.register(ts, &k);
+        }
+    }
+    Ok(())
 }

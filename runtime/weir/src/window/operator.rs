@@ -391,6 +391,22 @@ where
     Tr: Trigger<I, A::W>,
     WF: WindowFunction<K, A::W, I, O>,
 {
+    pub(crate) fn restore(&mut self, groups: Vec<(u32, &[u8])>) -> Result<(), String> {
+        for (kg, bytes) in groups {
+            let g = self.range.offset(kg);
+            let blob: WindowGroupBlob<K, A::W, WF::Acc> = postcard::from_bytes(bytes).map_err(|e| format!("key group {kg}: {e}"))?;
+            self.contents[g].extend(blob.contents);
+            self.sessions[g].extend(blob.sessions);
+            for (ts, kw) in blob.event_timers {
+                self.timers.event.register(ts, &kw);
+            }
+            for (ts, kw) in blob.processing_timers {
+                self.timers.processing.register(ts, &kw);
+            }
+        }
+        Ok(())
+    }
+
     fn snapshot(&self) -> OperatorSnapshot {
         let n = self.range.len();
         let mut blobs: Vec<WindowGroupBlob<K, A::W, WF::Acc>> = (0..n)
@@ -412,7 +428,10 @@ where
         let keyed = blobs
             .iter()
             .enumerate()
-            .filter_map(|(g, b)| postcard::to_allocvec(b).ok().map(|bytes| (self.range.start + g as u32, bytes)))
+            .map(|(g, b)| {
+                let bytes = postcard::to_allocvec(b).unwrap_or_else(|e| panic!("window state of {} cannot be serialized: {e}", self.uid));
+                (self.range.start + g as u32, bytes)
+            })
             .collect();
         OperatorSnapshot { uid: self.uid.clone(), subtask: self.subtask, keyed, operator: None }
     }
