@@ -146,7 +146,7 @@ fn run(a: RunArgs) -> Result<(), weir::JobError> {
 }
 
 fn bench_nexmark(queries: Vec<String>, events: u64, parallelism: Vec<u32>, input: Option<PathBuf>) -> Result<(), weir::JobError> {
-    let queries = if queries.is_empty() { ["q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8"].iter().map(|s| s.to_string()).collect() } else { queries };
+    let queries = if queries.is_empty() { weir::jobs::nexmark::QUERIES.iter().map(|s| s.to_string()).collect() } else { queries };
     let events = if input.is_some() { None } else { Some(events) };
     bench::print_header();
     for q in &queries {

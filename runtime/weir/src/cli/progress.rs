@@ -42,7 +42,7 @@ fn watermark_text(wm: i64) -> String {
     match wm {
         MIN_WATERMARK => "-".into(),
         MAX_WATERMARK => "end".into(),
-        w => w.to_string(),
+        w => weir_nexmark::time::format_timestamp(w),
     }
 }
 

@@ -1,7 +1,6 @@
 //! Built-in jobs, selectable by name from the CLI or a job file.
 
 pub mod fraud;
-#[cfg(any())] // until the weir-nexmark crate lands
 pub mod nexmark;
 
 use std::collections::BTreeMap;
@@ -43,7 +42,9 @@ pub struct BuiltinJob {
 
 /// Every built-in job.
 pub fn builtins() -> Vec<BuiltinJob> {
-    vec![fraud::job()]
+    let mut v = nexmark::jobs();
+    v.push(fraud::job());
+    v
 }
 
 /// The built-in job called `name`.
