@@ -99,9 +99,11 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
     // commands from the coordinator: a pseudo-channel after the inputs
     let cmd_ch = total;
     let cmds = env.commands.clone();
+    let mut cmd_op = None;
     if let Some(c) = &cmds {
         let op = sel.recv(c);
         set_op(&mut ops, op, cmd_ch);
+        cmd_op = Some(op);
     }
     let mut stopping = false;
     let mut batch1: Vec<Rec<A>> = Vec::new();
@@ -117,9 +119,15 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
         let oper = match sel.try_select() {
             Ok(op) => op,
             Err(_) => {
-                head.flush();
-                last_flush = Instant::now();
-                let mut wait = Duration::from_millis(100);
+                // Input is momentarily empty. Flushing now would send tiny batches
+                // whenever this task is faster than its producers; instead flush once
+                // the buffered output is FLUSH_INTERVAL old (bounded latency).
+                let flush_in = Duration::from_millis(FLUSH_INTERVAL_MS).saturating_sub(last_flush.elapsed());
+                if flush_in.is_zero() {
+                    head.flush();
+                    last_flush = Instant::now();
+                }
+                let mut wait = if flush_in.is_zero() { Duration::from_millis(100) } else { flush_in };
                 if let Some(d) = head.next_deadline() {
                     let now = now_ms();
                     if d <= now {
@@ -140,7 +148,13 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
                 match oper.recv(c) {
                     Ok(TaskCommand::Complete(id)) => head.checkpoint_complete(id),
                     Ok(TaskCommand::Trigger(_)) => {}
-                    Err(_) => {}
+                    // the coordinator is gone: stop selecting on it (a closed channel
+                    // is always ready and would make this loop spin)
+                    Err(_) => {
+                        if let Some(op) = cmd_op.take() {
+                            sel.remove(op);
+                        }
+                    }
                 }
             }
             continue;
