@@ -26,6 +26,52 @@ enum Cmd {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Savepoints and checkpoints.
+    #[command(subcommand)]
+    Savepoint(SavepointCmd),
+}
+
+#[derive(Subcommand)]
+enum SavepointCmd {
+    /// Print what a savepoint or checkpoint holds: operators, parallelism, key groups, sizes.
+    Inspect {
+        /// URL of the snapshot directory (…/checkpoints/chk-7 or …/savepoints/sp-…).
+        url: String,
+    },
+}
+
+#[derive(Args, Clone, Default)]
+struct CheckpointOpts {
+    /// Take checkpoints to this URL (file://, s3://, gs://, az:// or a local path).
+    #[arg(long, value_name = "URL")]
+    checkpoint_dir: Option<String>,
+    /// Time between checkpoints (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    checkpoint_interval: std::time::Duration,
+    /// Complete checkpoints to keep.
+    #[arg(long, default_value_t = 3)]
+    retain: usize,
+    /// Start from this savepoint or checkpoint (URL of its directory).
+    #[arg(long, value_name = "URL")]
+    restore: Option<String>,
+    /// Restore even if the snapshot has state of operators this job no longer has.
+    #[arg(long)]
+    allow_non_restored_state: bool,
+    /// Restarts after a failure before giving up.
+    #[arg(long, default_value_t = 5)]
+    restart_attempts: u32,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map(|i| s.split_at(i)).unwrap_or((s, "s"));
+    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a duration like 10s or 500ms"))?;
+    Ok(match unit {
+        "ms" => std::time::Duration::from_millis(n),
+        "s" | "" => std::time::Duration::from_secs(n),
+        "m" | "min" => std::time::Duration::from_secs(n * 60),
+        _ => return Err(format!("'{s}': unit must be ms, s or m")),
+    })
 }
 
 #[derive(Args)]
@@ -34,6 +80,8 @@ struct RunArgs {
     job: String,
     #[command(flatten)]
     opts: JobOpts,
+    #[command(flatten)]
+    checkpoints: CheckpointOpts,
     /// No live progress line, only the summary.
     #[arg(long, short)]
     quiet: bool,
@@ -110,6 +158,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Cmd::Bench(BenchCmd::Nexmark { queries, events, parallelism, input }) => bench_nexmark(queries, events, parallelism, input),
+        Cmd::Savepoint(SavepointCmd::Inspect { url }) => cli::inspect(&url),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -122,6 +171,12 @@ fn main() -> ExitCode {
 
 fn run(a: RunArgs) -> Result<(), weir::JobError> {
     let resolved = cli::resolve(&a.job, &a.opts.into())?;
+    if let Some(dir) = a.checkpoints.checkpoint_dir.clone() {
+        return run_checkpointed(&resolved, dir, a.checkpoints);
+    }
+    if a.checkpoints.restore.is_some() {
+        return Err(weir::JobError::Invalid("--restore needs --checkpoint-dir (where the restored job keeps checkpointing)".into()));
+    }
     let env = cli::build(&resolved)?;
     let label = format!("{} (p={})", resolved.config.name, resolved.config.parallelism);
     let cpu0 = cli::cpu_seconds();
@@ -154,6 +209,49 @@ fn bench_nexmark(queries: Vec<String>, events: u64, parallelism: Vec<u32>, input
             let r = bench::run_one(q, p, events, input.clone())?;
             bench::print_row(&r);
         }
+    }
+    Ok(())
+}
+
+fn run_checkpointed(resolved: &cli::ResolvedJob, dir: String, c: CheckpointOpts) -> Result<(), weir::JobError> {
+    use weir::checkpoint::coordinator::{self, CheckpointSettings, RestartStrategy, StopHandle};
+    let env = cli::build(resolved)?;
+    let mut settings = CheckpointSettings::new(dir);
+    settings.interval = c.checkpoint_interval;
+    settings.retain = c.retain;
+    settings.restore_from = c.restore;
+    settings.allow_non_restored_state = c.allow_non_restored_state;
+    settings.restart = RestartStrategy::ExponentialBackoff {
+        attempts: c.restart_attempts,
+        initial: std::time::Duration::from_millis(500),
+        max: std::time::Duration::from_secs(30),
+    };
+    settings.faults = cli::faults_from_env();
+    let stop = StopHandle::default();
+    let s = stop.clone();
+    ctrlc::set_handler(move || {
+        eprintln!("weir: stopping with a savepoint (Ctrl-C again to abort)…");
+        if s.is_requested() {
+            std::process::exit(130);
+        }
+        s.stop_with_savepoint();
+    })
+    .map_err(|e| weir::JobError::Invalid(format!("cannot install the signal handler: {e}")))?;
+    let t0 = Instant::now();
+    let report = coordinator::run(&env, &settings, &stop, |c| {
+        if !c.savepoint {
+            eprintln!("checkpoint {} complete: {} in {} ms -> {}", c.id, thousands(c.bytes), c.duration.as_millis(), c.url);
+        }
+    })?;
+    eprintln!(
+        "{}: finished in {:.2}s with {} checkpoints, {} restarts",
+        resolved.config.name,
+        t0.elapsed().as_secs_f64(),
+        report.checkpoints.len(),
+        report.restarts
+    );
+    if let Some(sp) = report.savepoint {
+        println!("savepoint: {}", sp.url);
     }
     Ok(())
 }

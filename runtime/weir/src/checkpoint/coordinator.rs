@@ -101,7 +101,7 @@ impl StopHandle {
     pub fn stop_with_savepoint(&self) {
         self.0.store(true, Ordering::SeqCst)
     }
-    fn requested(&self) -> bool {
+    pub fn is_requested(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
 }
@@ -191,7 +191,7 @@ fn coordinate(
         }
         let any_finished = job.metrics.iter().any(|m| m.finished.load(Ordering::Relaxed));
         if pending.is_none() && !any_finished {
-            let stop_now = stop.requested() && !stopping;
+            let stop_now = stop.is_requested() && !stopping;
             if stop_now || last_trigger.elapsed() >= settings.interval {
                 let barrier = Barrier { checkpoint_id: *next_id, timestamp: now_ms(), savepoint: stop_now, stop: stop_now };
                 *next_id += 1;

@@ -119,3 +119,33 @@ pub fn si(x: f64) -> String {
         format!("{x:.0} ")
     }
 }
+
+/// Test-only fault injection from `WEIR_FAULTS=op:n,op:n,…` (one fault per attempt).
+pub fn faults_from_env() -> Vec<(String, u64)> {
+    std::env::var("WEIR_FAULTS")
+        .ok()
+        .map(|v| {
+            v.split(',')
+                .filter_map(|f| {
+                    let (op, n) = f.rsplit_once(':')?;
+                    Some((op.to_string(), n.parse().ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `weir savepoint inspect <url>`.
+pub fn inspect(url: &str) -> Result<(), JobError> {
+    let s = crate::checkpoint::CheckpointStorage::open(url).map_err(|e| JobError::State(e.to_string()))?;
+    let m = s.read_metadata("", None).map_err(|e| JobError::State(e.to_string()))?;
+    println!("{} {} of job '{}' ({}), max parallelism {}", if m.savepoint { "savepoint" } else { "checkpoint" }, m.checkpoint_id, m.job_name, m.job_id, m.max_parallelism);
+    println!("taken {} UTC, {} bytes of state", weir_nexmark::time::format_timestamp(m.timestamp), thousands(m.state_size()));
+    println!("{:<28} {:>11} {:>11} {:>14} {:>14}", "operator (uid)", "parallelism", "key groups", "keyed bytes", "operator bytes");
+    for (uid, op) in &m.operators {
+        let keyed: u64 = op.key_groups.values().map(|r| r.length).sum();
+        let other: u64 = op.subtasks.values().map(|r| r.length).sum();
+        println!("{uid:<28} {:>11} {:>11} {:>14} {:>14}", op.parallelism, op.key_groups.len(), thousands(keyed), thousands(other));
+    }
+    Ok(())
+}

@@ -2,6 +2,7 @@
 
 pub mod blackhole;
 pub mod collection;
+pub mod files;
 pub mod jsonl;
 pub mod sequence;
 pub mod stdout;

@@ -46,27 +46,20 @@ impl SequenceSplits {
         None
     }
 
-    /// Produces up to `max` numbers of one split at a time (cheaper than `next`).
+    /// Produces up to `max` numbers from the split that is furthest behind (smallest
+    /// next number), so that several splits restored at different positions merge in
+    /// event order and none of them falls behind the watermark.
     #[inline]
     pub fn take_run(&mut self, max: u64, mut f: impl FnMut(u64)) -> u64 {
-        let n = self.splits.len();
-        for _ in 0..n.max(1) {
-            if self.turn >= n {
-                self.turn = 0;
-            }
-            let Some(s) = self.splits.get_mut(self.turn) else { return 0 };
-            let mut done = 0;
-            while done < max && s.next < self.end {
-                f(s.next);
-                s.next += s.stride;
-                done += 1;
-            }
-            self.turn += 1;
-            if done > 0 {
-                return done;
-            }
+        let end = self.end;
+        let Some(s) = self.splits.iter_mut().filter(|s| s.next < end).min_by_key(|s| s.next) else { return 0 };
+        let mut done = 0;
+        while done < max && s.next < end {
+            f(s.next);
+            s.next += s.stride;
+            done += 1;
         }
-        0
+        done
     }
 
     pub fn is_finished(&self) -> bool {

@@ -242,7 +242,11 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
                     WatermarkUpdate::default()
                 }
             };
-            apply(head, update);
+            // after a stop-with-savepoint barrier only ends of input follow; they must
+            // not advance the watermark (that would fire windows after the savepoint)
+            if !stopping {
+                apply(head, update);
+            }
             // alignment complete?
             if align.as_ref().is_some_and(|a| a.remaining == 0) {
                 let a = align.take().expect("alignment present");

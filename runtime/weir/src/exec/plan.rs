@@ -169,6 +169,8 @@ pub(crate) fn launch(graph: &Graph, config: &JobConfig, setup: Option<Checkpoint
     for &h in &heads {
         let chain_name = chain_name(graph, &p, h);
         let is_sink = chain_nodes(graph, &p, h).iter().any(|&n| graph.nodes[n].is_sink);
+        // names and uids of the chain's operators (for test-only fault injection)
+        let chain_ids: Vec<&str> = chain_nodes(graph, &p, h).iter().flat_map(|&n| [graph.nodes[n].name.as_str(), graph.nodes[n].stable_id()]).collect();
         for i in 0..p.parallelism[h] {
             let metrics = Arc::new(TaskMetrics::new(chain_name.clone(), i, graph.nodes[h].is_source(), is_sink));
             all_metrics.push(metrics.clone());
@@ -188,7 +190,7 @@ pub(crate) fn launch(graph: &Graph, config: &JobConfig, setup: Option<Checkpoint
                 snapshots: setup.as_ref().map(|s| s.reports.clone()),
                 commands: Some(cmd_rx.clone()),
                 restore: setup.as_ref().and_then(|s| s.restore.clone()),
-                fault: setup.as_ref().and_then(|s| s.fault.clone()).filter(|(op, _)| chain_name.split(" -> ").any(|n| n == op)),
+                fault: setup.as_ref().and_then(|s| s.fault.clone()).filter(|(op, _)| chain_ids.iter().any(|n| n == op)),
             };
             let head_env = env_for(h);
             let (main, sides) = outputs(graph, &p, h, i, &env_for, &mut senders);

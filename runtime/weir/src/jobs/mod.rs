@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::connector::blackhole::BlackholeSink;
+use crate::connector::files::ExactlyOnceFileSink;
 use crate::connector::jsonl::JsonLinesSink;
 use crate::error::JobError;
 use crate::record::Data;
@@ -79,9 +80,15 @@ impl JobFile {
     }
 }
 
-/// Writes results to `params.output` as JSON lines (one file), or discards them.
+/// Writes results to `params.output`, or discards them. A path ending in `/` (or an
+/// existing directory) gets the exactly-once file sink (time-bucketed files, visible
+/// when a checkpoint completes); a file path gets plain JSON lines (one file).
 pub(crate) fn sink_output<T: Data + serde::Serialize>(results: &DataStream<T>, p: &JobParams) -> Result<(), JobError> {
     match &p.output {
+        Some(path) if path.to_string_lossy().ends_with('/') || path.is_dir() => {
+            let path = path.clone();
+            results.sink("output", move |_| ExactlyOnceFileSink::new(&path)).uid("output");
+        }
         Some(path) => {
             let path = path.clone();
             results.sink("output", move |_| JsonLinesSink::new(&path)).uid("output").parallelism(1);
@@ -92,4 +99,3 @@ pub(crate) fn sink_output<T: Data + serde::Serialize>(results: &DataStream<T>, p
     }
     Ok(())
 }
-

@@ -1,0 +1,170 @@
+//! Checkpoints, recovery and savepoints of embedded jobs: exactly-once output under
+//! injected failures, rescaling through savepoints, and refusing corrupt snapshots.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use weir::checkpoint::CheckpointStorage;
+use weir::checkpoint::coordinator::{self, CheckpointSettings, RestartStrategy, StopHandle};
+use weir::cli::{Overrides, build, resolve};
+use weir::connector::files::read_committed;
+use weir_nexmark::generator::{GeneratorConfig, event};
+use weir_nexmark::model::Event;
+use weir_nexmark::reference;
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("weir-ckpt-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn generated(n: u64) -> Vec<Event> {
+    let c = GeneratorConfig::default();
+    (0..n).map(|i| event(&c, i)).collect()
+}
+
+fn committed<T: DeserializeOwned + Ord>(dir: &Path) -> Vec<T> {
+    let mut v: Vec<T> = read_committed(dir).unwrap().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    v.sort();
+    v
+}
+
+fn settings(ckpt: &Path) -> CheckpointSettings {
+    let mut s = CheckpointSettings::new(ckpt.to_string_lossy().to_string());
+    s.interval = Duration::from_millis(50);
+    s.restart = RestartStrategy::FixedDelay { attempts: 10, delay: Duration::from_millis(10) };
+    s
+}
+
+fn job(query: &str, p: u32, events: u64, out: &Path, rate: Option<u64>) -> weir::StreamEnv {
+    let o = Overrides {
+        parallelism: Some(p),
+        events: Some(events),
+        output: Some(PathBuf::from(format!("{}/", out.display()))),
+        rate,
+        ..Default::default()
+    };
+    build(&resolve(&format!("nexmark-{query}"), &o).unwrap()).unwrap()
+}
+
+#[test]
+fn exactly_once_output_despite_failures() {
+    let n = 600_000;
+    let want = {
+        let mut w = reference::q7(&generated(n));
+        w.sort();
+        w
+    };
+    let dir = tempdir("faults");
+    let (ckpt, out) = (dir.join("ckpt"), dir.join("out"));
+    let mut s = settings(&ckpt);
+    // attempt 0 fails in the keyed operator, attempt 1 in the source, attempt 2 in
+    // the sink: each after some checkpoints have completed (50 ms interval, so a
+    // fault may also hit while a checkpoint is in flight)
+    s.faults = vec![("q7-highest".into(), 150_000), ("nexmark".into(), 200_000), ("output".into(), 2)];
+    // slow enough that checkpoints complete between the faults
+    let env = job("q7", 2, n, &out, Some(400_000));
+    let report = coordinator::run(&env, &s, &StopHandle::default(), |_| {}).expect("the job recovers and finishes");
+    assert_eq!(report.restarts, 3, "three injected faults, three restarts");
+    assert!(report.checkpoints.len() >= 3, "checkpoints completed: {}", report.checkpoints.len());
+    let got: Vec<weir_nexmark::queries::Q7Row> = committed(&out);
+    assert_eq!(got.len(), want.len(), "nothing lost, nothing duplicated");
+    assert!(got == want);
+}
+
+#[test]
+fn savepoint_at_p3_restores_at_other_parallelisms() {
+    let n = 400_000;
+    let want = {
+        let mut w = reference::q5(&generated(n));
+        w.sort();
+        w
+    };
+    for (i, p2) in [1u32, 2, 5].into_iter().enumerate() {
+        let dir = tempdir(&format!("rescale-{i}"));
+        let (ckpt, out) = (dir.join("ckpt"), dir.join("out"));
+        // run at P=3, rate-limited, and stop with a savepoint after a while
+        let env = job("q5", 3, n, &out, Some(200_000));
+        let stop = StopHandle::default();
+        let s2 = stop.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(700));
+            s2.stop_with_savepoint();
+        });
+        let report = coordinator::run(&env, &settings(&ckpt), &stop, |_| {}).unwrap();
+        t.join().unwrap();
+        let sp = report.savepoint.expect("a savepoint was taken");
+        let partial: Vec<weir_nexmark::queries::Q5Row> = committed(&out);
+        assert!(partial.len() < want.len(), "stopped before the end ({} of {})", partial.len(), want.len());
+        // resume from the savepoint at another parallelism, same output directory
+        let env = job("q5", p2, n, &out, None);
+        let mut s = settings(&ckpt);
+        s.restore_from = Some(sp.url.clone());
+        coordinator::run(&env, &s, &StopHandle::default(), |_| {}).unwrap();
+        let got: Vec<weir_nexmark::queries::Q5Row> = committed(&out);
+        if got != want {
+            let mut extra = got.clone();
+            for w in &want {
+                if let Some(i) = extra.iter().position(|g| g == w) {
+                    extra.remove(i);
+                }
+            }
+            eprintln!("partial {} rows; extra rows: {extra:?}", partial.len());
+        }
+        assert_eq!(got.len(), want.len(), "P=3 -> P={p2}");
+        assert!(got == want, "P=3 -> P={p2}: results differ");
+    }
+}
+
+#[test]
+fn corrupt_checkpoints_are_refused_and_recovery_falls_back() {
+    let dir = tempdir("corrupt");
+    let (ckpt, out) = (dir.join("ckpt"), dir.join("out"));
+    let env = job("q7", 2, 300_000, &out, Some(300_000));
+    let mut s = settings(&ckpt);
+    s.retain = 10;
+    coordinator::run(&env, &s, &StopHandle::default(), |_| {}).unwrap();
+    let storage = CheckpointStorage::open(&ckpt.to_string_lossy()).unwrap();
+    let ids = storage.list_checkpoints().unwrap();
+    assert!(ids.len() >= 4, "enough checkpoints to corrupt: {ids:?}");
+    let newest = |s: &CheckpointStorage| s.latest(Some(720)).unwrap().map(|(_, m)| m.checkpoint_id);
+    assert_eq!(newest(&storage), ids.last().copied());
+    let path = |n: u64, f: &str| ckpt.join(format!("checkpoints/chk-{n}/{f}"));
+
+    // 1. missing _metadata: the checkpoint does not exist
+    let k = ids[ids.len() - 1];
+    std::fs::remove_file(path(k, "_metadata")).unwrap();
+    let e = storage.read_metadata(&format!("checkpoints/chk-{k}"), None).unwrap_err().to_string();
+    assert!(e.contains("no _metadata"), "{e}");
+    assert_eq!(newest(&storage), Some(ids[ids.len() - 2]));
+
+    // 2. a truncated state file
+    let k = ids[ids.len() - 2];
+    let f = std::fs::read_dir(ckpt.join(format!("checkpoints/chk-{k}"))).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "state") && p.metadata().unwrap().len() > 100).unwrap();
+    let len = f.metadata().unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(len / 2).unwrap();
+    let e = storage.read_metadata(&format!("checkpoints/chk-{k}"), None).unwrap_err().to_string();
+    assert!(e.contains("truncated"), "{e}");
+    assert_eq!(newest(&storage), Some(ids[ids.len() - 3]));
+
+    // 3. a format version this runtime does not read
+    let k = ids[ids.len() - 3];
+    let m = std::fs::read_to_string(path(k, "_metadata")).unwrap().replace("\"formatVersion\": 1", "\"formatVersion\": 99");
+    std::fs::write(path(k, "_metadata"), m).unwrap();
+    let e = storage.read_metadata(&format!("checkpoints/chk-{k}"), None).unwrap_err().to_string();
+    assert!(e.contains("format version 99"), "{e}");
+    assert_eq!(newest(&storage), Some(ids[ids.len() - 4]));
+
+    // 4. another max parallelism is refused outright (never silently repartitioned)
+    let e = storage.latest(Some(128)).unwrap_err().to_string();
+    assert!(e.contains("max parallelism 720") && e.contains("128"), "{e}");
+
+    // 5. restoring a job from a checkpoint with state it lacks is refused unless allowed
+    let env = build(&resolve("nexmark-q5", &Overrides { events: Some(1000), ..Default::default() }).unwrap()).unwrap();
+    let mut s = settings(&dir.join("other"));
+    s.restore_from = Some(format!("{}/checkpoints/chk-{}", ckpt.display(), ids[ids.len() - 4]));
+    let e = coordinator::run(&env, &s, &StopHandle::default(), |_| {}).unwrap_err().to_string();
+    assert!(e.contains("q7-highest") && e.contains("--allow-non-restored-state"), "{e}");
+}
