@@ -56,6 +56,30 @@ impl<A: crate::Data> TwoInput<A, ()> for OneInput<A> {
     }
 }
 
+/// A message off a channel: records, a control event, or a closed channel.
+enum Received<T> {
+    Data(Vec<Rec<T>>),
+    Ctl(Ctl),
+    Closed,
+}
+
+fn received<T>(r: Result<Msg<T>, crossbeam_channel::RecvError>) -> Received<T> {
+    match r {
+        Ok(Msg::Data(b)) => Received::Data(b),
+        Ok(Msg::Watermark(w)) => Received::Ctl(Ctl::Watermark(w)),
+        Ok(Msg::Idle(i)) => Received::Ctl(Ctl::Idle(i)),
+        Ok(Msg::Barrier(b)) => Received::Ctl(Ctl::Barrier(b)),
+        Ok(Msg::End) => Received::Ctl(Ctl::End),
+        Err(_) => Received::Closed,
+    }
+}
+
+#[inline]
+fn on_data(env: &TaskEnv, n: usize) {
+    env.metrics.add_in(n);
+    env.check_fault();
+}
+
 enum Ctl {
     Watermark(i64),
     Idle(bool),
@@ -106,10 +130,7 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
         cmd_op = Some(op);
     }
     let mut stopping = false;
-    let mut batch1: Vec<Rec<A>> = Vec::new();
-    let mut batch2: Vec<Rec<B>> = Vec::new();
     let mut last_flush = Instant::now();
-    let metrics = env.metrics.clone();
     let control = env.control.clone();
 
     while live > 0 {
@@ -159,45 +180,36 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
             }
             continue;
         }
-        let ctl = if ch < n1 {
-            match oper.recv(&in1[ch]) {
-                Ok(Msg::Data(mut b)) => {
-                    metrics.add_in(b.len());
-                    env.check_fault();
-                    std::mem::swap(&mut b, &mut batch1);
-                    head.push(&mut batch1);
+        // None: records were processed; Some(Ok(ctl)): a control event; Some(Err(())): closed
+        let event: Option<Result<Ctl, ()>> = if ch < n1 {
+            match received(oper.recv(&in1[ch])) {
+                Received::Data(mut b) => {
+                    on_data(&env, b.len());
+                    head.push(&mut b);
                     None
                 }
-                Ok(Msg::Watermark(w)) => Some(Ctl::Watermark(w)),
-                Ok(Msg::Idle(i)) => Some(Ctl::Idle(i)),
-                Ok(Msg::Barrier(b)) => Some(Ctl::Barrier(b)),
-                Ok(Msg::End) => Some(Ctl::End),
-                Err(_) => {
-                    if !control.is_cancelled() {
-                        control.fail(format!("{}: an upstream task stopped without finishing", env.info.operator));
-                    }
-                    return;
-                }
+                Received::Ctl(c) => Some(Ok(c)),
+                Received::Closed => Some(Err(())),
             }
         } else {
-            match oper.recv(&in2[ch - n1]) {
-                Ok(Msg::Data(mut b)) => {
-                    metrics.add_in(b.len());
-                    env.check_fault();
-                    std::mem::swap(&mut b, &mut batch2);
-                    head.push2(&mut batch2);
+            match received(oper.recv(&in2[ch - n1])) {
+                Received::Data(mut b) => {
+                    on_data(&env, b.len());
+                    head.push2(&mut b);
                     None
                 }
-                Ok(Msg::Watermark(w)) => Some(Ctl::Watermark(w)),
-                Ok(Msg::Idle(i)) => Some(Ctl::Idle(i)),
-                Ok(Msg::Barrier(b)) => Some(Ctl::Barrier(b)),
-                Ok(Msg::End) => Some(Ctl::End),
-                Err(_) => {
-                    if !control.is_cancelled() {
-                        control.fail(format!("{}: an upstream task stopped without finishing", env.info.operator));
-                    }
-                    return;
+                Received::Ctl(c) => Some(Ok(c)),
+                Received::Closed => Some(Err(())),
+            }
+        };
+        let ctl = match event {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(())) => {
+                if !control.is_cancelled() {
+                    control.fail(format!("{}: an upstream task stopped without finishing", env.info.operator));
                 }
+                return;
             }
         };
         if let Some(ctl) = ctl {

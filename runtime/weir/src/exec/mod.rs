@@ -174,8 +174,6 @@ pub(crate) enum TaskCommand {
 #[derive(Debug)]
 pub(crate) struct SnapshotReport {
     pub barrier: Barrier,
-    pub task: String,
-    pub subtask: u32,
     pub operators: Vec<OperatorSnapshot>,
 }
 
@@ -192,7 +190,16 @@ impl TaskEnv {
 
     pub(crate) fn report_snapshot(&self, barrier: Barrier, operators: Vec<OperatorSnapshot>) {
         if let Some(tx) = &self.snapshots {
-            let _ = tx.send(SnapshotReport { barrier, task: self.metrics.name.clone(), subtask: self.info.subtask, operators });
+            let _ = tx.send(SnapshotReport { barrier, operators });
         }
+    }
+}
+
+/// The earlier of two optional deadlines.
+#[inline]
+pub(crate) fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }

@@ -38,7 +38,6 @@ pub(crate) struct CheckpointSetup {
 pub(crate) struct TaskHandle {
     pub is_source: bool,
     pub commands: crossbeam_channel::Sender<TaskCommand>,
-    pub metrics: Arc<TaskMetrics>,
 }
 
 /// A job whose tasks are running on threads.
@@ -175,7 +174,7 @@ pub(crate) fn launch(graph: &Graph, config: &JobConfig, setup: Option<Checkpoint
             let metrics = Arc::new(TaskMetrics::new(chain_name.clone(), i, graph.nodes[h].is_source(), is_sink));
             all_metrics.push(metrics.clone());
             let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
-            commands.push(TaskHandle { is_source: graph.nodes[h].is_source(), commands: cmd_tx, metrics: metrics.clone() });
+            commands.push(TaskHandle { is_source: graph.nodes[h].is_source(), commands: cmd_tx });
             let env_for = |node: NodeId| TaskEnv {
                 info: TaskInfo {
                     job_name: job_name.clone(),

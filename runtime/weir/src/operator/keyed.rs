@@ -184,6 +184,17 @@ impl<K: Key, O: Data> KeyedCore<K, O> {
         }
     }
 
+    /// Runs `f` for every record of `batch` with a context for the record's key.
+    #[inline]
+    pub(crate) fn process_batch<I>(&mut self, batch: &mut Vec<Rec<I>>, key_fn: impl Fn(&I) -> K, mut f: impl FnMut(I, &mut KeyedContext<'_, K, O>)) {
+        let now = now_ms();
+        for r in batch.drain(..) {
+            let key = key_fn(&r.value);
+            self.with_key(&key, r.ts, now, |ctx| f(r.value, ctx));
+        }
+        self.emit_pending();
+    }
+
     /// Fires event-time timers up to `wm` through `on_timer`, then forwards `wm`.
     pub(crate) fn advance_watermark(&mut self, wm: Timestamp, mut on_timer: impl FnMut(&mut Self, Timestamp, K)) {
         self.watermark = wm;
@@ -211,10 +222,7 @@ impl<K: Key, O: Data> KeyedCore<K, O> {
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Timestamp> {
-        match (self.timers.processing.next_time(), self.next.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        crate::exec::earliest(self.timers.processing.next_time(), self.next.next_deadline())
     }
 
     pub(crate) fn barrier(&mut self, b: &Barrier, snaps: &mut Vec<OperatorSnapshot>) {
@@ -281,13 +289,8 @@ where
     F: KeyedProcessFunction<K, I, O>,
 {
     fn push(&mut self, batch: &mut Vec<Rec<I>>) {
-        let now = now_ms();
-        for r in batch.drain(..) {
-            let key = (self.key_fn)(&r.value);
-            let f = &mut self.f;
-            self.core.with_key(&key, r.ts, now, |ctx| f.process(r.value, ctx));
-        }
-        self.core.emit_pending();
+        let f = &mut self.f;
+        self.core.process_batch(batch, &self.key_fn, |v, ctx| f.process(v, ctx));
     }
     keyed_events!(|f: &mut F, ts, d, ctx: &mut KeyedContext<'_, K, O>| f.on_timer(ts, d, ctx));
 }
@@ -311,13 +314,8 @@ where
     F: KeyedCoProcessFunction<K, I1, I2, O>,
 {
     fn push(&mut self, batch: &mut Vec<Rec<I1>>) {
-        let now = now_ms();
-        for r in batch.drain(..) {
-            let key = (self.key_fn1)(&r.value);
-            let f = &mut self.f;
-            self.core.with_key(&key, r.ts, now, |ctx| f.process1(r.value, ctx));
-        }
-        self.core.emit_pending();
+        let f = &mut self.f;
+        self.core.process_batch(batch, &self.key_fn1, |v, ctx| f.process1(v, ctx));
     }
     keyed_events!(|f: &mut F, ts, d, ctx: &mut KeyedContext<'_, K, O>| f.on_timer(ts, d, ctx));
 }
@@ -333,12 +331,7 @@ where
     F: KeyedCoProcessFunction<K, I1, I2, O>,
 {
     fn push2(&mut self, batch: &mut Vec<Rec<I2>>) {
-        let now = now_ms();
-        for r in batch.drain(..) {
-            let key = (self.key_fn2)(&r.value);
-            let f = &mut self.f;
-            self.core.with_key(&key, r.ts, now, |ctx| f.process2(r.value, ctx));
-        }
-        self.core.emit_pending();
+        let f = &mut self.f;
+        self.core.process_batch(batch, &self.key_fn2, |v, ctx| f.process2(v, ctx));
     }
 }

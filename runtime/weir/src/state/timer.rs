@@ -33,6 +33,7 @@ impl<K: Clone + Eq + Hash> TimerQueue<K> {
         self.by_time.keys().next().copied()
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.live.len()
     }

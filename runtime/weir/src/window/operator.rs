@@ -352,10 +352,7 @@ where
         self.next.processing_time(now)
     }
     fn next_deadline(&self) -> Option<Timestamp> {
-        match (self.timers.processing.next_time(), self.next.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        crate::exec::earliest(self.timers.processing.next_time(), self.next.next_deadline())
     }
     fn flush(&mut self) {
         self.emit_pending();
