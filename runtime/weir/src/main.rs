@@ -143,6 +143,15 @@ enum BenchCmd {
         #[arg(long)]
         input: Option<PathBuf>,
     },
+    /// Checkpoint, restore and rescale-restore times for a given amount of keyed state.
+    State {
+        /// Megabytes of keyed state.
+        #[arg(long, default_value_t = 1024)]
+        megabytes: u64,
+        /// Where the checkpoints go.
+        #[arg(long, default_value = "weir-state-bench")]
+        dir: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -158,6 +167,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Cmd::Bench(BenchCmd::Nexmark { queries, events, parallelism, input }) => bench_nexmark(queries, events, parallelism, input),
+        Cmd::Bench(BenchCmd::State { megabytes, dir }) => bench::state::run(megabytes, &dir),
         Cmd::Savepoint(SavepointCmd::Inspect { url }) => cli::inspect(&url),
     };
     match result {
