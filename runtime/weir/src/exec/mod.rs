@@ -115,6 +115,8 @@ pub struct TaskInfo {
     pub subtask: u32,
     pub parallelism: u32,
     pub max_parallelism: u32,
+    /// Where keyed state lives.
+    pub state_backend: crate::state::StateBackend,
 }
 
 impl TaskInfo {

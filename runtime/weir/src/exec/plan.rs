@@ -17,11 +17,18 @@ pub struct JobConfig {
     pub name: String,
     pub parallelism: u32,
     pub max_parallelism: u32,
+    /// Where keyed state lives (heap or RocksDB).
+    pub state_backend: crate::state::StateBackend,
 }
 
 impl Default for JobConfig {
     fn default() -> Self {
-        JobConfig { name: "job".into(), parallelism: 1, max_parallelism: crate::keygroup::DEFAULT_MAX_PARALLELISM }
+        JobConfig {
+            name: "job".into(),
+            parallelism: 1,
+            max_parallelism: crate::keygroup::DEFAULT_MAX_PARALLELISM,
+            state_backend: crate::state::StateBackend::Memory,
+        }
     }
 }
 
@@ -183,6 +190,7 @@ pub(crate) fn launch(graph: &Graph, config: &JobConfig, setup: Option<Checkpoint
                     subtask: i,
                     parallelism: p.parallelism[node],
                     max_parallelism: config.max_parallelism,
+                    state_backend: config.state_backend,
                 },
                 control: control.clone(),
                 metrics: metrics.clone(),

@@ -48,6 +48,7 @@ pub(crate) fn run<T: crate::Data>(env: TaskEnv, mut source: Box<dyn Source<T>>, 
                                 subtask: env.info.subtask,
                                 keyed: Vec::new(),
                                 operator: Some(postcard::to_allocvec(&splits).unwrap_or_default()),
+                                ..Default::default()
                             }),
                             Err(e) => {
                                 env.control.fail(format!("{} (subtask {}): snapshot: {e}", env.info.operator, env.info.subtask));

@@ -242,6 +242,7 @@ impl<T: Data, S: Sink<T>> Downstream<T> for SinkOp<S> {
             subtask: self.env.info.subtask,
             keyed: Vec::new(),
             operator: Some(postcard::to_allocvec(&entries).unwrap_or_default()),
+            ..Default::default()
         });
     }
     fn checkpoint_complete(&mut self, id: u64) {

@@ -127,13 +127,20 @@ pub(crate) struct KeyedCore<K, O> {
     pub sides: Sides,
     pub uid: String,
     pub subtask: u32,
+    /// The state backend could not be set up (reported by `restore`, which fails the job).
+    init_error: Option<String>,
 }
 
 impl<K: Key, O: Data> KeyedCore<K, O> {
     pub(crate) fn new(info: &TaskInfo, uid: &str, next: BoxDown<O>, sides: Sides) -> Self {
         let range = info.key_groups();
+        let (state, init_error) = match KeyedState::with_backend(range, info.state_backend, &format!("{uid}-{}", info.subtask)) {
+            Ok(s) => (s, None),
+            Err(e) => (KeyedState::new(range), Some(format!("{} state backend: {e}", info.state_backend))),
+        };
         KeyedCore {
-            state: KeyedState::new(range),
+            init_error,
+            state,
             timers: Timers::default(),
             range,
             max_parallelism: info.max_parallelism,
@@ -148,10 +155,21 @@ impl<K: Key, O: Data> KeyedCore<K, O> {
 
     /// Restores state and timers of this subtask's key groups, if the job starts from a snapshot.
     pub(crate) fn restore(&mut self, env: &crate::exec::TaskEnv) {
+        if let Some(e) = self.init_error.take() {
+            env.control.fail(format!("{}: {e}", env.info.operator));
+            return;
+        }
         if let Some(r) = &env.restore {
             let groups = r.keyed(&self.uid, self.range);
             if let Err(e) = crate::state::snapshot::restore_keyed(&mut self.state, &mut self.timers, groups) {
                 env.control.fail(format!("{}: restoring state from {}: {e}", env.info.operator, r.url));
+                return;
+            }
+            let dbs = r.databases(&self.uid, self.range);
+            if !dbs.is_empty() {
+                if let Err(e) = self.state.restore_databases(&dbs) {
+                    env.control.fail(format!("{}: restoring state from {}: {e}", env.info.operator, r.url));
+                }
             }
         }
     }
@@ -227,7 +245,11 @@ impl<K: Key, O: Data> KeyedCore<K, O> {
 
     pub(crate) fn barrier(&mut self, b: &Barrier, snaps: &mut Vec<OperatorSnapshot>) {
         self.emit_pending();
-        snaps.push(crate::state::snapshot::snapshot_keyed(&self.uid, self.subtask, &self.state, &self.timers, self.max_parallelism));
+        match crate::state::snapshot::snapshot_keyed(&self.uid, self.subtask, &mut self.state, &self.timers, self.max_parallelism, b) {
+            Ok(s) => snaps.push(s),
+            // no error path here: failing the task restarts the job from the last checkpoint
+            Err(e) => panic!("{}: cannot snapshot keyed state for checkpoint {}: {e}", self.uid, b.checkpoint_id),
+        }
         self.sides.barrier(b, snaps);
         self.next.barrier(b, snaps);
     }

@@ -12,11 +12,17 @@ pub struct OperatorSnapshot {
     pub keyed: Vec<(u32, Vec<u8>)>,
     /// Non-keyed operator state (e.g. source positions), redistributed on rescale.
     pub operator: Option<Vec<u8>>,
+    /// RocksDB backend, checkpoints (not savepoints): the local database checkpoint
+    /// holding the keyed state tables, uploaded incrementally by the coordinator.
+    /// `keyed` then holds only the timers.
+    #[serde(default)]
+    pub database: Option<DbCheckpoint>,
 }
 
 use crate::keygroup::{Key, key_group};
 use crate::operator::keyed::Timers;
-use crate::state::KeyedState;
+use crate::state::rocksdb::DbCheckpoint;
+use crate::state::{KeyedState, StateError};
 
 /// Per key group: every state table's entries and the timers of that group.
 #[derive(Serialize, Deserialize, Default)]
@@ -28,7 +34,21 @@ struct KeyGroupBlob {
     processing_timers: Vec<u8>,
 }
 
-pub(crate) fn snapshot_keyed<K: Key>(uid: &str, subtask: u32, state: &KeyedState<K>, timers: &Timers<K>, max_parallelism: u32) -> OperatorSnapshot {
+/// Snapshots keyed state and timers. Savepoints and the heap backend write every
+/// table per key group in the canonical format; checkpoints on the RocksDB backend
+/// write the timers per key group and a local database checkpoint (`database`).
+pub(crate) fn snapshot_keyed<K: Key>(
+    uid: &str,
+    subtask: u32,
+    state: &mut KeyedState<K>,
+    timers: &Timers<K>,
+    max_parallelism: u32,
+    barrier: &crate::exec::Barrier,
+) -> Result<OperatorSnapshot, StateError> {
+    let database = if barrier.savepoint { None } else { state.checkpoint_db(barrier.checkpoint_id)? };
+    if database.is_none() {
+        state.flush()?;
+    }
     let range = state.range();
     let mut ev: Vec<Vec<(i64, &K)>> = vec![Vec::new(); range.len()];
     let mut pt: Vec<Vec<(i64, &K)>> = vec![Vec::new(); range.len()];
@@ -42,10 +62,8 @@ pub(crate) fn snapshot_keyed<K: Key>(uid: &str, subtask: u32, state: &KeyedState
     for kg in range.iter() {
         let off = range.offset(kg);
         let mut blob = KeyGroupBlob::default();
-        for t in state.tables() {
-            let mut bytes = Vec::new();
-            t.snapshot_group(off, &mut bytes).unwrap_or_else(|e| panic!("state '{}' of {uid} cannot be serialized: {e}", t.name()));
-            blob.tables.push((t.name().to_string(), bytes));
+        if database.is_none() {
+            blob.tables = state.snapshot_group(off)?;
         }
         ev[off].sort_by_key(|e| e.0);
         pt[off].sort_by_key(|e| e.0);
@@ -54,7 +72,7 @@ pub(crate) fn snapshot_keyed<K: Key>(uid: &str, subtask: u32, state: &KeyedState
         let bytes = postcard::to_allocvec(&blob).unwrap_or_else(|e| panic!("state of {uid} cannot be serialized: {e}"));
         keyed.push((kg, bytes));
     }
-    OperatorSnapshot { uid: uid.to_string(), subtask, keyed, operator: None }
+    Ok(OperatorSnapshot { uid: uid.to_string(), subtask, keyed, operator: None, database })
 }
 
 /// Puts back the keyed state and timers of `groups` (key group, bytes of
