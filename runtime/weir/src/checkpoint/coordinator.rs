@@ -4,7 +4,7 @@
 //! tells the sinks to commit, and restarts the job from the newest valid checkpoint
 //! when a task fails (fixed delay or exponential backoff, bounded attempts).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 
 use super::layout;
-use super::metadata::{CheckpointMetadata, FORMAT_VERSION, FileRange, OperatorState};
+use super::metadata::{CheckpointMetadata, DatabaseFile, DatabaseFiles, FORMAT_VERSION, FileRange, INCREMENTAL_FORMAT_VERSION, OperatorState};
 use super::restore::RestoreState;
 use super::storage::CheckpointStorage;
 use crate::error::JobError;
@@ -93,9 +93,9 @@ pub struct RunReport {
     pub savepoint: Option<CompletedCheckpoint>,
 }
 
-/// Asks a running job to stop with a savepoint.
+/// Asks a running job to stop with a savepoint (or to checkpoint now).
 #[derive(Clone, Default)]
-pub struct StopHandle(Arc<AtomicBool>);
+pub struct StopHandle(Arc<AtomicBool>, Arc<AtomicBool>);
 
 impl StopHandle {
     pub fn stop_with_savepoint(&self) {
@@ -103,6 +103,13 @@ impl StopHandle {
     }
     pub fn is_requested(&self) -> bool {
         self.0.load(Ordering::SeqCst)
+    }
+    /// Triggers a checkpoint as soon as none is in flight (benchmarks, tests).
+    pub fn checkpoint_now(&self) {
+        self.1.store(true, Ordering::SeqCst)
+    }
+    fn take_checkpoint_request(&self) -> bool {
+        self.1.swap(false, Ordering::SeqCst)
     }
 }
 
@@ -141,12 +148,13 @@ pub fn run(env: &StreamEnv, settings: &CheckpointSettings, stop: &StopHandle, mu
         None => None,
     };
     let mut report = RunReport::default();
+    let mut shared = HashSet::new();
     let mut attempt = 0u32;
     loop {
         let (tx, rx) = crossbeam_channel::unbounded();
         let fault = settings.faults.get(attempt as usize).cloned();
         let job = env.launch_with(CheckpointSetup { reports: tx, restore: restore.clone(), fault })?;
-        let outcome = coordinate(&job, &rx, &storage, settings, &job_id, &config, &mut next_id, stop, &mut report, &mut on_checkpoint);
+        let outcome = coordinate(&job, &rx, &storage, settings, &job_id, &config, &mut next_id, stop, &mut report, &mut shared, &mut on_checkpoint);
         let result = job.wait();
         match (outcome, result) {
             (Ok(()), Ok(())) => return Ok(report),
@@ -180,6 +188,7 @@ fn coordinate(
     next_id: &mut u64,
     stop: &StopHandle,
     report: &mut RunReport,
+    shared: &mut HashSet<String>,
     on_checkpoint: &mut impl FnMut(&CompletedCheckpoint),
 ) -> Result<(), JobError> {
     let mut pending: Option<Pending> = None;
@@ -187,12 +196,15 @@ fn coordinate(
     let mut stopping = false;
     loop {
         if job.is_failing() {
+            if let Some(p) = pending.take() {
+                discard(p);
+            }
             return Ok(()); // the job's own error is returned by wait()
         }
         let any_finished = job.metrics.iter().any(|m| m.finished.load(Ordering::Relaxed));
         if pending.is_none() && !any_finished {
             let stop_now = stop.is_requested() && !stopping;
-            if stop_now || last_trigger.elapsed() >= settings.interval {
+            if stop_now || stop.take_checkpoint_request() || last_trigger.elapsed() >= settings.interval {
                 let barrier = Barrier { checkpoint_id: *next_id, timestamp: now_ms(), savepoint: stop_now, stop: stop_now };
                 *next_id += 1;
                 stopping |= stop_now;
@@ -203,8 +215,9 @@ fn coordinate(
         }
         match rx.recv_timeout(Duration::from_millis(20)) {
             Ok(r) => {
-                if let Some(p) = pending.as_mut().filter(|p| p.barrier.checkpoint_id == r.barrier.checkpoint_id) {
-                    p.reports.push(r);
+                match pending.as_mut().filter(|p| p.barrier.checkpoint_id == r.barrier.checkpoint_id) {
+                    Some(p) => p.reports.push(r),
+                    None => discard_reports(vec![r]),
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -213,7 +226,7 @@ fn coordinate(
         if let Some(p) = pending.as_ref() {
             if p.reports.len() == job.task_count() {
                 let p = pending.take().expect("pending");
-                let done = write(storage, settings, job_id, config, p).map_err(|e| {
+                let done = write(storage, settings, job_id, config, p, shared).map_err(|e| {
                     job.fail(format!("checkpoint failed: {e}"));
                     e
                 })?;
@@ -228,7 +241,9 @@ fn coordinate(
                 if p.barrier.stop {
                     job.fail("the savepoint timed out".into());
                 }
-                pending = None;
+                if let Some(p) = pending.take() {
+                    discard(p);
+                }
             }
         }
         if job.is_finished() && pending.is_none() {
@@ -238,25 +253,87 @@ fn coordinate(
         }
         if job.is_finished() && pending.is_some() && !stopping {
             // tasks finished while a checkpoint was in flight: it cannot complete
-            pending = None;
+            if let Some(p) = pending.take() {
+                discard(p);
+            }
         }
     }
 }
 
-/// Writes one checkpoint: a state file per operator subtask, then `_metadata`.
+/// Removes the local database checkpoints of an abandoned checkpoint.
+fn discard(p: Pending) {
+    discard_reports(p.reports)
+}
+
+fn discard_reports(reports: Vec<SnapshotReport>) {
+    for r in reports {
+        for snap in r.operators {
+            if let Some(db) = snap.database {
+                let _ = std::fs::remove_dir_all(&db.local_dir);
+            }
+        }
+    }
+}
+
+/// Plans the upload of a subtask's local RocksDB checkpoint: SST files not uploaded
+/// before go to `checkpoints/shared/` (named by database instance and file number,
+/// so the same file is never uploaded twice), the rest into the checkpoint's directory.
+/// Returns the metadata entry, the uploads and the shared files they add.
+fn plan_database_upload(
+    dir: &str,
+    uid: &str,
+    subtask: u32,
+    db: &crate::state::rocksdb::DbCheckpoint,
+    shared: &HashSet<String>,
+) -> (DatabaseFiles, Vec<(String, std::path::PathBuf)>, Vec<String>) {
+    let private = layout::state_file(uid, subtask).replace(".state", ".db");
+    let mut uploads = Vec::new();
+    let mut files = Vec::new();
+    let mut new_shared = Vec::new();
+    for f in &db.files {
+        let path = if f.name.ends_with(".sst") {
+            let name = format!("{}-{}", db.instance, f.name);
+            let rel = format!("{}/{}/{name}", layout::CHECKPOINTS, layout::SHARED);
+            if !shared.contains(&rel) {
+                uploads.push((rel.clone(), db.local_dir.join(&f.name)));
+                new_shared.push(rel);
+            }
+            format!("../{}/{name}", layout::SHARED)
+        } else {
+            uploads.push((format!("{dir}/{private}/{}", f.name), db.local_dir.join(&f.name)));
+            format!("{private}/{}", f.name)
+        };
+        files.push(DatabaseFile { name: f.name.clone(), path, size: f.size });
+    }
+    (DatabaseFiles { key_groups: [db.start, db.end], files }, uploads, new_shared)
+}
+
+/// Writes one checkpoint: a state file per operator subtask (and, on RocksDB, the
+/// database files not uploaded before), then `_metadata`.
 fn write(
     storage: &CheckpointStorage,
     settings: &CheckpointSettings,
     job_id: &str,
     config: &crate::exec::plan::JobConfig,
     p: Pending,
+    shared: &mut HashSet<String>,
 ) -> Result<CompletedCheckpoint, JobError> {
     let id = p.barrier.checkpoint_id;
     let dir = if p.barrier.savepoint { layout::savepoint_dir(&format!("{id}-{}", &job_id[..8])) } else { layout::checkpoint_dir(id) };
     let mut operators: BTreeMap<String, OperatorState> = BTreeMap::new();
     let mut files = Vec::new();
+    let mut uploads = Vec::new();
+    let mut new_shared = Vec::new();
+    let mut local_dirs = Vec::new();
     for r in p.reports {
-        for snap in r.operators {
+        for mut snap in r.operators {
+            if let Some(db) = snap.database.take() {
+                let (files, up, new) = plan_database_upload(&dir, &snap.uid, snap.subtask, &db, shared);
+                operators.entry(snap.uid.clone()).or_default().databases.insert(snap.subtask, files);
+                uploads.extend(up);
+                new_shared.extend(new);
+                local_dirs.push(db.local_dir);
+            }
             let name = layout::state_file(&snap.uid, snap.subtask);
             let op = operators.entry(snap.uid.clone()).or_default();
             op.parallelism = op.parallelism.max(snap.subtask + 1);
@@ -274,8 +351,16 @@ fn write(
             }
         }
     }
+    // RocksDB files first (all subtasks' at once), then the state files and `_metadata`
+    let uploaded = storage.put_files(uploads);
+    for d in local_dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    let uploaded = uploaded.map_err(|e| JobError::State(e.to_string()))?;
+    shared.extend(new_shared);
+    let incremental = operators.values().any(|o| !o.databases.is_empty());
     let meta = CheckpointMetadata {
-        format_version: FORMAT_VERSION,
+        format_version: if incremental { INCREMENTAL_FORMAT_VERSION } else { FORMAT_VERSION },
         job_id: job_id.to_string(),
         job_name: config.name.clone(),
         checkpoint_id: id,
@@ -284,11 +369,16 @@ fn write(
         timestamp: p.barrier.timestamp,
         operators,
     };
-    let bytes = storage.write_snapshot(&dir, files, &meta).map_err(|e| JobError::State(e.to_string()))?;
+    let bytes = uploaded + storage.write_snapshot(&dir, files, &meta).map_err(|e| JobError::State(e.to_string()))?;
     if !p.barrier.savepoint {
         storage.set_latest(id).map_err(|e| JobError::State(e.to_string()))?;
-        if let Err(e) = storage.retain(settings.retain) {
-            tracing::warn!(error = %e, "could not delete old checkpoints");
+        match storage.retain(settings.retain) {
+            Ok(deleted) => {
+                for f in deleted {
+                    shared.remove(&f);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not delete old checkpoints"),
         }
     }
     Ok(CompletedCheckpoint { id, url: storage.url_of(&dir), bytes, duration: p.started.elapsed(), savepoint: p.barrier.savepoint })

@@ -3,6 +3,7 @@
 //! (so any parallelism ≤ max parallelism works), operator state redistributed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
 use super::metadata::CheckpointMetadata;
 use super::storage::{CheckpointStorage, StorageError};
@@ -25,6 +26,11 @@ pub struct RestoreState {
     keyed: HashMap<String, HashMap<u32, Vec<u8>>>,
     /// uid → entries of all old subtasks, in subtask order
     operator: HashMap<String, Vec<Vec<u8>>>,
+    /// uid → RocksDB database checkpoints of the old subtasks: their key groups and
+    /// where they were downloaded to
+    databases: HashMap<String, Vec<(KeyGroupRange, PathBuf)>>,
+    /// Removes the downloaded databases when the restore state is dropped.
+    _local: Option<crate::state::rocksdb::DirGuard>,
 }
 
 /// Why a snapshot cannot be restored into this job.
@@ -54,6 +60,9 @@ impl RestoreState {
         }
         let mut keyed = HashMap::new();
         let mut operator = HashMap::new();
+        let mut databases: HashMap<String, Vec<(KeyGroupRange, PathBuf)>> = HashMap::new();
+        let mut local = None;
+        let mut downloads = Vec::new();
         // read each file once, then slice it
         let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         for (uid, op) in &meta.operators {
@@ -86,13 +95,40 @@ impl RestoreState {
                 entries.extend(list);
             }
             operator.insert(uid.clone(), entries);
+            for (subtask, db) in &op.databases {
+                let base = local.get_or_insert_with(|| {
+                    let name = crate::state::rocksdb::unique_name(&format!("restore-{}", meta.checkpoint_id));
+                    crate::state::rocksdb::DirGuard(crate::state::rocksdb::state_base_dir().join(name))
+                });
+                let to = base.0.join(crate::checkpoint::layout::state_file(uid, *subtask));
+                std::fs::create_dir_all(&to).map_err(|source| StorageError::Local { path: to.clone(), source })?;
+                for f in &db.files {
+                    if f.name.contains('/') || f.name.starts_with('.') {
+                        return Err(RestoreError::Corrupt { url: url.clone(), uid: uid.clone(), reason: format!("bad database file name '{}'", f.name) });
+                    }
+                    downloads.push((format!("{dir}/{}", f.path), to.join(&f.name)));
+                }
+                databases.entry(uid.clone()).or_default().push((KeyGroupRange::new(db.key_groups[0], db.key_groups[1]), to));
+            }
         }
-        Ok(RestoreState { checkpoint_id: meta.checkpoint_id, url, keyed, operator })
+        if !downloads.is_empty() {
+            let t0 = std::time::Instant::now();
+            let n = downloads.len();
+            storage.get_files(downloads)?;
+            tracing::info!(files = n, ms = t0.elapsed().as_millis() as u64, "downloaded RocksDB checkpoint files");
+        }
+        Ok(RestoreState { checkpoint_id: meta.checkpoint_id, url, keyed, operator, databases, _local: local })
     }
 
     /// Builds a restore state directly (tests).
     pub fn from_parts(keyed: HashMap<String, HashMap<u32, Vec<u8>>>, operator: HashMap<String, Vec<Vec<u8>>>) -> Self {
-        RestoreState { checkpoint_id: 0, url: String::new(), keyed, operator }
+        RestoreState { checkpoint_id: 0, url: String::new(), keyed, operator, databases: HashMap::new(), _local: None }
+    }
+
+    /// The downloaded RocksDB database checkpoints of `uid` that hold key groups of `range`.
+    pub(crate) fn databases(&self, uid: &str, range: KeyGroupRange) -> Vec<(KeyGroupRange, &Path)> {
+        let Some(dbs) = self.databases.get(uid) else { return Vec::new() };
+        dbs.iter().filter(|(r, _)| r.start <= range.end && range.start <= r.end).map(|(r, p)| (*r, p.as_path())).collect()
     }
 
     /// The keyed state of `uid` in the key groups of `range`.
@@ -114,6 +150,6 @@ impl RestoreState {
     }
 
     pub fn has(&self, uid: &str) -> bool {
-        self.keyed.contains_key(uid) || self.operator.contains_key(uid)
+        self.keyed.contains_key(uid) || self.operator.contains_key(uid) || self.databases.contains_key(uid)
     }
 }

@@ -14,7 +14,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::layout;
-use super::metadata::{CheckpointMetadata, FORMAT_VERSION, FileRange};
+use super::metadata::{CheckpointMetadata, FORMAT_VERSION, FileRange, INCREMENTAL_FORMAT_VERSION};
 
 /// Why checkpoint storage could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +25,7 @@ pub enum StorageError {
     MissingMetadata { url: String },
     #[error("{url}: corrupt checkpoint: {reason}")]
     Corrupt { url: String, reason: String },
-    #[error("{url}: format version {found}, this runtime reads version {expected}")]
+    #[error("{url}: format version {found}, this runtime reads versions {FORMAT_VERSION} to {expected}")]
     WrongVersion { url: String, found: u32, expected: u32 },
     #[error("{url}: taken with max parallelism {found}, the job has {expected} (max parallelism is fixed for a job's lifetime)")]
     WrongMaxParallelism { url: String, found: u32, expected: u32 },
@@ -33,6 +33,8 @@ pub enum StorageError {
     Store { what: &'static str, url: String, #[source] source: object_store::Error },
     #[error("cannot start the storage I/O runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("local file {path}: {source}")]
+    Local { path: std::path::PathBuf, #[source] source: std::io::Error },
 }
 
 /// Checkpoints and savepoints of one job under one URL prefix.
@@ -61,8 +63,11 @@ fn build_store(url: &str) -> Result<(Arc<dyn ObjectStore>, Path, String), Storag
         "file" => {
             let dir = parsed.to_file_path().map_err(|_| bad("not an absolute file path".into()))?;
             std::fs::create_dir_all(&dir).map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
-            let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?;
-            Ok((Arc::new(fs), Path::default(), url.trim_end_matches('/').to_string()))
+            let dir = dir.canonicalize().map_err(|e| bad(format!("cannot resolve {}: {e}", dir.display())))?;
+            // rooted at `/` with the directory as prefix, so that `../shared/…` of an
+            // incremental checkpoint resolves from a checkpoint directory's URL too
+            let prefix = Path::from_absolute_path(&dir).map_err(|e| bad(e.to_string()))?;
+            Ok((Arc::new(object_store::local::LocalFileSystem::new()), prefix, url.trim_end_matches('/').to_string()))
         }
         "s3" | "s3a" => {
             let bucket = parsed.host_str().ok_or_else(|| bad("no bucket".into()))?;
@@ -100,12 +105,71 @@ impl CheckpointStorage {
         format!("{}/{}", self.url, rel)
     }
 
+    /// The store path of `rel`; `..` goes up one level (shared files of incremental
+    /// checkpoints are `../shared/…` from a checkpoint directory).
     fn path(&self, rel: &str) -> Path {
-        let mut p = self.prefix.clone();
-        for part in rel.split('/').filter(|s| !s.is_empty()) {
-            p = p.clone().join(part);
+        let mut parts: Vec<object_store::path::PathPart<'_>> = self.prefix.parts().collect();
+        for part in rel.split('/').filter(|s| !s.is_empty() && *s != ".") {
+            if part == ".." {
+                parts.pop();
+            } else {
+                parts.push(object_store::path::PathPart::from(part));
+            }
         }
-        p
+        Path::from_iter(parts)
+    }
+
+    /// Uploads local files (`(relative path, local file)`), several at a time.
+    pub fn put_files(&self, files: Vec<(String, std::path::PathBuf)>) -> Result<u64, StorageError> {
+        use futures::StreamExt;
+        let store = self.store.clone();
+        let jobs: Vec<(Path, String, std::path::PathBuf)> = files.into_iter().map(|(rel, local)| (self.path(&rel), self.url_of(&rel), local)).collect();
+        self.rt.block_on(async move {
+            let mut total = 0u64;
+            let mut uploads = futures::stream::iter(jobs.into_iter().map(|(path, url, local)| {
+                let store = store.clone();
+                async move {
+                    let bytes = std::fs::read(&local).map_err(|source| StorageError::Local { path: local.clone(), source })?;
+                    let n = bytes.len() as u64;
+                    store.put(&path, PutPayload::from(bytes)).await.map_err(|source| StorageError::Store { what: "writing", url, source })?;
+                    Ok::<u64, StorageError>(n)
+                }
+            }))
+            .buffer_unordered(8);
+            while let Some(r) = uploads.next().await {
+                total += r?;
+            }
+            Ok(total)
+        })
+    }
+
+    /// Downloads files (`(relative path, local file)`), several at a time.
+    pub fn get_files(&self, files: Vec<(String, std::path::PathBuf)>) -> Result<(), StorageError> {
+        use futures::StreamExt;
+        let store = self.store.clone();
+        let jobs: Vec<(Path, String, std::path::PathBuf)> = files.into_iter().map(|(rel, local)| (self.path(&rel), self.url_of(&rel), local)).collect();
+        self.rt.block_on(async move {
+            let mut downloads = futures::stream::iter(jobs.into_iter().map(|(path, url, local)| {
+                let store = store.clone();
+                async move {
+                    let bytes = async { store.get(&path).await?.bytes().await }.await.map_err(|source| StorageError::Store { what: "reading", url, source })?;
+                    std::fs::write(&local, &bytes).map_err(|source| StorageError::Local { path: local.clone(), source })
+                }
+            }))
+            .buffer_unordered(8);
+            while let Some(r) = downloads.next().await {
+                r?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Deletes one object (missing is fine).
+    pub fn delete(&self, rel: &str) -> Result<(), StorageError> {
+        match self.rt.block_on(self.store.delete(&self.path(rel))) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(StorageError::Store { what: "deleting", url: self.url_of(rel), source }),
+        }
     }
 
     pub fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
@@ -175,8 +239,8 @@ impl CheckpointStorage {
         let bytes = self.get(&rel)?;
         let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt { url: url.clone(), reason: format!("_metadata is not JSON: {e}") })?;
         let found = v.get("formatVersion").and_then(|f| f.as_u64()).unwrap_or(0) as u32;
-        if found != FORMAT_VERSION {
-            return Err(StorageError::WrongVersion { url, found, expected: FORMAT_VERSION });
+        if !(FORMAT_VERSION..=INCREMENTAL_FORMAT_VERSION).contains(&found) {
+            return Err(StorageError::WrongVersion { url, found, expected: INCREMENTAL_FORMAT_VERSION });
         }
         let meta: CheckpointMetadata = serde_json::from_value(v).map_err(|e| StorageError::Corrupt { url: url.clone(), reason: format!("_metadata: {e}") })?;
         if let Some(m) = max_parallelism {
@@ -204,6 +268,23 @@ impl CheckpointStorage {
             };
             if size < need {
                 return Err(StorageError::Corrupt { url: self.url_of(&rel), reason: format!("truncated: {size} bytes, metadata needs {need}") });
+            }
+        }
+        if meta.database_files().next().is_some() && found < INCREMENTAL_FORMAT_VERSION {
+            return Err(StorageError::Corrupt { url, reason: format!("RocksDB files in a version {found} checkpoint") });
+        }
+        for f in meta.database_files() {
+            let rel = format!("{dir}/{}", f.path);
+            let kind = if f.is_shared() { "shared RocksDB file" } else { "RocksDB file" };
+            let size = match self.rt.block_on(self.store.head(&self.path(&rel))) {
+                Ok(m) => m.size,
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(StorageError::Corrupt { url: self.url_of(&rel), reason: format!("{kind} missing") });
+                }
+                Err(source) => return Err(StorageError::Store { what: "checking", url: self.url_of(&rel), source }),
+            };
+            if size != f.size {
+                return Err(StorageError::Corrupt { url: self.url_of(&rel), reason: format!("{kind} truncated: {size} bytes, metadata says {}", f.size) });
             }
         }
         Ok(meta)
@@ -266,18 +347,100 @@ impl CheckpointStorage {
             .map_err(|source| StorageError::Store { what: "deleting", url: self.url_of(dir), source })
     }
 
-    /// Keeps the newest `retain` complete checkpoints (and anything newer), deletes the rest.
-    pub fn retain(&self, retain: usize) -> Result<(), StorageError> {
+    /// Shared files (relative to the prefix) that the `_metadata` of `dir` references.
+    fn shared_refs(&self, dir: &str) -> Result<Vec<String>, StorageError> {
+        let rel = format!("{dir}/{}", layout::METADATA);
+        if !self.exists(&rel)? {
+            return Ok(Vec::new());
+        }
+        let Ok(meta) = serde_json::from_slice::<CheckpointMetadata>(&self.get(&rel)?) else { return Ok(Vec::new()) };
+        Ok(meta.database_files().filter_map(|f| f.path.strip_prefix("../shared/")).map(|f| format!("{}/{}/{f}", layout::CHECKPOINTS, layout::SHARED)).collect())
+    }
+
+    /// Keeps the newest `retain` complete checkpoints (and anything newer), deletes the
+    /// rest, and deletes the shared files that only deleted checkpoints referenced
+    /// (reference counting over the retained ones). Returns the deleted shared files.
+    pub fn retain(&self, retain: usize) -> Result<Vec<String>, StorageError> {
         let ids = self.list_checkpoints()?;
         let mut complete = 0usize;
+        let mut kept = std::collections::HashSet::new();
+        let mut released = Vec::new();
+        let mut doomed = Vec::new();
         for n in ids.into_iter().rev() {
             let dir = layout::checkpoint_dir(n);
             if complete >= retain.max(1) {
-                self.delete_dir(&dir)?;
-            } else if self.exists(&format!("{dir}/{}", layout::METADATA))? {
-                complete += 1;
+                released.extend(self.shared_refs(&dir)?);
+                doomed.push(dir);
+            } else {
+                kept.extend(self.shared_refs(&dir)?);
+                if self.exists(&format!("{dir}/{}", layout::METADATA))? {
+                    complete += 1;
+                }
             }
         }
-        Ok(())
+        for dir in doomed {
+            self.delete_dir(&dir)?;
+        }
+        released.sort();
+        released.dedup();
+        released.retain(|f| !kept.contains(f));
+        for f in &released {
+            self.delete(f)?;
+        }
+        Ok(released)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::metadata::{DatabaseFile, DatabaseFiles, INCREMENTAL_FORMAT_VERSION, OperatorState};
+
+    fn meta(n: u64, shared: &[&str]) -> CheckpointMetadata {
+        let mut op = OperatorState { parallelism: 1, ..Default::default() };
+        let files = shared.iter().map(|f| DatabaseFile { name: f.to_string(), path: format!("../shared/{f}"), size: 1 }).collect();
+        op.databases.insert(0, DatabaseFiles { key_groups: [0, 9], files });
+        CheckpointMetadata {
+            format_version: INCREMENTAL_FORMAT_VERSION,
+            job_id: "j".into(),
+            job_name: "j".into(),
+            checkpoint_id: n,
+            savepoint: false,
+            max_parallelism: 10,
+            timestamp: 0,
+            operators: [("op".to_string(), op)].into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn retention_deletes_shared_files_by_reference_count() {
+        let dir = std::env::temp_dir().join(format!("weir-retain-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = CheckpointStorage::open(&dir.to_string_lossy()).unwrap();
+        for f in ["a", "b", "c", "d", "orphan"] {
+            s.put(&format!("checkpoints/shared/{f}"), vec![0]).unwrap();
+        }
+        for (n, refs) in [(1u64, &["a", "b"][..]), (2, &["b", "c"]), (3, &["c", "d"])] {
+            let m = meta(n, refs);
+            s.write_snapshot(&layout::checkpoint_dir(n), vec![], &m).unwrap();
+            // the shared files are found from a checkpoint's own URL (`../shared/…`)
+            let own = CheckpointStorage::open(&s.url_of(&layout::checkpoint_dir(n))).unwrap();
+            own.read_metadata("", Some(10)).unwrap();
+        }
+        let mut deleted = s.retain(2).unwrap();
+        deleted.sort();
+        assert_eq!(deleted, vec!["checkpoints/shared/a".to_string()], "b is still referenced by chk-2");
+        let deleted = s.retain(1).unwrap();
+        assert_eq!(deleted, vec!["checkpoints/shared/b".to_string()]);
+        let left: Vec<String> = std::fs::read_dir(dir.join("checkpoints/shared")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut left = left;
+        left.sort();
+        // files no deleted checkpoint referenced (e.g. uploaded by a failed one) stay
+        assert_eq!(left, vec!["c", "d", "orphan"]);
+        for n in [1, 2] {
+            assert!(matches!(s.read_metadata(&layout::checkpoint_dir(n), None), Err(StorageError::MissingMetadata { .. })));
+        }
+        s.read_metadata(&layout::checkpoint_dir(3), None).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
