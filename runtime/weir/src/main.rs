@@ -110,6 +110,9 @@ struct JobOpts {
     /// Event-time rate of the generator, events per second of event time.
     #[arg(long)]
     event_rate: Option<u64>,
+    /// Where keyed state lives: memory (heap) or rocksdb (local disk, incremental checkpoints).
+    #[arg(long, value_name = "memory|rocksdb")]
+    state_backend: Option<weir::state::StateBackend>,
 }
 
 impl From<JobOpts> for Overrides {
@@ -122,6 +125,7 @@ impl From<JobOpts> for Overrides {
             output: o.output,
             rate: o.rate,
             event_rate: o.event_rate,
+            state_backend: o.state_backend,
         }
     }
 }
@@ -142,6 +146,9 @@ enum BenchCmd {
         /// Read the events from a JSON-lines file instead of the generator.
         #[arg(long)]
         input: Option<PathBuf>,
+        /// Where keyed state lives: memory or rocksdb.
+        #[arg(long, default_value = "memory", value_name = "memory|rocksdb")]
+        state_backend: weir::state::StateBackend,
     },
     /// Checkpoint, restore and rescale-restore times for a given amount of keyed state.
     State {
@@ -151,6 +158,9 @@ enum BenchCmd {
         /// Where the checkpoints go.
         #[arg(long, default_value = "weir-state-bench")]
         dir: String,
+        /// State backend to measure: memory or rocksdb.
+        #[arg(long, default_value = "memory", value_name = "memory|rocksdb")]
+        backend: weir::state::StateBackend,
     },
 }
 
@@ -166,8 +176,8 @@ fn main() -> ExitCode {
             }
             Ok(())
         }
-        Cmd::Bench(BenchCmd::Nexmark { queries, events, parallelism, input }) => bench_nexmark(queries, events, parallelism, input),
-        Cmd::Bench(BenchCmd::State { megabytes, dir }) => bench::state::run(megabytes, &dir),
+        Cmd::Bench(BenchCmd::Nexmark { queries, events, parallelism, input, state_backend }) => bench_nexmark(queries, events, parallelism, input, state_backend),
+        Cmd::Bench(BenchCmd::State { megabytes, dir, backend }) => bench::state::run(megabytes, &dir, backend),
         Cmd::Savepoint(SavepointCmd::Inspect { url }) => cli::inspect(&url),
     };
     match result {
@@ -210,13 +220,13 @@ fn run(a: RunArgs) -> Result<(), weir::JobError> {
     Ok(())
 }
 
-fn bench_nexmark(queries: Vec<String>, events: u64, parallelism: Vec<u32>, input: Option<PathBuf>) -> Result<(), weir::JobError> {
+fn bench_nexmark(queries: Vec<String>, events: u64, parallelism: Vec<u32>, input: Option<PathBuf>, backend: weir::state::StateBackend) -> Result<(), weir::JobError> {
     let queries = if queries.is_empty() { weir::jobs::nexmark::QUERIES.iter().map(|s| s.to_string()).collect() } else { queries };
     let events = if input.is_some() { None } else { Some(events) };
     bench::print_header();
     for q in &queries {
         for &p in &parallelism {
-            let r = bench::run_one(q, p, events, input.clone())?;
+            let r = bench::run_one_on(q, p, events, input.clone(), backend)?;
             bench::print_row(&r);
         }
     }

@@ -28,7 +28,12 @@ impl BenchResult {
 
 /// Runs `query` (`q0`…`q8`) once.
 pub fn run_one(query: &str, parallelism: u32, events: Option<u64>, input: Option<std::path::PathBuf>) -> Result<BenchResult, JobError> {
-    let o = Overrides { parallelism: Some(parallelism), events, input, ..Default::default() };
+    run_one_on(query, parallelism, events, input, crate::state::StateBackend::Memory)
+}
+
+/// Runs `query` once with keyed state on `backend`.
+pub fn run_one_on(query: &str, parallelism: u32, events: Option<u64>, input: Option<std::path::PathBuf>, backend: crate::state::StateBackend) -> Result<BenchResult, JobError> {
+    let o = Overrides { parallelism: Some(parallelism), events, input, state_backend: Some(backend), ..Default::default() };
     let r = resolve(&format!("nexmark-{query}"), &o)?;
     let env = super::build(&r)?;
     let cpu0 = cpu_seconds();
@@ -60,44 +65,55 @@ pub fn print_row(r: &BenchResult) {
 }
 
 /// `weir bench state`: checkpoint, restore and rescale-restore times for a given
-/// amount of keyed state (heap backend, local checkpoint storage).
+/// amount of keyed state, on the heap or RocksDB backend, to any checkpoint storage.
 pub mod state {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 
-    use crate::checkpoint::coordinator::{self, CheckpointSettings, RestartStrategy, StopHandle};
+    use crate::checkpoint::coordinator::{self, CheckpointSettings, CompletedCheckpoint, RestartStrategy, StopHandle};
     use crate::cli::thousands;
     use crate::connector::{ConnectorError, Source, SourceOutput, SourcePoll};
     use crate::error::JobError;
     use crate::exec::plan::JobConfig;
     use crate::operator::keyed::{KeyedContext, KeyedProcessFunction};
-    use crate::state::{OpenContext, ValueState};
+    use crate::state::{OpenContext, StateBackend, ValueState};
     use crate::stream::StreamEnv;
     use crate::time::WatermarkStrategy;
 
     const VALUE_BYTES: usize = 100;
 
-    /// Emits keys `subtask, subtask+P, … < keys` once, then idles until stopped.
+    /// Emits keys `subtask, subtask+P, … < keys` once (unless restored), then, each
+    /// time `round` grows, every 100th key again (1% changed); idles in between.
     struct Keys {
         next: u64,
+        first: u64,
         stride: u64,
         keys: u64,
-        loaded: Arc<AtomicU64>,
+        done_round: u64,
+        round: Arc<AtomicU64>,
+        emitted: Arc<AtomicU64>,
     }
 
-    impl Source<u64> for Keys {
-        fn poll(&mut self, out: &mut SourceOutput<'_, u64>) -> Result<SourcePoll, ConnectorError> {
+    impl Source<(u64, u64)> for Keys {
+        fn poll(&mut self, out: &mut SourceOutput<'_, (u64, u64)>) -> Result<SourcePoll, ConnectorError> {
             if self.next >= self.keys {
-                return Ok(SourcePoll::Idle);
+                if self.round.load(Ordering::SeqCst) > self.done_round {
+                    self.done_round += 1;
+                    self.next = self.first;
+                } else {
+                    return Ok(SourcePoll::Idle);
+                }
             }
+            // round 0 loads every key; later rounds change every 100th
+            let step = if self.done_round == 0 { self.stride } else { self.stride * 100 };
             let mut n = 0;
             while out.remaining() > 0 && self.next < self.keys {
-                out.collect_at(0, self.next);
-                self.next += self.stride;
+                out.collect_at(0, (self.next, self.done_round));
+                self.next += step;
                 n += 1;
             }
-            self.loaded.fetch_add(n, Ordering::Relaxed);
+            self.emitted.fetch_add(n, Ordering::SeqCst);
             Ok(SourcePoll::Ready)
         }
         fn snapshot(&mut self) -> Result<Vec<Vec<u8>>, ConnectorError> {
@@ -110,72 +126,133 @@ pub mod state {
         v: Option<ValueState<Vec<u8>>>,
     }
 
-    impl KeyedProcessFunction<u64, u64, ()> for Store {
+    impl KeyedProcessFunction<u64, (u64, u64), ()> for Store {
         fn open(&mut self, ctx: &mut OpenContext<'_, u64>) -> Result<(), JobError> {
             self.v = Some(ctx.value_state("payload")?);
             Ok(())
         }
-        fn process(&mut self, k: u64, ctx: &mut KeyedContext<'_, u64, ()>) {
+        fn process(&mut self, (k, round): (u64, u64), ctx: &mut KeyedContext<'_, u64, ()>) {
             if let Some(v) = &self.v {
-                v.update(ctx, vec![(k % 251) as u8; VALUE_BYTES]);
+                v.update(ctx, vec![(k.wrapping_add(round) % 251) as u8; VALUE_BYTES]);
             }
         }
     }
 
-    fn env(p: u32, keys: u64, loaded: Arc<AtomicU64>) -> StreamEnv {
-        let env = StreamEnv::new(JobConfig { name: "state-bench".into(), parallelism: p, ..Default::default() });
-        env.source("keys", move |c| Keys { next: c.subtask as u64, stride: c.parallelism as u64, keys, loaded: loaded.clone() }, WatermarkStrategy::none())
-            .uid("keys")
-            .key_by(|k: &u64| *k)
-            .process(Store::default())
-            .uid("store");
-        env
+    struct Phase {
+        round: Arc<AtomicU64>,
+        emitted: Arc<AtomicU64>,
+        env: StreamEnv,
     }
 
-    /// Loads `keys` keys at parallelism `p`, stops with a savepoint; returns its URL, bytes and duration.
-    fn load_and_savepoint(dir: &str, p: u32, keys: u64, restore: Option<String>) -> Result<(String, u64, Duration, Duration), JobError> {
-        let loaded = Arc::new(AtomicU64::new(0));
-        let env = env(p, keys, loaded.clone());
+    fn env(p: u32, keys: u64, backend: StateBackend, load: bool) -> Phase {
+        let round = Arc::new(AtomicU64::new(0));
+        let emitted = Arc::new(AtomicU64::new(0));
+        let env = StreamEnv::new(JobConfig { name: "state-bench".into(), parallelism: p, state_backend: backend, ..Default::default() });
+        let (r, e) = (round.clone(), emitted.clone());
+        env.source(
+            "keys",
+            move |c| {
+                let first = c.subtask as u64;
+                // a restored job does not load again: it starts with its keys emitted
+                let next = if load { first } else { keys };
+                Keys { next, first, stride: c.parallelism as u64, keys, done_round: 0, round: r.clone(), emitted: e.clone() }
+            },
+            WatermarkStrategy::none(),
+        )
+        .uid("keys")
+        .key_by(|k: &(u64, u64)| k.0)
+        .process(Store::default())
+        .uid("store");
+        Phase { round, emitted, env }
+    }
+
+    /// What one run measured.
+    struct Measured {
+        /// Start of the run until the job was running (restore included).
+        started: Duration,
+        checkpoints: Vec<CompletedCheckpoint>,
+        savepoint: Option<CompletedCheckpoint>,
+        loaded: Duration,
+    }
+
+    /// Runs at parallelism `p`: loads `keys` (unless restoring), checkpoints, then
+    /// `changes` times changes 1% of the keys and checkpoints again; stops with a savepoint.
+    fn measure(dir: &str, p: u32, keys: u64, backend: StateBackend, restore: Option<String>, changes: u32) -> Result<Measured, JobError> {
+        let load = restore.is_none();
+        let ph = env(p, keys, backend, load);
         let mut s = CheckpointSettings::new(dir.to_string());
-        s.interval = Duration::from_secs(3600);
-        s.timeout = Duration::from_secs(600);
+        s.interval = Duration::from_secs(24 * 3600);
+        s.timeout = Duration::from_secs(1800);
         s.restart = RestartStrategy::None;
-        s.restore_from = restore.clone();
+        s.retain = 2;
+        s.restore_from = restore;
         let stop = StopHandle::default();
-        let st = stop.clone();
+        let (tx, rx) = crossbeam_channel::unbounded::<(Duration, CompletedCheckpoint)>();
         let t0 = Instant::now();
-        let started = Arc::new(AtomicU64::new(0));
-        let watcher = {
-            let loaded = loaded.clone();
-            std::thread::spawn(move || {
-                // restored state needs no loading: stop as soon as the job runs
-                let target = if restore.is_some() { 0 } else { keys };
-                while loaded.load(Ordering::Relaxed) < target {
-                    std::thread::sleep(Duration::from_millis(20));
+        let ctl = {
+            let (stop, round, emitted) = (stop.clone(), ph.round.clone(), ph.emitted.clone());
+            std::thread::spawn(move || -> Option<Duration> {
+                let wait_emitted = |n: u64| {
+                    while emitted.load(Ordering::SeqCst) < n {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                };
+                let mut want = if load { keys } else { 0 };
+                wait_emitted(want);
+                let loaded = t0.elapsed();
+                stop.checkpoint_now();
+                rx.recv().ok()?;
+                for _ in 0..changes {
+                    round.fetch_add(1, Ordering::SeqCst);
+                    want += keys.div_ceil(100);
+                    wait_emitted(want.saturating_sub(p as u64));
+                    stop.checkpoint_now();
+                    rx.recv().ok()?;
                 }
-                std::thread::sleep(Duration::from_millis(100));
-                st.stop_with_savepoint();
+                stop.stop_with_savepoint();
+                Some(loaded)
             })
         };
-        let report = coordinator::run(&env, &s, &stop, |_| {})?;
-        let _ = watcher.join();
-        let _ = started;
-        let sp = report.savepoint.ok_or_else(|| JobError::State("no savepoint was taken".into()))?;
-        Ok((sp.url, sp.bytes, sp.duration, t0.elapsed()))
+        let mut started = None;
+        let report = coordinator::run(&ph.env, &s, &stop, |c| {
+            if !c.savepoint {
+                // the first checkpoint is triggered as soon as the job runs
+                started.get_or_insert(t0.elapsed().saturating_sub(c.duration));
+                let _ = tx.send((t0.elapsed(), c.clone()));
+            }
+        })?;
+        let loaded = ctl.join().ok().flatten().unwrap_or_default();
+        let checkpoints = report.checkpoints.into_iter().filter(|c| !c.savepoint).collect();
+        Ok(Measured { started: started.unwrap_or_default(), checkpoints, savepoint: report.savepoint, loaded })
     }
 
-    pub fn run(megabytes: u64, dir: &str) -> Result<(), JobError> {
+    fn secs(d: Duration) -> String {
+        format!("{:.2} s", d.as_secs_f64())
+    }
+
+    pub fn run(megabytes: u64, dir: &str, backend: StateBackend) -> Result<(), JobError> {
         let keys = megabytes * 1_000_000 / (VALUE_BYTES as u64 + 24);
-        println!("keyed state: {} keys x {VALUE_BYTES} B values (~{megabytes} MB), heap backend, checkpoints in {dir}", thousands(keys));
-        let (sp4, bytes, dur, _) = load_and_savepoint(&format!("{dir}/p4"), 4, keys, None)?;
-        println!("full checkpoint (savepoint) at P=4: {} in {:.2} s", thousands(bytes), dur.as_secs_f64());
-        for p in [4u32, 2] {
-            let (_, _, _, total) = load_and_savepoint(&format!("{dir}/r{p}"), p, keys, Some(sp4.clone()))?;
-            println!("restore 4 -> {p} (load snapshot, rebuild state, run, savepoint again): {:.2} s", total.as_secs_f64());
+        println!("keyed state: {} keys x {VALUE_BYTES} B values (~{megabytes} MB), {backend} backend, checkpoints in {dir}", thousands(keys));
+        let m = measure(&format!("{dir}/{backend}-p4"), 4, keys, backend, None, 1)?;
+        let ckpt = |i: usize| m.checkpoints.get(i).ok_or_else(|| JobError::State(format!("checkpoint {i} did not complete")));
+        println!("load {} keys at P=4: {}", thousands(keys), secs(m.loaded));
+        let (full, incr) = (ckpt(0)?, ckpt(1)?);
+        println!("full checkpoint at P=4:                      {:>9}, {:>15} bytes", secs(full.duration), thousands(full.bytes));
+        let what = if backend == StateBackend::RocksDb { "incremental checkpoint, 1% of keys changed:" } else { "checkpoint after 1% of keys changed (full): " };
+        println!("{what} {:>9}, {:>15} bytes", secs(incr.duration), thousands(incr.bytes));
+        if let Some(sp) = &m.savepoint {
+            println!("savepoint (canonical format):                {:>9}, {:>15} bytes", secs(sp.duration), thousands(sp.bytes));
         }
-        let (sp2, _, _, _) = load_and_savepoint(&format!("{dir}/p2"), 2, keys, None)?;
-        let (_, _, _, total) = load_and_savepoint(&format!("{dir}/r24"), 4, keys, Some(sp2))?;
-        println!("restore 2 -> 4 (load snapshot, rebuild state, run, savepoint again): {:.2} s", total.as_secs_f64());
+        let restore = |p: u32, from: &CompletedCheckpoint, tag: &str| -> Result<Measured, JobError> {
+            measure(&format!("{dir}/{backend}-{tag}"), p, keys, backend, Some(from.url.clone()), 0)
+        };
+        let r = restore(4, incr, "r44")?;
+        println!("restore 4 -> 4 from the checkpoint (download, rebuild, start): {}", secs(r.started));
+        let r42 = restore(2, incr, "r42")?;
+        println!("rescale-restore 4 -> 2 from the checkpoint:                    {}", secs(r42.started));
+        let c2 = r42.checkpoints.first().ok_or_else(|| JobError::State("no checkpoint at P=2".into()))?;
+        let r24 = restore(4, c2, "r24")?;
+        println!("rescale-restore 2 -> 4 from a checkpoint:                      {}", secs(r24.started));
         Ok(())
     }
 }

@@ -27,6 +27,8 @@ pub struct Overrides {
     pub output: Option<PathBuf>,
     pub rate: Option<u64>,
     pub event_rate: Option<u64>,
+    /// Where keyed state lives (`--state-backend`).
+    pub state_backend: Option<crate::state::StateBackend>,
 }
 
 fn looks_like_file(s: &str) -> bool {
@@ -40,9 +42,9 @@ pub fn resolve(spec: &str, o: &Overrides) -> Result<ResolvedJob, JobError> {
     } else {
         None
     };
-    let (name, mut params, p, m, job_name) = match file {
-        Some(f) => (f.job.clone(), f.params, f.parallelism, f.max_parallelism, f.name.unwrap_or(f.job)),
-        None => (spec.to_string(), JobParams::default(), None, None, spec.to_string()),
+    let (name, mut params, p, m, job_name, backend) = match file {
+        Some(f) => (f.job.clone(), f.params, f.parallelism, f.max_parallelism, f.name.unwrap_or(f.job), f.state_backend),
+        None => (spec.to_string(), JobParams::default(), None, None, spec.to_string(), None),
     };
     let job = jobs::find(&name).ok_or_else(|| {
         let names: Vec<&str> = jobs::builtins().iter().map(|j| j.name).collect();
@@ -71,7 +73,7 @@ pub fn resolve(spec: &str, o: &Overrides) -> Result<ResolvedJob, JobError> {
     if parallelism == 0 || parallelism > max_parallelism {
         return Err(JobError::Invalid(format!("parallelism {parallelism} must be between 1 and the max parallelism {max_parallelism}")));
     }
-    Ok(ResolvedJob { job, config: JobConfig { name: job_name, parallelism, max_parallelism }, params })
+    Ok(ResolvedJob { job, config: JobConfig { name: job_name, parallelism, max_parallelism, state_backend: o.state_backend.or(backend).unwrap_or_default() }, params })
 }
 
 /// Builds the job graph of a resolved job.
@@ -146,6 +148,20 @@ pub fn inspect(url: &str) -> Result<(), JobError> {
         let keyed: u64 = op.key_groups.values().map(|r| r.length).sum();
         let other: u64 = op.subtasks.values().map(|r| r.length).sum();
         println!("{uid:<28} {:>11} {:>11} {:>14} {:>14}", op.parallelism, op.key_groups.len(), thousands(keyed), thousands(other));
+    }
+    for (uid, op) in m.operators.iter().filter(|(_, o)| !o.databases.is_empty()) {
+        for (subtask, db) in &op.databases {
+            let shared: Vec<_> = db.files.iter().filter(|f| f.is_shared()).collect();
+            let total: u64 = db.files.iter().map(|f| f.size).sum();
+            println!(
+                "{uid} subtask {subtask}: RocksDB key groups {}-{}, {} files, {} bytes ({} shared SST files)",
+                db.key_groups[0],
+                db.key_groups[1],
+                db.files.len(),
+                thousands(total),
+                shared.len()
+            );
+        }
     }
     Ok(())
 }

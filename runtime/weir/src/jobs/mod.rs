@@ -69,6 +69,9 @@ pub struct JobFile {
     pub name: Option<String>,
     pub parallelism: Option<u32>,
     pub max_parallelism: Option<u32>,
+    /// `memory` (default) or `rocksdb`.
+    #[serde(default)]
+    pub state_backend: Option<crate::state::StateBackend>,
     #[serde(default)]
     pub params: JobParams,
 }
