@@ -9,6 +9,7 @@ use weir::checkpoint::CheckpointStorage;
 use weir::checkpoint::coordinator::{self, CheckpointSettings, RestartStrategy, StopHandle};
 use weir::cli::{Overrides, build, resolve};
 use weir::connector::files::read_committed;
+use weir::state::StateBackend;
 use weir_nexmark::generator::{GeneratorConfig, event};
 use weir_nexmark::model::Event;
 use weir_nexmark::reference;
@@ -39,11 +40,16 @@ fn settings(ckpt: &Path) -> CheckpointSettings {
 }
 
 fn job(query: &str, p: u32, events: u64, out: &Path, rate: Option<u64>) -> weir::StreamEnv {
+    job_on(StateBackend::Memory, query, p, events, out, rate)
+}
+
+fn job_on(backend: StateBackend, query: &str, p: u32, events: u64, out: &Path, rate: Option<u64>) -> weir::StreamEnv {
     let o = Overrides {
         parallelism: Some(p),
         events: Some(events),
         output: Some(PathBuf::from(format!("{}/", out.display()))),
         rate,
+        state_backend: Some(backend),
         ..Default::default()
     };
     build(&resolve(&format!("nexmark-{query}"), &o).unwrap()).unwrap()
@@ -51,13 +57,22 @@ fn job(query: &str, p: u32, events: u64, out: &Path, rate: Option<u64>) -> weir:
 
 #[test]
 fn exactly_once_output_despite_failures() {
+    exactly_once_despite_failures(StateBackend::Memory);
+}
+
+#[test]
+fn exactly_once_output_despite_failures_rocksdb() {
+    exactly_once_despite_failures(StateBackend::RocksDb);
+}
+
+fn exactly_once_despite_failures(backend: StateBackend) {
     let n = 600_000;
     let want = {
         let mut w = reference::q7(&generated(n));
         w.sort();
         w
     };
-    let dir = tempdir("faults");
+    let dir = tempdir(&format!("faults-{backend}"));
     let (ckpt, out) = (dir.join("ckpt"), dir.join("out"));
     let mut s = settings(&ckpt);
     // attempt 0 fails in the keyed operator, attempt 1 in the source, attempt 2 in
@@ -65,7 +80,7 @@ fn exactly_once_output_despite_failures() {
     // fault may also hit while a checkpoint is in flight)
     s.faults = vec![("q7-highest".into(), 150_000), ("nexmark".into(), 200_000), ("output".into(), 2)];
     // slow enough that checkpoints complete between the faults
-    let env = job("q7", 2, n, &out, Some(400_000));
+    let env = job_on(backend, "q7", 2, n, &out, Some(400_000));
     let report = coordinator::run(&env, &s, &StopHandle::default(), |_| {}).expect("the job recovers and finishes");
     assert_eq!(report.restarts, 3, "three injected faults, three restarts");
     assert!(report.checkpoints.len() >= 3, "checkpoints completed: {}", report.checkpoints.len());
@@ -76,17 +91,30 @@ fn exactly_once_output_despite_failures() {
 
 #[test]
 fn savepoint_at_p3_restores_at_other_parallelisms() {
+    use StateBackend::Memory;
+    savepoint_rescale("mem", &[(1, Memory, Memory), (2, Memory, Memory), (5, Memory, Memory)]);
+}
+
+/// Savepoints are canonical: taken on RocksDB they restore on RocksDB and on the
+/// heap, and heap savepoints restore on RocksDB, at any parallelism.
+#[test]
+fn savepoint_at_p3_restores_at_other_parallelisms_across_backends() {
+    use StateBackend::{Memory, RocksDb};
+    savepoint_rescale("rocks", &[(1, RocksDb, RocksDb), (2, RocksDb, Memory), (5, Memory, RocksDb), (5, RocksDb, RocksDb), (2, RocksDb, RocksDb), (1, RocksDb, Memory)]);
+}
+
+fn savepoint_rescale(tag: &str, cases: &[(u32, StateBackend, StateBackend)]) {
     let n = 400_000;
     let want = {
         let mut w = reference::q5(&generated(n));
         w.sort();
         w
     };
-    for (i, p2) in [1u32, 2, 5].into_iter().enumerate() {
-        let dir = tempdir(&format!("rescale-{i}"));
+    for (i, &(p2, from, to)) in cases.iter().enumerate() {
+        let dir = tempdir(&format!("rescale-{tag}-{i}"));
         let (ckpt, out) = (dir.join("ckpt"), dir.join("out"));
         // run at P=3, rate-limited, and stop with a savepoint after a while
-        let env = job("q5", 3, n, &out, Some(200_000));
+        let env = job_on(from, "q5", 3, n, &out, Some(200_000));
         let stop = StopHandle::default();
         let s2 = stop.clone();
         let t = std::thread::spawn(move || {
@@ -99,7 +127,7 @@ fn savepoint_at_p3_restores_at_other_parallelisms() {
         let partial: Vec<weir_nexmark::queries::Q5Row> = committed(&out);
         assert!(partial.len() < want.len(), "stopped before the end ({} of {})", partial.len(), want.len());
         // resume from the savepoint at another parallelism, same output directory
-        let env = job("q5", p2, n, &out, None);
+        let env = job_on(to, "q5", p2, n, &out, None);
         let mut s = settings(&ckpt);
         s.restore_from = Some(sp.url.clone());
         coordinator::run(&env, &s, &StopHandle::default(), |_| {}).unwrap();
@@ -113,8 +141,8 @@ fn savepoint_at_p3_restores_at_other_parallelisms() {
             }
             eprintln!("partial {} rows; extra rows: {extra:?}", partial.len());
         }
-        assert_eq!(got.len(), want.len(), "P=3 -> P={p2}");
-        assert!(got == want, "P=3 -> P={p2}: results differ");
+        assert_eq!(got.len(), want.len(), "P=3 {from} -> P={p2} {to}");
+        assert!(got == want, "P=3 {from} -> P={p2} {to}: results differ");
     }
 }
 

@@ -9,6 +9,7 @@ use weir::checkpoint::CheckpointStorage;
 use weir::checkpoint::coordinator::{self, CheckpointSettings, RestartStrategy, StopHandle};
 use weir::cli::{Overrides, build, resolve};
 use weir::connector::files::read_committed;
+use weir::state::StateBackend;
 use weir_nexmark::generator::{GeneratorConfig, event};
 
 /// The bucket of the test server, or `None` outside `./test.sh` (then the test
@@ -26,13 +27,24 @@ fn bucket() -> Option<String> {
 
 #[test]
 fn checkpoints_recovery_and_savepoints_in_s3() {
+    checkpoints_in_s3(StateBackend::Memory);
+}
+
+/// RocksDB incremental checkpoints in the bucket: shared SST files, recovery
+/// downloads them, then a savepoint and a restore at another parallelism.
+#[test]
+fn rocksdb_incremental_checkpoints_in_s3() {
+    checkpoints_in_s3(StateBackend::RocksDb);
+}
+
+fn checkpoints_in_s3(backend: StateBackend) {
     let Some(bucket) = bucket() else { return };
-    let prefix = format!("s3://{bucket}/q7-{}", std::process::id());
-    let out = std::env::temp_dir().join(format!("weir-s3-out-{}", std::process::id()));
+    let prefix = format!("s3://{bucket}/q7-{backend}-{}", std::process::id());
+    let out = std::env::temp_dir().join(format!("weir-s3-out-{backend}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let n = 300_000;
     let job = |p: u32, rate: Option<u64>| {
-        let o = Overrides { parallelism: Some(p), events: Some(n), output: Some(PathBuf::from(format!("{}/", out.display()))), rate, ..Default::default() };
+        let o = Overrides { parallelism: Some(p), events: Some(n), output: Some(PathBuf::from(format!("{}/", out.display()))), rate, state_backend: Some(backend), ..Default::default() };
         build(&resolve("nexmark-q7", &o).unwrap()).unwrap()
     };
     let mut s = CheckpointSettings::new(prefix.clone());
@@ -56,7 +68,11 @@ fn checkpoints_recovery_and_savepoints_in_s3() {
 
     // the bucket holds complete checkpoints and the savepoint
     let storage = CheckpointStorage::open(&prefix).unwrap();
-    assert!(storage.latest(Some(720)).unwrap().is_some(), "_latest points at a valid checkpoint in S3");
+    let (_, latest) = storage.latest(Some(720)).unwrap().expect("_latest points at a valid checkpoint in S3");
+    if backend == StateBackend::RocksDb {
+        assert_eq!(latest.format_version, 2, "incremental checkpoint");
+        assert!(latest.database_files().any(|f| f.is_shared()), "shared SST files in the bucket");
+    }
     let sp_storage = CheckpointStorage::open(&sp.url).unwrap();
     assert!(sp_storage.read_metadata("", Some(720)).unwrap().savepoint);
 

@@ -138,7 +138,7 @@ fn reference(kind: Kind, lateness: i64, script: &[Scripted<Ev>]) -> (Vec<Fired>,
 }
 
 fn engine(kind: Kind, lateness: i64, script: &[Scripted<Ev>], p: u32) -> (Vec<Fired>, Vec<(u8, i64)>) {
-    let env = StreamEnv::new(JobConfig { name: "windows".into(), parallelism: p, max_parallelism: 128 });
+    let env = StreamEnv::new(JobConfig { name: "windows".into(), parallelism: p, max_parallelism: 128, ..Default::default() });
     let script = script.to_vec();
     let late_tag = OutputTag::<Ev>::new("late");
     let out = CollectSink::new();
