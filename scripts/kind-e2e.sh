@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Runs Weir's Kubernetes end-to-end tests (e2e/tests/kubernetes.rs) against a
+# real cluster, the same steps as .github/workflows/kind-e2e.yml:
+#
+#   1. a cluster: the one KUBECONFIG (or the current kubectl context) names, or
+#      a new kind cluster when none is reachable and `kind` is installed;
+#   2. build the runtime and operator images (docker/*.Dockerfile) and load them
+#      into kind (or push them to $WEIR_IMAGE_REGISTRY for any other cluster);
+#   3. apply the CRDs, `helm upgrade --install` the chart, wait for the operator;
+#   4. an S3-compatible store in the cluster for checkpoints (examples/walkthrough);
+#   5. cargo test -p weir-e2e --test kubernetes -- --nocapture
+#   6. on failure, dump the cluster's state into $WEIR_E2E_ARTIFACTS.
+#
+# Usage: scripts/kind-e2e.sh [--no-build] [--keep-cluster] [--no-tests]
+# Environment:
+#   KUBECONFIG               cluster to use (default: current context, else a new kind cluster)
+#   KIND_CLUSTER_NAME        kind cluster to create/use (default weir-e2e)
+#   WEIR_IMAGE_TAG           image tag (default e2e)
+#   WEIR_IMAGE_REGISTRY      push images there instead of `kind load` (non-kind clusters)
+#   WEIR_OPERATOR_NAMESPACE  namespace of the release (default weir-system)
+#   WEIR_E2E_ARTIFACTS       where diagnostics go on failure (default target/e2e-artifacts)
+#   HELM                     helm binary (default helm)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+build=1 keep=0 tests=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-build) build=0 ;;
+    --keep-cluster) keep=1 ;;
+    --no-tests) tests=0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    *) echo "kind-e2e: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+
+cluster="${KIND_CLUSTER_NAME:-weir-e2e}"
+tag="${WEIR_IMAGE_TAG:-e2e}"
+registry="${WEIR_IMAGE_REGISTRY:-}"
+ns="${WEIR_OPERATOR_NAMESPACE:-weir-system}"
+artifacts="${WEIR_E2E_ARTIFACTS:-target/e2e-artifacts}"
+helm="${HELM:-helm}"
+prefix="${registry:+${registry%/}/}weir"
+runtime_image="$prefix/weir:$tag"
+operator_image="$prefix/weir-operator:$tag"
+
+log() { printf '\n=== kind-e2e: %s\n' "$*"; }
+need() { command -v "$1" >/dev/null 2>&1 || { echo "kind-e2e: $1 is required ($2)" >&2; exit 1; }; }
+
+need kubectl "https://kubernetes.io/docs/tasks/tools/"
+need "$helm" "https://helm.sh/docs/intro/install/"
+need cargo "https://rustup.rs"
+[ "$build" = 0 ] || need docker "a Docker engine builds the images"
+
+# ---------------------------------------------------------------- 1. cluster
+created=0
+if kubectl version --request-timeout=5s >/dev/null 2>&1; then
+  log "using the cluster of context $(kubectl config current-context)"
+elif command -v kind >/dev/null 2>&1; then
+  log "no reachable cluster: creating kind cluster $cluster"
+  kind create cluster --name "$cluster" --wait 180s
+  created=1
+else
+  echo "kind-e2e: no reachable cluster (KUBECONFIG=${KUBECONFIG:-unset}) and kind is not installed" >&2
+  exit 1
+fi
+is_kind=0
+case "$(kubectl config current-context)" in kind-*) is_kind=1; cluster="$(kubectl config current-context)"; cluster="${cluster#kind-}" ;; esac
+
+cleanup() {
+  local rc=$?
+  if [ "$rc" != 0 ]; then
+    log "failed (exit $rc): collecting diagnostics into $artifacts"
+    mkdir -p "$artifacts"
+    kubectl get streamjobs -A -o yaml >"$artifacts/streamjobs.yaml" 2>&1 || true
+    kubectl get all,configmaps,leases,networkpolicies -A -o wide >"$artifacts/resources.txt" 2>&1 || true
+    kubectl get events -A --sort-by=.lastTimestamp >"$artifacts/events.txt" 2>&1 || true
+    kubectl -n "$ns" logs -l app.kubernetes.io/component=operator --all-containers --prefix --tail=-1 >"$artifacts/operator.log" 2>&1 || true
+    kubectl logs -A -l app.kubernetes.io/managed-by=weir-operator --all-containers --prefix --tail=2000 >"$artifacts/jobs.log" 2>&1 || true
+  fi
+  if [ "$created" = 1 ] && [ "$keep" = 0 ]; then
+    log "deleting kind cluster $cluster"
+    kind delete cluster --name "$cluster" || true
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- 2. images
+if [ "$build" = 1 ]; then
+  log "building $runtime_image and $operator_image"
+  DOCKER_BUILDKIT=1 docker build -f docker/weir.Dockerfile -t "$runtime_image" .
+  DOCKER_BUILDKIT=1 docker build -f docker/weir-operator.Dockerfile -t "$operator_image" .
+fi
+if [ -n "$registry" ]; then
+  log "pushing the images to $registry"
+  docker push "$runtime_image"
+  docker push "$operator_image"
+elif [ "$is_kind" = 1 ]; then
+  log "loading the images into kind cluster $cluster"
+  kind load docker-image "$runtime_image" "$operator_image" --name "$cluster"
+else
+  echo "kind-e2e: the cluster is not kind: set WEIR_IMAGE_REGISTRY to a registry it pulls from" >&2
+  exit 1
+fi
+
+# ---------------------------------------------------------------- 3. operator
+log "installing the CRDs and the chart (release weir in $ns)"
+# Helm installs crds/ only on first install; apply them so an upgrade updates them.
+kubectl apply --server-side --force-conflicts -f crds/
+kubectl create namespace weir-e2e --dry-run=client -o yaml | kubectl apply -f -
+"$helm" upgrade --install weir charts/weir-operator \
+  --namespace "$ns" --create-namespace \
+  --set image.repository="$prefix/weir-operator" --set image.tag="$tag" \
+  --set image.pullPolicy=IfNotPresent \
+  --set operator.runtimeImage.repository="$prefix/weir" --set operator.runtimeImage.tag="$tag" \
+  --set operator.logLevel=debug \
+  --set "jobNamespaces={weir-e2e,default}" \
+  --wait --timeout 5m
+kubectl -n "$ns" rollout status deployment -l app.kubernetes.io/component=operator --timeout=180s
+
+# ---------------------------------------------------------------- 4. S3
+log "starting the in-cluster S3-compatible store (examples/walkthrough/01-object-storage.yaml)"
+kubectl apply -n weir-e2e -f examples/walkthrough/01-object-storage.yaml
+kubectl -n weir-e2e rollout status deployment/weir-s3 --timeout=180s
+kubectl -n weir-e2e wait --for=condition=complete job/weir-s3-create-bucket --timeout=180s
+
+# ---------------------------------------------------------------- 5. tests
+if [ "$tests" = 1 ]; then
+  log "cargo test -p weir-e2e --test kubernetes"
+  export WEIR_E2E_IMAGE="$runtime_image"
+  export WEIR_E2E_NAMESPACE=weir-e2e
+  export WEIR_E2E_OPERATOR_NAMESPACE="$ns"
+  export WEIR_E2E_S3_ENDPOINT="http://weir-s3.weir-e2e.svc:9000"
+  export WEIR_E2E_S3_BUCKET=weir
+  export WEIR_E2E_S3_SECRET=weir-s3-credentials
+  KUBECONFIG="${KUBECONFIG:-$HOME/.kube/config}" cargo test -p weir-e2e --test kubernetes -- --nocapture --test-threads=1
+fi
+log "passed"
