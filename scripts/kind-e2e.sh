@@ -7,7 +7,7 @@
 #   2. build the runtime and operator images (docker/*.Dockerfile) and load them
 #      into kind (or push them to $WEIR_IMAGE_REGISTRY for any other cluster);
 #   3. apply the CRDs, `helm upgrade --install` the chart, wait for the operator;
-#   4. an S3-compatible store in the cluster for checkpoints (examples/walkthrough);
+#   4. an S3-compatible store in the cluster for checkpoints (examples/walkthrough/0[12]-*.yaml);
 #   5. cargo test -p weir-e2e --test kubernetes -- --nocapture
 #   6. on failure, dump the cluster's state into $WEIR_E2E_ARTIFACTS.
 #
@@ -120,8 +120,9 @@ kubectl create namespace weir-e2e --dry-run=client -o yaml | kubectl apply -f -
 kubectl -n "$ns" rollout status deployment -l app.kubernetes.io/component=operator --timeout=180s
 
 # ---------------------------------------------------------------- 4. S3
-log "starting the in-cluster S3-compatible store (examples/walkthrough/01-object-storage.yaml)"
-kubectl apply -n weir-e2e -f examples/walkthrough/01-object-storage.yaml
+log "starting the in-cluster S3-compatible store (examples/walkthrough/0[12]-*.yaml, in weir-e2e)"
+cat examples/walkthrough/01-s3-credentials.yaml examples/walkthrough/02-object-storage.yaml \
+  | sed 's/namespace: weir-demo$/namespace: weir-e2e/' | kubectl apply -f -
 kubectl -n weir-e2e rollout status deployment/weir-s3 --timeout=180s
 kubectl -n weir-e2e wait --for=condition=complete job/weir-s3-create-bucket --timeout=180s
 
