@@ -113,8 +113,7 @@ kubectl create namespace weir-e2e --dry-run=client -o yaml | kubectl apply -f -
   --namespace "$ns" --create-namespace \
   --set image.repository="$prefix/weir-operator" --set image.tag="$tag" \
   --set image.pullPolicy=IfNotPresent \
-  --set operator.runtimeImage.repository="$prefix/weir" --set operator.runtimeImage.tag="$tag" \
-  --set operator.logLevel=debug \
+  --set operator.logLevel=debug --set operator.logFormat=text \
   --set "jobNamespaces={weir-e2e,default}" \
   --wait --timeout 5m
 kubectl -n "$ns" rollout status deployment -l app.kubernetes.io/component=operator --timeout=180s

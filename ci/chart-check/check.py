@@ -156,6 +156,21 @@ def validate_k8s(o: dict[str, Any], where: str, r: Report, crds: dict) -> bool:
         for e in errors:
             r.fail(f"{where}: {obj_name(o)}: {e}")
         r.count(f"{kind} objects validated against the CRD schema")
+        # spec.podTemplate is free-form in the CRD (merged over the generated pod):
+        # validate it as a core/v1 PodTemplateSpec so typos do not vanish silently.
+        pt = (o.get("spec") or {}).get("podTemplate")
+        if isinstance(pt, dict):
+            tmpl = dict(pt)
+            if isinstance(tmpl.get("spec"), dict):
+                tmpl["spec"] = {"containers": [], **tmpl["spec"]}
+            wrapped = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "podtemplate"}, "template": tmpl}
+            try:
+                kubernetes_validate.validate(wrapped, K8S_VERSION, strict=True)
+                r.count("StreamJob podTemplates validated as PodTemplateSpec (strict)")
+            except kubernetes_validate.ValidationError as e:
+                path = ".".join(str(p) for p in list(e.path)[1:]) or "<root>"
+                r.fail(f"{where}: {obj_name(o)}: spec.podTemplate.{path}: {e.message}")
+                errors.append("podTemplate")
         return not errors
     if (api, kind) in extra_schemas.SCHEMAS:
         errs = sorted(jsonschema.Draft7Validator(extra_schemas.SCHEMAS[(api, kind)]).iter_errors(o), key=lambda e: list(e.absolute_path))
@@ -295,8 +310,8 @@ def check_hardening(o: dict[str, Any], where: str, r: Report) -> None:
                 r.fail(f"{cl}: no memory request and limit")
             if o.get("kind") == "Deployment":
                 rp = ((c.get("readinessProbe") or {}).get("httpGet") or {}).get("path")
-                if rp != "/readyz":
-                    r.fail(f"{cl}: readiness probe is not GET /readyz")
+                if rp not in ("/healthz", "/readyz"):
+                    r.fail(f"{cl}: readiness probe is not GET /healthz or /readyz")
                 lp = c.get("livenessProbe")
                 if lp is not None and (lp.get("httpGet") or {}).get("path") != "/healthz":
                     r.fail(f"{cl}: liveness probe is not GET /healthz")
@@ -350,9 +365,9 @@ def check_render(r: Report, crds: dict, calls: list[rbac.Call] | None) -> None:
             continue
         dep = deployments[0]
         watch = list(dict.fromkeys(merged.get("watchNamespaces") or []))
-        if (env_of(dep, "WEIR_WATCH_NAMESPACES") or "") != ",".join(watch):
-            r.fail(f"[{name}] WEIR_WATCH_NAMESPACES={env_of(dep, 'WEIR_WATCH_NAMESPACES')!r}, expected {','.join(watch)!r}")
-        if dep["spec"]["replicas"] > 1 and env_of(dep, "WEIR_LEADER_ELECTION") != "true":
+        if (env_of(dep, "WEIR_OPERATOR_NAMESPACES") or "") != ",".join(watch):
+            r.fail(f"[{name}] WEIR_OPERATOR_NAMESPACES={env_of(dep, 'WEIR_OPERATOR_NAMESPACES')!r}, expected {','.join(watch)!r}")
+        if dep["spec"]["replicas"] > 1 and env_of(dep, "WEIR_OPERATOR_NO_LEADER_ELECTION") == "true":
             r.fail(f"[{name}] {dep['spec']['replicas']} replicas without leader election")
         # The job pods' Roles grant only what the values ask for.
         job_sa = (merged.get("jobServiceAccount") or {})
@@ -538,6 +553,50 @@ def check_files(r: Report) -> None:
                 r.fail(f"scripts/kind-e2e.sh does not run `{needle}`")
 
 
+METRIC_RX = re.compile(r"\bweir_[a-z0-9_]+\b")
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def check_metrics(r: Report) -> None:
+    r.start("metrics: dashboard and examples use only metrics documented in docs/operations.md")
+    doc = ROOT / "docs" / "operations.md"
+    dash = ROOT / "docs" / "grafana-dashboard.json"
+    if not doc.exists() or not dash.exists():
+        r.fail("docs/operations.md or docs/grafana-dashboard.json is missing")
+        return
+    table = set(re.findall(r"^\| `(weir_[a-z0-9_]+)`(?:, `(weir_[a-z0-9_]+)`)?", doc.read_text(), re.M))
+    documented = {m for pair in table for m in pair if m}
+    try:
+        import json
+
+        dashboard = json.loads(dash.read_text())
+    except ValueError as e:
+        r.fail(f"docs/grafana-dashboard.json is not JSON: {e}")
+        return
+    if not dashboard.get("panels") or dashboard.get("uid") is None:
+        r.fail("docs/grafana-dashboard.json has no panels or no uid")
+    used: dict[str, str] = {}
+    for f in [dash, *sorted((EXAMPLES / "walkthrough").glob("*.yaml"))]:
+        for m in METRIC_RX.findall(f.read_text()):
+            base = m
+            for suf in HISTOGRAM_SUFFIXES:
+                if m.endswith(suf) and m[: -len(suf)] in documented:
+                    base = m[: -len(suf)]
+            used.setdefault(base, rel(f))
+    for m, where in sorted(used.items()):
+        if m not in documented and not m.startswith("weir_records_in_per_second"):
+            r.fail(f"{where} uses {m}, which docs/operations.md does not list")
+    r.count("metric names cross-checked (docs, dashboard, examples)", len(used))
+    # Which documented metrics the components do not export yet (a note, for alignment).
+    sources = ""
+    for d in ("runtime", "operator"):
+        for p in (ROOT / d).rglob("*.rs"):
+            sources += p.read_text(errors="replace")
+    missing = sorted(m for m in documented if m not in sources and m.removesuffix("_total") not in sources)
+    if missing:
+        r.note(f"documented metrics not found in runtime/ or operator/ sources yet: {', '.join(missing)}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-v", "--verbose", action="store_true", help="print passing checks too")
@@ -564,6 +623,7 @@ def main() -> int:
         lambda: check_crds(r),
         lambda: check_examples(r, crds),
         lambda: check_files(r),
+        lambda: check_metrics(r),
     ]
     for s in sections:
         try:

@@ -61,10 +61,6 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
-{{- define "weir-operator.runtimeImage" -}}
-{{- printf "%s:%s" .Values.operator.runtimeImage.repository (default .Chart.AppVersion .Values.operator.runtimeImage.tag) }}
-{{- end }}
-
 {{- define "weir-operator.leaseName" -}}
 {{- default (include "weir-operator.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
