@@ -6,9 +6,12 @@
 #      a new kind cluster when none is reachable and `kind` is installed;
 #   2. build the runtime and operator images (docker/*.Dockerfile) and load them
 #      into kind (or push them to $WEIR_IMAGE_REGISTRY for any other cluster);
-#   3. apply the CRDs, `helm upgrade --install` the chart, wait for the operator;
-#   4. an S3-compatible store in the cluster for checkpoints (examples/walkthrough/0[12]-*.yaml);
-#   5. cargo test -p weir-e2e --test kubernetes -- --nocapture
+#   3. apply the CRDs, `helm upgrade --install` the chart (watching the namespace
+#      weir-smoke only), wait for the operator;
+#   4. smoke test of the chart: the walkthrough's S3-compatible store, credentials
+#      Secret and StreamJob in weir-smoke, until the job runs and checkpoints;
+#   5. cargo test -p weir-e2e --test kubernetes -- --nocapture (the tests install
+#      their own operator in namespaces of their own);
 #   6. on failure, dump the cluster's state into $WEIR_E2E_ARTIFACTS.
 #
 # Usage: scripts/kind-e2e.sh [--no-build] [--keep-cluster] [--no-tests]
@@ -29,7 +32,7 @@ for arg in "$@"; do
     --no-build) build=0 ;;
     --keep-cluster) keep=1 ;;
     --no-tests) tests=0 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "kind-e2e: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -105,35 +108,50 @@ else
 fi
 
 # ---------------------------------------------------------------- 3. operator
-log "installing the CRDs and the chart (release weir in $ns)"
+# The chart's operator watches only the smoke-test namespace: the Rust e2e tests
+# install their own operator in namespaces of their own, and two operators must
+# never reconcile the same StreamJob.
+smoke_ns=weir-smoke
+log "installing the CRDs and the chart (release weir in $ns, watching $smoke_ns)"
 # Helm installs crds/ only on first install; apply them so an upgrade updates them.
 kubectl apply --server-side --force-conflicts -f crds/
-kubectl create namespace weir-e2e --dry-run=client -o yaml | kubectl apply -f -
+sed "s/weir-demo/$smoke_ns/g" examples/walkthrough/00-namespace.yaml | kubectl apply -f -
 "$helm" upgrade --install weir charts/weir-operator \
   --namespace "$ns" --create-namespace \
   --set image.repository="$prefix/weir-operator" --set image.tag="$tag" \
   --set image.pullPolicy=IfNotPresent \
   --set operator.logLevel=debug --set operator.logFormat=text \
-  --set "jobNamespaces={weir-e2e,default}" \
+  --set "watchNamespaces={$smoke_ns}" \
+  --set networkPolicy.enabled=true \
   --wait --timeout 5m
 kubectl -n "$ns" rollout status deployment -l app.kubernetes.io/component=operator --timeout=180s
 
-# ---------------------------------------------------------------- 4. S3
-log "starting the in-cluster S3-compatible store (examples/walkthrough/0[12]-*.yaml, in weir-e2e)"
-cat examples/walkthrough/01-s3-credentials.yaml examples/walkthrough/02-object-storage.yaml \
-  | sed 's/namespace: weir-demo$/namespace: weir-e2e/' | kubectl apply -f -
-kubectl -n weir-e2e rollout status deployment/weir-s3 --timeout=180s
-kubectl -n weir-e2e wait --for=condition=complete job/weir-s3-create-bucket --timeout=180s
+# ---------------------------------------------------------------- 4. smoke test of the chart
+# The walkthrough's steps 1-3 in $smoke_ns: S3-compatible storage with its
+# credentials Secret, then the StreamJob, run by the chart-installed operator under
+# the chart's RBAC, as the chart's job ServiceAccount, behind its NetworkPolicy.
+log "smoke test: walkthrough steps 2-3 in $smoke_ns"
+walk() { sed -e "s/weir-demo/$smoke_ns/g" -e "s#image: weir/weir:0.1.0#image: $runtime_image#" "examples/walkthrough/$1"; }
+walk 01-s3-credentials.yaml | kubectl apply -f -
+walk 02-object-storage.yaml | kubectl apply -f -
+kubectl -n "$smoke_ns" rollout status deployment/weir-s3 --timeout=180s
+kubectl -n "$smoke_ns" wait --for=condition=complete job/weir-s3-create-bucket --timeout=180s
+walk 03-streamjob.yaml | kubectl apply -f -
+phase() { kubectl -n "$smoke_ns" get streamjob fraud -o jsonpath='{.status.phase}' 2>/dev/null || true; }
+for _ in $(seq 1 100); do [ "$(phase)" = Running ] && break; sleep 3; done
+[ "$(phase)" = Running ] || { echo "kind-e2e: StreamJob fraud is not Running (phase: $(phase))" >&2; exit 1; }
+for _ in $(seq 1 60); do
+  [ -n "$(kubectl -n "$smoke_ns" get streamjob fraud -o jsonpath='{.status.lastCheckpoint.url}')" ] && break; sleep 3
+done
+echo "checkpoint: $(kubectl -n "$smoke_ns" get streamjob fraud -o jsonpath='{.status.lastCheckpoint.url}')"
+kubectl -n "$smoke_ns" delete streamjob fraud --timeout=5m
 
 # ---------------------------------------------------------------- 5. tests
 if [ "$tests" = 1 ]; then
   log "cargo test -p weir-e2e --test kubernetes"
   export WEIR_E2E_IMAGE="$runtime_image"
-  export WEIR_E2E_NAMESPACE=weir-e2e
-  export WEIR_E2E_OPERATOR_NAMESPACE="$ns"
-  export WEIR_E2E_S3_ENDPOINT="http://weir-s3.weir-e2e.svc:9000"
-  export WEIR_E2E_S3_BUCKET=weir
-  export WEIR_E2E_S3_SECRET=weir-s3-credentials
+  export WEIR_E2E_OPERATOR_IMAGE="$operator_image"
+  # WEIR_E2E_STORAGE: passed through when set (default of the tests: file:///tmp/weir-e2e).
   KUBECONFIG="${KUBECONFIG:-$HOME/.kube/config}" cargo test -p weir-e2e --test kubernetes -- --nocapture --test-threads=1
 fi
 log "passed"

@@ -10,6 +10,7 @@ skipped here; a rule cel-python cannot compile is reported as not evaluated.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -145,16 +146,23 @@ def _path(p: list[Any]) -> str:
     out = ""
     for x in p:
         out += f"[{x}]" if isinstance(x, int) else f".{x}"
-    return out or "<root>"
+    return out.lstrip(".") or "<root>"
 
 
-def _cel_rules(schema: dict[str, Any], value: Any, path: list[Any], errors: list[str], skipped: list[str]) -> None:
+_MISSING = object()
+
+
+def _cel_rules(schema: dict[str, Any], value: Any, path: list[Any], errors: list[str], skipped: list[str], old: Any = _MISSING) -> None:
+    """Evaluates the CEL rules of `schema` on `value` and below. `old` is the
+    value at the same place in the object before an update (transition rules
+    run only where it exists, as on the API server)."""
     if not isinstance(schema, dict) or value is None:
         return
     for rule in schema.get("x-kubernetes-validations", []) or []:
         expr = rule.get("rule", "")
-        if re.search(r"\boldSelf\b", expr):
-            skipped.append(f"{_path(path)}: transition rule (update only): {expr}")
+        transition = bool(re.search(r"\boldSelf\b", expr))
+        if transition and (old is _MISSING or old is None):
+            skipped.append(f"{_path(path)}: transition rule (checked on updates only): {expr}")
             continue
         if _CEL_ENV is None:
             skipped.append(f"{_path(path)}: cel-python missing: {expr}")
@@ -165,37 +173,83 @@ def _cel_rules(schema: dict[str, Any], value: Any, path: list[Any], errors: list
             skipped.append(f"{_path(path)}: not evaluable offline ({type(e).__name__}): {expr}")
             continue
         try:
-            result = prog.evaluate({"self": celpy.json_to_cel(value)})
+            activation = {"self": celpy.json_to_cel(value)}
+            if transition:
+                activation["oldSelf"] = celpy.json_to_cel(old)
+            result = prog.evaluate(activation)
         except Exception as e:  # noqa: BLE001
             errors.append(f"{_path(path)}: CEL rule {expr!r} could not be evaluated: {e}")
             continue
         if isinstance(result, Exception) or not bool(result):
             msg = rule.get("message") or f"failed rule: {expr}"
             fp = rule.get("fieldPath", "")
-            errors.append(f"{_path(path)}{fp}: Invalid value: {msg}")
+            kind = "object" if isinstance(value, dict) else type(value).__name__
+            errors.append(f"{_path(path)}{fp}: Invalid value: \"{kind}\": {msg}")
+
+    def old_at(key: Any) -> Any:
+        if isinstance(old, dict) and isinstance(key, str):
+            return old.get(key, _MISSING)
+        return _MISSING  # list items: no positional correlation (as for non-map lists on the API server)
+
     if isinstance(value, dict):
         props = schema.get("properties", {})
         for name, sub in props.items():
             if name in value:
-                _cel_rules(sub, value[name], path + [name], errors, skipped)
+                _cel_rules(sub, value[name], path + [name], errors, skipped, old_at(name))
         addl = schema.get("additionalProperties")
         if isinstance(addl, dict):
             for k, v in value.items():
                 if k not in props:
-                    _cel_rules(addl, v, path + [k], errors, skipped)
+                    _cel_rules(addl, v, path + [k], errors, skipped, old_at(k))
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         for i, v in enumerate(value):
             _cel_rules(schema["items"], v, path + [i], errors, skipped)
 
 
-def validate(crd: CrdVersion, obj: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """Errors (empty when valid) and CEL rules that could not be evaluated."""
+def _message(e: jsonschema.ValidationError) -> list[str]:
+    """A jsonschema error in the API server's words (field.ErrorList style)."""
+    path = _path(list(e.absolute_path))
+    inst = e.instance
+    v = e.validator
+    if v == "required":
+        missing = [p for p in e.validator_value if isinstance(inst, dict) and p not in inst]
+        prefix = "" if path == "<root>" else path + "."
+        return [f"{prefix}{m}: Required value" for m in missing] or [f"{path}: {e.message}"]
+    if v == "enum":
+        return [f"{path}: Unsupported value: {json.dumps(inst)}: supported values: " + ", ".join(json.dumps(x) for x in e.validator_value)]
+    if v == "const":
+        return [f"{path}: Unsupported value: {json.dumps(inst)}: supported values: {json.dumps(e.validator_value)}"]
+    if v == "pattern":
+        return [f"{path}: Invalid value: {json.dumps(inst)}: should match '{e.validator_value}'"]
+    if v == "minimum":
+        return [f"{path}: Invalid value: {json.dumps(inst)}: should be greater than or equal to {e.validator_value}"]
+    if v == "maximum":
+        return [f"{path}: Invalid value: {json.dumps(inst)}: should be less than or equal to {e.validator_value}"]
+    if v == "minLength":
+        return [f"{path}: Invalid value: {json.dumps(inst)}: should be at least {e.validator_value} chars long"]
+    if v == "maxLength":
+        return [f"{path}: Too long: may not be more than {e.validator_value} bytes"]
+    if v == "minItems":
+        return [f"{path}: Invalid value: {len(inst)}: should have at least {e.validator_value} items"]
+    if v == "type":
+        return [f"{path}: Invalid value: {json.dumps(inst)}: {path} in body must be of type {e.validator_value}"]
+    if v == "additionalProperties" and isinstance(inst, dict):
+        allowed = set((e.schema.get("properties") or {}).keys())
+        prefix = "" if path == "<root>" else path + "."
+        return [f'unknown field "{prefix}{k}"' for k in inst if k not in allowed] or [f"{path}: {e.message}"]
+    return [f"{path}: {e.message}"]
+
+
+def validate(crd: CrdVersion, obj: dict[str, Any], old: dict[str, Any] | None = None) -> tuple[list[str], list[str]]:
+    """Errors (empty when valid) and CEL rules that were not evaluated. `old`:
+    the object before an update, for transition rules (`oldSelf`)."""
     obj = apply_defaults(crd.schema, copy.deepcopy(obj))
     errors: list[str] = []
     v = jsonschema.Draft7Validator(crd.json_schema)
     for e in sorted(v.iter_errors(obj), key=lambda e: list(e.absolute_path)):
-        errors.append(f"{_path(list(e.absolute_path))}: {e.message}")
+        errors.extend(_message(e))
     skipped: list[str] = []
     if not errors:  # the API server runs CEL only on structurally valid objects
-        _cel_rules(crd.schema, obj, [], errors, skipped)
+        old_obj = apply_defaults(crd.schema, copy.deepcopy(old)) if old is not None else _MISSING
+        _cel_rules(crd.schema, obj, [], errors, skipped, old_obj)
     return errors, skipped

@@ -42,13 +42,13 @@ def _scope_of(entry: dict[str, Any], group: str, resource: str) -> str:
     if raw is None and "clusterScoped" in entry:
         raw = "cluster" if entry["clusterScoped"] else "namespaced"
     raw = str(raw or "namespaced").strip().lower().replace("_", "-")
-    if (group, resource.split("/")[0]) == LEASE and raw in ("namespaced", "leader-election", "operator-namespace", "own-namespace", "release-namespace", "operator"):
+    if (group, resource.split("/")[0]) == LEASE and raw in ("namespaced", "lease", "leader-election", "operator-namespace", "own-namespace", "release-namespace", "operator"):
         return "leader-election"
     if raw in ("namespaced", "namespace"):
         return "namespaced"
     if raw in ("cluster", "cluster-scoped", "clusterscoped", "cluster-wide"):
         return "cluster"
-    if raw in ("leader-election", "operator-namespace", "own-namespace", "release-namespace"):
+    if raw in ("lease", "leader-election", "operator-namespace", "own-namespace", "release-namespace"):
         return "leader-election"
     raise ValueError(f"unknown scope {entry.get('scope')!r} in {entry}")
 
@@ -150,8 +150,14 @@ def granted(objs: list[dict[str, Any]], sa_name: str, sa_ns: str) -> tuple[list[
 
 
 def compare(calls: list[Call], grants: list[Grant], watch: list[str], release_ns: str, leader_election: bool) -> list[str]:
-    """Problems: calls not allowed where they are made, grants beyond the calls."""
-    problems: list[str] = []
+    """Problems: calls not allowed where they are made, grants beyond the calls.
+    One line per (problem, resource, place), with the verbs concerned."""
+    found: dict[tuple[str, str, str], set[str]] = {}
+
+    def add(kind: str, c: tuple[str, str, str], where: str) -> None:
+        group, resource, verb = c
+        found.setdefault((kind, f"{group or 'core'}/{resource}", where), set()).add(verb)
+
     by_key: dict[tuple[str, str, str], set[str]] = {}
     for g in grants:
         by_key.setdefault((g.group, g.resource, g.verb), set()).add(g.where)
@@ -162,26 +168,25 @@ def compare(calls: list[Call], grants: list[Grant], watch: list[str], release_ns
         key = (c.group, c.resource, c.verb)
         needed.add(key)
         where = by_key.get(key, set())
-        label = f"{c.verb} {c.group or 'core'}/{c.resource}"
         if c.scope == "cluster":
             if "*" not in where:
-                problems.append(f"missing: {label} (cluster-scoped) needs a ClusterRoleBinding")
+                add("missing", key, "cluster-wide (cluster-scoped resource: needs a ClusterRoleBinding)")
         elif c.scope == "namespaced":
             if not watch:
                 if "*" not in where:
-                    problems.append(f"missing: {label} in all namespaces (watchNamespaces is empty)")
+                    add("missing", key, "all namespaces (watchNamespaces is empty)")
             else:
                 for ns in watch:
                     if ns not in where and "*" not in where:
-                        problems.append(f"missing: {label} in watched namespace {ns}")
+                        add("missing", key, f"watched namespace {ns}")
                 if "*" in where:
-                    problems.append(f"too broad: {label} granted cluster-wide although the operator watches only {watch}")
-        else:  # leader-election
+                    add("too broad", key, f"cluster-wide, although the operator watches only {', '.join(watch)}")
+        else:  # leader election
             if release_ns not in where and "*" not in where:
-                problems.append(f"missing: {label} (leader election) in the operator namespace {release_ns}")
+                add("missing", key, f"the operator namespace {release_ns} (leader election)")
             if "*" in where or (where - {release_ns}):
-                problems.append(f"too broad: {label} (leader election) granted outside the operator namespace {release_ns}: {sorted(where)}")
+                add("too broad", key, f"{sorted(where)}: leader election needs only the operator namespace {release_ns}")
     for key, where in sorted(by_key.items()):
         if key not in needed:
-            problems.append(f"not needed: {key[2]} {key[0] or 'core'}/{key[1]} granted in {sorted(where)}: operator/rbac.yaml does not list it")
-    return problems
+            add("not needed (operator/rbac.yaml does not list it)", key, f"granted in {', '.join(sorted(where))}")
+    return [f"{kind}: {', '.join(sorted(verbs))} {res} in {where}" for (kind, res, where), verbs in sorted(found.items())]
