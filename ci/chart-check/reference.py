@@ -45,11 +45,10 @@ def _constraints(s: dict[str, Any]) -> list[str]:
         c.append("one of " + ", ".join(f"`{json.dumps(e)}`" if not isinstance(e, str) else f"`{e}`" for e in s["enum"]))
     for k, label in (("minimum", "≥"), ("maximum", "≤"), ("minLength", "length ≥"), ("maxLength", "length ≤"), ("minItems", "items ≥"), ("maxItems", "items ≤")):
         if k in s:
-            c.append(f"{label} {s[k]}")
+            v = s[k]
+            c.append(f"{label} {int(v) if isinstance(v, float) and v.is_integer() else v}")
     if "pattern" in s:
         c.append(f"pattern `{s['pattern']}`")
-    if s.get("nullable"):
-        c.append("nullable")
     for rule in s.get("x-kubernetes-validations", []) or []:
         c.append(f"rule `{rule.get('rule')}`" + (f": {rule['message']}" if rule.get("message") else ""))
     return c
