@@ -56,7 +56,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "replicaCount": 2,
         "podDisruptionBudget": {"enabled": True},
         "networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]},
-        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}, "podMonitor": {"enabled": True}},
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}, "podMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
         "jobNamespaces": ["team-a", "team-b"],
         "jobServiceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/weir-checkpoints"}},
         "podAnnotations": {"example.com/team": "data"},
@@ -594,7 +594,7 @@ def check_metrics(r: Report) -> None:
     if not dashboard.get("panels") or dashboard.get("uid") is None:
         r.fail("docs/grafana-dashboard.json has no panels or no uid")
     used: dict[str, str] = {}
-    for f in [dash, *sorted((EXAMPLES / "walkthrough").glob("*.yaml"))]:
+    for f in [dash, *sorted((EXAMPLES / "walkthrough").glob("*.yaml")), CHART / "templates" / "prometheusrule.yaml"]:
         for m in METRIC_RX.findall(f.read_text()):
             base = m
             for suf in HISTOGRAM_SUFFIXES:
