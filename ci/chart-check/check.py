@@ -615,6 +615,54 @@ def check_metrics(r: Report) -> None:
         r.note(f"documented metrics not found in runtime/ or operator/ sources yet: {', '.join(missing)}")
 
 
+def check_self(r: Report) -> None:
+    """The checkers themselves reject what they must (so a pass above means something)."""
+    r.start("self-test: the validators reject known-bad input")
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "spec": {"group": "t.dev", "names": {"kind": "T", "plural": "ts"}, "scope": "Namespaced", "versions": [{
+            "name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {
+                "type": "object", "required": ["n"],
+                "x-kubernetes-validations": [{"rule": "self.n <= self.m", "message": "n must not exceed m"}],
+                "properties": {"n": {"type": "integer", "minimum": 1}, "m": {"type": "integer", "default": 4,
+                               "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "m is fixed"}]},
+                               "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}}}]},
+    }
+    t = kube_schema.load_crd(crd)[0]
+    obj = lambda spec: {"apiVersion": "t.dev/v1", "kind": "T", "metadata": {"name": "x"}, "spec": spec}  # noqa: E731
+    cases = [
+        ("valid object with a defaulted field", obj({"n": 2, "free": {"any": 1}}), None, None),
+        ("unknown field", obj({"n": 2, "typo": 1}), None, 'unknown field "spec.typo"'),
+        ("missing required field", obj({}), None, "spec.n: Required value"),
+        ("minimum", obj({"n": 0}), None, "should be greater than or equal to 1"),
+        ("CEL rule after defaulting", obj({"n": 5}), None, "n must not exceed m"),
+        ("CEL transition rule on update", obj({"n": 2, "m": 8}), obj({"n": 2, "m": 4}), "m is fixed"),
+    ]
+    for name, o, old, want in cases:
+        errors, _ = kube_schema.validate(t, o, old)
+        if want is None and errors:
+            r.fail(f"{name}: rejected: {errors}")
+        elif want is not None and not any(want in e for e in errors):
+            r.fail(f"{name}: expected an error containing {want!r}, got {errors}")
+        r.count("self-test cases")
+    try:
+        kubernetes_validate.validate({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "a"}, "typo": 1}, K8S_VERSION, strict=True)
+        r.fail("kubernetes-validate accepted an unknown field in strict mode")
+    except kubernetes_validate.ValidationError:
+        r.count("self-test cases")
+    calls = [rbac.Call("apps", "statefulsets", "patch", "namespaced")]
+    grants = [rbac.Grant("apps", "statefulsets", "patch", "*", "x"), rbac.Grant("", "secrets", "get", "*", "x")]
+    probs = rbac.compare(calls, grants, ["a"], RELEASE_NS, True)
+    if not any("too broad" in p for p in probs) or not any("not needed" in p and "secrets" in p for p in probs):
+        r.fail(f"rbac.compare missed a too-broad or unneeded grant: {probs}")
+    if not rbac.compare(calls, [], [], RELEASE_NS, True):
+        r.fail("rbac.compare missed a missing grant")
+    r.count("self-test cases", 2)
+    if not dockerignored("target/release/weir", ["**/target"]) or dockerignored("docker/custom-job/src/main.rs", ["docker", "!docker/custom-job"]):
+        r.fail(".dockerignore matcher is wrong")
+    r.count("self-test cases")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-v", "--verbose", action="store_true", help="print passing checks too")
@@ -633,6 +681,7 @@ def main() -> int:
         except ValueError as e:
             r.fail(str(e))
     sections: list[Callable[[], None]] = [
+        lambda: check_self(r),
         lambda: check_sync(r),
         lambda: check_yamllint(r),
         lambda: check_lint(r),
