@@ -12,6 +12,7 @@
 //! | `POST /v1/checkpoints` ([`paths::CHECKPOINTS`]) | | `202` [`Triggered`] |
 //! | `POST /v1/savepoints` ([`paths::SAVEPOINTS`]) | [`SavepointRequest`] | `202` [`Triggered`] |
 //! | `GET /v1/savepoints/{id}` ([`paths::savepoint`]) | | `200` [`SavepointStatus`] |
+//! | `POST /v1/savepoint-disposals` ([`paths::SAVEPOINT_DISPOSALS`]) | [`DisposeRequest`] | `202` (savepoint deleted from storage) |
 //!
 //! Every pod also serves `GET /healthz`, `GET /readyz` and `GET /metrics`.
 
@@ -25,6 +26,9 @@ pub mod paths {
     pub const CHECKPOINTS: &str = "/v1/checkpoints";
     /// `POST`: trigger a savepoint ([`SavepointRequest`](crate::SavepointRequest)).
     pub const SAVEPOINTS: &str = "/v1/savepoints";
+    /// `POST`: dispose of (delete) a savepoint the operator no longer keeps
+    /// ([`DisposeRequest`](crate::DisposeRequest)) → `202`.
+    pub const SAVEPOINT_DISPOSALS: &str = "/v1/savepoint-disposals";
     /// Route pattern for one savepoint (axum 0.8 syntax).
     pub const SAVEPOINT_ROUTE: &str = "/v1/savepoints/{id}";
     /// Liveness of any pod.
@@ -230,6 +234,14 @@ pub struct SavepointStatus {
     pub error: Option<String>,
 }
 
+/// `POST /v1/savepoint-disposals` body: delete the savepoint at `url` (its whole
+/// directory) from storage. Idempotent: an absent savepoint is not an error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DisposeRequest {
+    pub url: String,
+}
+
 /// Body of every error response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -331,6 +343,7 @@ mod tests {
             json!({"id":"sp-9","status":"FAILED","error":"sink timed out"}),
         );
         round_trip(&ErrorBody::new("no such savepoint"), json!({"error":"no such savepoint"}));
+        round_trip(&DisposeRequest { url: "s3://b/savepoints/sp-1".into() }, json!({"url":"s3://b/savepoints/sp-1"}));
     }
 
     #[test]
