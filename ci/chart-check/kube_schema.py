@@ -219,20 +219,25 @@ def _message(e: jsonschema.ValidationError) -> list[str]:
         return [f"{path}: Unsupported value: {json.dumps(inst)}: supported values: " + ", ".join(json.dumps(x) for x in e.validator_value)]
     if v == "const":
         return [f"{path}: Unsupported value: {json.dumps(inst)}: supported values: {json.dumps(e.validator_value)}"]
+    def num(x: Any) -> str:
+        return str(int(x)) if isinstance(x, float) and x.is_integer() else json.dumps(x)
+
+    bad = f"{path}: Invalid value: {num(inst) if isinstance(inst, (int, float)) else json.dumps(inst)}: {path} in body"
     if v == "pattern":
-        return [f"{path}: Invalid value: {json.dumps(inst)}: should match '{e.validator_value}'"]
+        return [f"{bad} should match '{e.validator_value}'"]
     if v == "minimum":
-        return [f"{path}: Invalid value: {json.dumps(inst)}: should be greater than or equal to {e.validator_value}"]
+        return [f"{bad} should be greater than or equal to {num(e.validator_value)}"]
     if v == "maximum":
-        return [f"{path}: Invalid value: {json.dumps(inst)}: should be less than or equal to {e.validator_value}"]
+        return [f"{bad} should be less than or equal to {num(e.validator_value)}"]
     if v == "minLength":
-        return [f"{path}: Invalid value: {json.dumps(inst)}: should be at least {e.validator_value} chars long"]
+        return [f"{bad} should be at least {e.validator_value} chars long"]
     if v == "maxLength":
-        return [f"{path}: Too long: may not be more than {e.validator_value} bytes"]
+        return [f"{path}: Too long: may not be longer than {e.validator_value}"]
     if v == "minItems":
-        return [f"{path}: Invalid value: {len(inst)}: should have at least {e.validator_value} items"]
+        return [f"{path}: Invalid value: {len(inst)}: {path} in body should have at least {e.validator_value} items"]
     if v == "type":
-        return [f"{path}: Invalid value: {json.dumps(inst)}: {path} in body must be of type {e.validator_value}"]
+        actual = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}.get(type(inst), "null")
+        return [f'{path}: Invalid value: "{actual}": {path} in body must be of type {e.validator_value}: "{actual}"']
     if v == "additionalProperties" and isinstance(inst, dict):
         allowed = set((e.schema.get("properties") or {}).keys())
         prefix = "" if path == "<root>" else path + "."
