@@ -149,7 +149,7 @@ fn var(name: &str, value: &str) -> EnvVar {
 
 /// Merges the user's pod template over the generated one: objects key by key, lists of
 /// named items (containers, volumes, env, ...) item by item by `name`, other values
-/// replaced. The job's labels and the `weir` container's identity env stay.
+/// replaced. The job's labels win over the overlay (the selector depends on them).
 fn merge_template(base: PodTemplateSpec, overlay: &Value) -> PodTemplateSpec {
     let Ok(mut merged) = serde_json::to_value(&base) else { return base };
     merge(&mut merged, overlay);
