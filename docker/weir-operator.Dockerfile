@@ -2,7 +2,7 @@
 #
 # The Weir operator image: the `weir-operator` binary. Build from the repository root:
 #
-#   docker build -f docker/weir-operator.Dockerfile -t weir/weir-operator:0.1.0 .
+#   docker build -f docker/weir-operator.Dockerfile -t ghcr.io/weir/weir-operator:0.1.0 .
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm

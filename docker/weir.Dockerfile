@@ -3,7 +3,7 @@
 # The Weir runtime image: the `weir` binary (`weir worker` in a StreamJob's pods,
 # `weir run` for embedded runs). Build from the repository root:
 #
-#   docker build -f docker/weir.Dockerfile -t weir/weir:0.1.0 .
+#   docker build -f docker/weir.Dockerfile -t ghcr.io/weir/weir:0.1.0 .
 #
 # See docker/README.md for the layout and for building a custom job image on top.
 

@@ -43,7 +43,7 @@ registry="${WEIR_IMAGE_REGISTRY:-}"
 ns="${WEIR_OPERATOR_NAMESPACE:-weir-system}"
 artifacts="${WEIR_E2E_ARTIFACTS:-target/e2e-artifacts}"
 helm="${HELM:-helm}"
-prefix="${registry:+${registry%/}/}weir"
+prefix="${registry:-ghcr.io/weir}"; prefix="${prefix%/}"
 runtime_image="$prefix/weir:$tag"
 operator_image="$prefix/weir-operator:$tag"
 
@@ -156,7 +156,7 @@ done
 # credentials Secret, then the StreamJob, run by the chart-installed operator under
 # the chart's RBAC, as the chart's job ServiceAccount, behind its NetworkPolicy.
 log "smoke test: walkthrough steps 2-3 in $smoke_ns"
-walk() { sed -e "s/weir-demo/$smoke_ns/g" -e "s#image: weir/weir:0.1.0#image: $runtime_image#" "examples/walkthrough/$1"; }
+walk() { sed -e "s/weir-demo/$smoke_ns/g" -e "s#image: ghcr.io/weir/weir:0.1.0#image: $runtime_image#" "examples/walkthrough/$1"; }
 walk 01-s3-credentials.yaml | kubectl apply -f -
 walk 02-object-storage.yaml | kubectl apply -f -
 kubectl -n "$smoke_ns" rollout status deployment/weir-s3 --timeout=180s
