@@ -331,6 +331,14 @@ def env_of(o: dict[str, Any], name: str) -> str | None:
     return None
 
 
+def operator_env_names() -> set[str]:
+    """Environment variables weir-operator reads: clap `env = "..."` in operator/src."""
+    names: set[str] = set()
+    for p in (ROOT / "operator" / "src").rglob("*.rs"):
+        names.update(re.findall(r'\benv\s*=\s*"([A-Z0-9_]+)"', p.read_text(errors="replace")))
+    return names
+
+
 def check_render(r: Report, crds: dict, calls: list[rbac.Call] | None) -> None:
     r.start(f"render + validate (Kubernetes {K8S_VERSION}, strict) + hardening + RBAC, per value set")
     for name, values in VALUE_SETS.items():
@@ -370,6 +378,13 @@ def check_render(r: Report, crds: dict, calls: list[rbac.Call] | None) -> None:
         watch = list(dict.fromkeys(merged.get("watchNamespaces") or []))
         if (env_of(dep, "WEIR_OPERATOR_NAMESPACES") or "") != ",".join(watch):
             r.fail(f"[{name}] WEIR_OPERATOR_NAMESPACES={env_of(dep, 'WEIR_OPERATOR_NAMESPACES')!r}, expected {','.join(watch)!r}")
+        # Every variable the chart sets is one the operator reads (clap `env = "..."`).
+        reads = operator_env_names()
+        if reads:
+            for c in dep["spec"]["template"]["spec"]["containers"]:
+                for e in c.get("env") or []:
+                    if e["name"] not in reads and e["name"] not in {x.get("name") for x in merged["operator"].get("extraEnv") or []}:
+                        r.fail(f"[{name}] the Deployment sets {e['name']}, which weir-operator does not read (operator/src: {sorted(reads)})")
         if dep["spec"]["replicas"] > 1 and env_of(dep, "WEIR_OPERATOR_NO_LEADER_ELECTION") == "true":
             r.fail(f"[{name}] {dep['spec']['replicas']} replicas without leader election")
         # The job pods' Roles grant only what the values ask for.
