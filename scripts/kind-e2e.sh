@@ -8,8 +8,9 @@
 #      into kind (or push them to $WEIR_IMAGE_REGISTRY for any other cluster);
 #   3. apply the CRDs, `helm upgrade --install` the chart (watching the namespace
 #      weir-smoke only), wait for the operator;
-#   4. smoke test of the chart: the walkthrough's S3-compatible store, credentials
-#      Secret and StreamJob in weir-smoke, until the job runs and checkpoints;
+#   4. the walkthrough (examples/walkthrough) in weir-smoke through the chart: the
+#      S3-compatible store and its Secret, run, upgrade with a savepoint, rescale,
+#      suspend/resume, delete, each step checked on the StreamJob's status;
 #   5. cargo test -p weir-e2e --test kubernetes -- --nocapture (the tests install
 #      their own operator in namespaces of their own);
 #   6. on failure, dump the cluster's state into $WEIR_E2E_ARTIFACTS.
@@ -151,25 +152,57 @@ for f in examples/invalid/*.yaml; do
   fi
 done
 
-# ---------------------------------------------------------------- 4. smoke test of the chart
-# The walkthrough's steps 1-3 in $smoke_ns: S3-compatible storage with its
-# credentials Secret, then the StreamJob, run by the chart-installed operator under
-# the chart's RBAC, as the chart's job ServiceAccount, behind its NetworkPolicy.
-log "smoke test: walkthrough steps 2-3 in $smoke_ns"
+# ---------------------------------------------------------------- 4. the walkthrough
+# examples/walkthrough step by step in $smoke_ns, run by the chart-installed
+# operator under the chart's RBAC, as the chart's job ServiceAccount, behind its
+# NetworkPolicy: S3-compatible storage and its credentials Secret, the job, an
+# upgrade through a savepoint, a rescale, suspend and resume, delete.
+log "walkthrough in $smoke_ns: run, upgrade, rescale, suspend/resume, delete"
 walk() { sed -e "s/weir-demo/$smoke_ns/g" -e "s#image: ghcr.io/weir/weir:0.1.0#image: $runtime_image#" "examples/walkthrough/$1"; }
 walk 01-s3-credentials.yaml | kubectl apply -f -
 walk 02-object-storage.yaml | kubectl apply -f -
 kubectl -n "$smoke_ns" rollout status deployment/weir-s3 --timeout=180s
 kubectl -n "$smoke_ns" wait --for=condition=complete job/weir-s3-create-bucket --timeout=180s
-walk 03-streamjob.yaml | kubectl apply -f -
-phase() { kubectl -n "$smoke_ns" get streamjob fraud -o jsonpath='{.status.phase}' 2>/dev/null || true; }
-for _ in $(seq 1 100); do [ "$(phase)" = Running ] && break; sleep 3; done
-[ "$(phase)" = Running ] || { echo "kind-e2e: StreamJob fraud is not Running (phase: $(phase))" >&2; exit 1; }
-for _ in $(seq 1 60); do
-  [ -n "$(kubectl -n "$smoke_ns" get streamjob fraud -o jsonpath='{.status.lastCheckpoint.url}')" ] && break; sleep 3
-done
-echo "checkpoint: $(kubectl -n "$smoke_ns" get streamjob fraud -o jsonpath='{.status.lastCheckpoint.url}')"
-kubectl -n "$smoke_ns" delete streamjob fraud --timeout=5m
+sj() { kubectl -n "$smoke_ns" get streamjob fraud -o jsonpath="{$1}" 2>/dev/null || true; }
+# wait_for <what> <seconds> <command...>: poll until the command succeeds.
+wait_for() {
+  local what=$1 secs=$2; shift 2
+  local deadline=$(( $(date +%s) + secs ))
+  until "$@"; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      echo "kind-e2e: timed out after ${secs}s waiting for $what (phase: $(sj .status.phase), message: $(sj .status.message))" >&2
+      kubectl -n "$smoke_ns" describe streamjob fraud >&2 || true
+      return 1
+    fi
+    sleep 3
+  done
+  echo "ok: $what"
+}
+running() { [ "$(sj .status.phase)" = Running ] && [ "$(sj .status.jobState)" = RUNNING ]; }
+running_new() { running && [ "$(sj .status.jobId)" != "$1" ]; }
+ready_pods() { [ "$(kubectl -n "$smoke_ns" get statefulset fraud -o jsonpath='{.status.readyReplicas}' 2>/dev/null)" = "$1" ]; }
+has() { [ -n "$(sj "$1")" ]; }
+
+walk 03-streamjob.yaml | kubectl apply -f -                               # step 3: run
+wait_for "fraud Running" 300 running
+wait_for "a completed checkpoint" 180 has .status.lastCheckpoint.url
+id=$(sj .status.jobId)
+walk 04-upgrade.yaml | kubectl apply -f -                                 # step 4: upgrade (savepoint)
+wait_for "upgrade: a new deployment running" 420 running_new "$id"
+[ "$(sj .status.deployed.restoreFrom)" = "$(sj .status.lastSavepoint.url)" ] \
+  || { echo "kind-e2e: the upgraded job did not restore from the upgrade's savepoint" >&2; exit 1; }
+id=$(sj .status.jobId)
+walk 05-rescale.yaml | kubectl apply -f -                                 # step 5: rescale to 4
+wait_for "rescale: 4 pods running a new deployment" 420 eval 'running_new "$id" && ready_pods 4'
+walk 07-suspend.yaml | kubectl apply -f -                                 # step 7: suspend
+wait_for "suspended with a savepoint to resume from" 300 eval '[ "$(sj .status.phase)" = Suspended ] && has .status.resumeFrom'
+resume_from=$(sj .status.resumeFrom)
+walk 05-rescale.yaml | kubectl apply -f -                                 # ... and resume
+wait_for "resumed" 420 running
+[ "$(sj .status.deployed.restoreFrom)" = "$resume_from" ] \
+  || { echo "kind-e2e: the resumed job did not restore from $resume_from" >&2; exit 1; }
+kubectl -n "$smoke_ns" delete streamjob fraud --timeout=5m                # step 8: delete (final savepoint)
+wait_for "pods gone" 180 eval '! kubectl -n "$smoke_ns" get pods -l weir.dev/job=fraud -o name | grep -q .'
 
 # ---------------------------------------------------------------- 5. tests
 if [ "$tests" = 1 ]; then
