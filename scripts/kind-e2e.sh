@@ -126,6 +126,7 @@ sed "s/weir-demo/$smoke_ns/g" examples/walkthrough/00-namespace.yaml | kubectl a
   --set networkPolicy.enabled=true \
   --wait --timeout 5m
 kubectl -n "$ns" rollout status deployment -l app.kubernetes.io/component=operator --timeout=180s
+"$helm" test weir -n "$ns" --logs
 
 # ---------------------------------------------------------------- 3b. server-side validation
 # What ci/chart-check/check.sh validates offline, now by a real API server: every
