@@ -31,6 +31,8 @@ use crate::stream::StreamEnv;
 
 /// How long the workers of an epoch may take to connect to each other.
 const MESH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a worker that exits when the job ends keeps serving its final status.
+const EXIT_GRACE: Duration = Duration::from_secs(3);
 /// How long worker 0 waits for every worker to launch its tasks.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -74,12 +76,12 @@ pub fn run_worker(env: &StreamEnv, settings: &WorkerSettings, shutdown: &StopHan
         Ok(()) => board.set_state(JobState::Finished, None),
         Err(e) => board.set_state(JobState::Failed, Some(e.to_string())),
     }
-    if !settings.exit_on_finish {
-        // keep answering the operator (job state, savepoint status) until terminated
-        tracing::info!("job ended; serving status until terminated");
-        while !shutdown.is_requested() {
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    // keep answering clients (final job state, savepoint status): until terminated,
+    // or for a short grace period when asked to exit
+    let linger_until = settings.exit_on_finish.then(|| Instant::now() + EXIT_GRACE);
+    tracing::info!("job ended; serving its final status");
+    while !shutdown.is_requested() && linger_until.is_none_or(|t| Instant::now() < t) {
+        std::thread::sleep(Duration::from_millis(50));
     }
     result
 }
