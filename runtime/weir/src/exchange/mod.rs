@@ -17,13 +17,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
 use crate::exec::{JobControl, Msg, TaskMetrics};
 use crate::record::{Data, Rec};
 
 /// Messages a remote consumer buffers per stream (its credit window).
 pub(crate) const CREDITS: u32 = 16;
+
+/// A blocked sender wakes this often (to count backpressure, notice cancellation).
+const BLOCK_SLICE: Duration = Duration::from_millis(50);
 
 /// Why a message could not be sent: the consumer is gone.
 #[derive(Debug)]
@@ -57,12 +60,17 @@ impl<T: Data> OutChannel<T> {
         match self {
             OutChannel::Local(tx) => match tx.try_send(msg) {
                 Ok(()) => Ok(()),
-                Err(TrySendError::Full(msg)) => {
+                Err(TrySendError::Full(mut msg)) => loop {
+                    // blocked: count the wait as it goes, so a long block shows at once
                     let t = Instant::now();
-                    let r = tx.send(msg).map_err(|_| Closed);
+                    let r = tx.send_timeout(msg, BLOCK_SLICE);
                     metrics.add_backpressure(t.elapsed());
-                    r
-                }
+                    match r {
+                        Ok(()) => return Ok(()),
+                        Err(SendTimeoutError::Timeout(m)) => msg = m,
+                        Err(SendTimeoutError::Disconnected(_)) => return Err(Closed),
+                    }
+                },
                 Err(TrySendError::Disconnected(_)) => Err(Closed),
             },
             OutChannel::Remote(r) => {
@@ -122,9 +130,9 @@ impl Credits {
         Credits { avail: Mutex::new(initial), cv: Condvar::new(), closed: AtomicBool::new(false) }
     }
 
-    /// Takes one credit, waiting for it; `false` when the stream was closed or the job
-    /// cancelled meanwhile.
-    pub(crate) fn acquire(&self, control: &JobControl) -> bool {
+    /// Takes one credit, waiting for it (the wait counts as backpressure of
+    /// `metrics`); `false` when the stream was closed or the job cancelled meanwhile.
+    pub(crate) fn acquire(&self, control: &JobControl, metrics: &TaskMetrics) -> bool {
         let Ok(mut n) = self.avail.lock() else { return false };
         loop {
             if self.closed.load(Ordering::Relaxed) || control.is_cancelled() {
@@ -134,10 +142,12 @@ impl Credits {
                 *n -= 1;
                 return true;
             }
-            n = match self.cv.wait_timeout(n, Duration::from_millis(50)) {
+            let t = Instant::now();
+            n = match self.cv.wait_timeout(n, BLOCK_SLICE) {
                 Ok((g, _)) => g,
                 Err(_) => return false,
             };
+            metrics.add_backpressure(t.elapsed());
         }
     }
 
@@ -228,17 +238,19 @@ mod tests {
     fn credits_block_until_granted_and_wake_on_close() {
         let c = Arc::new(Credits::new(1));
         let ctl = JobControl::default();
-        assert!(c.acquire(&ctl));
+        let m = TaskMetrics::new("t".into(), 0, true, false);
+        assert!(c.acquire(&ctl, &m));
         assert_eq!(c.available(), 0);
         let c2 = c.clone();
         let t = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(30));
             c2.grant(2);
         });
-        assert!(c.acquire(&ctl));
+        assert!(c.acquire(&ctl, &m));
+        assert!(m.backpressured_ns.load(Ordering::Relaxed) > 0);
         t.join().unwrap();
         assert_eq!(c.available(), 1);
         c.close();
-        assert!(!c.acquire(&ctl), "a closed stream gives no credit");
+        assert!(!c.acquire(&ctl, &m), "a closed stream gives no credit");
     }
 }
