@@ -5,11 +5,13 @@
 use std::any::Any;
 use std::collections::HashMap;
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::bounded;
 
 use crate::exec::output::combine;
 use crate::operator::side::Sides;
-use crate::exec::{BoxDown, CHANNEL_CAPACITY, Msg, TaskEnv};
+use crate::exchange::net::NetBuilder;
+use crate::exchange::{InChannel, OutChannel, Placement, stream_id};
+use crate::exec::{BoxDown, CHANNEL_CAPACITY, TaskEnv};
 use crate::record::Data;
 
 pub(crate) type AnyBox = Box<dyn Any + Send>;
@@ -121,47 +123,65 @@ impl Node {
 
 /// Makes the channels of an edge and the sending side for a producer subtask.
 pub(crate) trait EdgeFactory {
-    /// For `producers × consumers` subtasks (or one-to-one when `one_to_one`):
-    /// per producer its senders, per consumer its receivers (both erased `Vec`s).
-    fn channels(&self, producers: u32, consumers: u32, one_to_one: bool) -> (Vec<AnyBox>, Vec<AnyBox>);
+    /// The channels of edge number `edge` between `producers × consumers` subtasks (or
+    /// one-to-one when `one_to_one`), for the subtasks this process runs: per producer
+    /// its senders (an erased `Vec<OutChannel<T>>`, one per consumer), per consumer its
+    /// receivers (an erased `Vec<InChannel<T>>`); `None` for subtasks run elsewhere.
+    /// Without `net` every subtask is local.
+    fn channels(&self, edge: usize, producers: u32, consumers: u32, one_to_one: bool, net: Option<&mut NetBuilder>) -> (Vec<Option<AnyBox>>, Vec<Option<AnyBox>>);
     /// The downstream that routes a producer's output into its senders.
     fn output(&self, senders: AnyBox, env: &TaskEnv, consumers: u32) -> AnyBox;
 }
 
-type MakeOut<T> = Box<dyn Fn(Vec<Sender<Msg<T>>>, &TaskEnv, u32) -> BoxDown<T>>;
+type MakeOut<T> = Box<dyn Fn(Vec<OutChannel<T>>, &TaskEnv, u32) -> BoxDown<T>>;
 
 pub(crate) struct TypedEdge<T> {
     pub make_out: MakeOut<T>,
 }
 
 impl<T: Data> EdgeFactory for TypedEdge<T> {
-    fn channels(&self, producers: u32, consumers: u32, one_to_one: bool) -> (Vec<AnyBox>, Vec<AnyBox>) {
-        let (p, c) = (producers as usize, consumers as usize);
-        let mut senders: Vec<Vec<Sender<Msg<T>>>> = (0..p).map(|_| Vec::new()).collect();
-        let mut receivers: Vec<Vec<Receiver<Msg<T>>>> = (0..c).map(|_| Vec::new()).collect();
-        if one_to_one {
-            for i in 0..p {
-                let (tx, rx) = bounded(CHANNEL_CAPACITY);
-                senders[i].push(tx);
-                receivers[i].push(rx);
-            }
+    fn channels(&self, edge: usize, producers: u32, consumers: u32, one_to_one: bool, mut net: Option<&mut NetBuilder>) -> (Vec<Option<AnyBox>>, Vec<Option<AnyBox>>) {
+        let place = net.as_ref().map(|n| n.placement).unwrap_or(Placement::EMBEDDED);
+        let mut senders: Vec<Option<Vec<OutChannel<T>>>> = (0..producers).map(|a| place.is_local(a).then(Vec::new)).collect();
+        let mut receivers: Vec<Option<Vec<InChannel<T>>>> = (0..consumers).map(|b| place.is_local(b).then(Vec::new)).collect();
+        let pairs: Vec<(u32, u32)> = if one_to_one {
+            (0..producers).map(|i| (i, i)).collect()
         } else {
-            for s in senders.iter_mut() {
-                for r in receivers.iter_mut() {
-                    let (tx, rx) = bounded(CHANNEL_CAPACITY);
-                    s.push(tx);
-                    r.push(rx);
+            (0..producers).flat_map(|a| (0..consumers).map(move |b| (a, b))).collect()
+        };
+        for (a, b) in pairs {
+            let (la, lb) = (place.is_local(a), place.is_local(b));
+            if la && lb {
+                let (tx, rx) = bounded(CHANNEL_CAPACITY);
+                if let Some(s) = &mut senders[a as usize] {
+                    s.push(OutChannel::Local(tx));
+                }
+                if let Some(r) = &mut receivers[b as usize] {
+                    r.push(InChannel::local(rx));
+                }
+            } else if let Some(net) = net.as_deref_mut() {
+                let stream = stream_id(edge, a, b);
+                if la {
+                    let out = net.remote_out(stream, place.worker_of(b));
+                    if let Some(s) = &mut senders[a as usize] {
+                        s.push(OutChannel::Remote(out));
+                    }
+                } else if lb {
+                    let inc = net.remote_in::<T>(stream, place.worker_of(a));
+                    if let Some(r) = &mut receivers[b as usize] {
+                        r.push(inc);
+                    }
                 }
             }
         }
         (
-            senders.into_iter().map(|s| Box::new(s) as AnyBox).collect(),
-            receivers.into_iter().map(|r| Box::new(r) as AnyBox).collect(),
+            senders.into_iter().map(|s| s.map(|s| Box::new(s) as AnyBox)).collect(),
+            receivers.into_iter().map(|r| r.map(|r| Box::new(r) as AnyBox)).collect(),
         )
     }
 
     fn output(&self, senders: AnyBox, env: &TaskEnv, consumers: u32) -> AnyBox {
-        let s = unbox::<Vec<Sender<Msg<T>>>>(senders);
+        let s = unbox::<Vec<OutChannel<T>>>(senders);
         Box::new((self.make_out)(s, env, consumers))
     }
 }

@@ -9,14 +9,18 @@ pub mod arrow;
 pub mod connector;
 pub mod checkpoint;
 pub mod cli;
+pub mod cluster;
 pub mod error;
 pub(crate) mod exec;
+pub(crate) mod exchange;
 pub(crate) mod graph;
 
 pub mod jobs;
 pub mod keygroup;
+pub mod metrics;
 pub(crate) mod operator;
 pub mod record;
+pub mod rest;
 pub mod state;
 pub mod stream;
 pub mod time;

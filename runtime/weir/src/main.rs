@@ -21,6 +21,14 @@ struct Cli {
 enum Cmd {
     /// Run a job embedded in this process (no cluster needed).
     Run(RunArgs),
+    /// Run one worker of a distributed job (a pod of the job's StatefulSet).
+    ///
+    /// Identity and peers come from the environment the operator sets: WEIR_POD_NAME
+    /// (ordinal = its suffix), WEIR_PARALLELISM, WEIR_PEERS, WEIR_CHECKPOINT_URL,
+    /// WEIR_RESTORE_FROM, WEIR_JOB_ID; the job from /etc/weir/job.yaml (WEIR_JOB_FILE).
+    Worker(WorkerArgs),
+    /// Run a job on a standalone cluster of worker processes on this machine.
+    Cluster(ClusterArgs),
     /// List the built-in jobs.
     Jobs,
     /// Benchmarks.
@@ -29,6 +37,68 @@ enum Cmd {
     /// Savepoints and checkpoints.
     #[command(subcommand)]
     Savepoint(SavepointCmd),
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// A built-in job or a job file.
+    #[arg(env = "WEIR_JOB_FILE", default_value = weir_api::JOB_FILE_PATH)]
+    job: String,
+    #[command(flatten)]
+    opts: JobOpts,
+    /// Checkpoint storage of this deployment (file://, s3://, gs://, az://).
+    #[arg(long, env = "WEIR_CHECKPOINT_URL", value_name = "URL")]
+    checkpoint_dir: Option<String>,
+    /// Time between checkpoints in milliseconds.
+    #[arg(long, env = "WEIR_CHECKPOINT_INTERVAL_MS", default_value_t = 10_000)]
+    checkpoint_interval_ms: u64,
+    /// Complete checkpoints to keep.
+    #[arg(long, env = "WEIR_CHECKPOINT_RETAIN", default_value_t = 3)]
+    retain: usize,
+    /// Savepoint or checkpoint to start from (when this deployment has no checkpoint yet).
+    #[arg(long, env = "WEIR_RESTORE_FROM", value_name = "URL")]
+    restore: Option<String>,
+    /// Restore even if the snapshot has state of operators this job no longer has.
+    #[arg(long, env = "WEIR_ALLOW_NON_RESTORED_STATE")]
+    allow_non_restored_state: bool,
+    /// The deployment's id (fresh per deployment).
+    #[arg(long, env = "WEIR_JOB_ID")]
+    job_id: Option<String>,
+    /// Port of the HTTP server (health, metrics, REST API on worker 0).
+    #[arg(long, env = "WEIR_HTTP_PORT", default_value_t = weir_api::HTTP_PORT)]
+    http_port: u16,
+    /// Exit when the job has ended instead of serving its final status until terminated.
+    #[arg(long, env = "WEIR_EXIT_ON_FINISH")]
+    exit_on_finish: bool,
+    /// Restarts after failures (without a completed checkpoint in between) before giving up.
+    #[arg(long, env = "WEIR_RESTART_ATTEMPTS", default_value_t = 10)]
+    restart_attempts: u32,
+}
+
+#[derive(Args)]
+struct ClusterArgs {
+    /// A built-in job (see `weir jobs`) or a job file (YAML).
+    job: String,
+    /// Worker processes (= the job's parallelism).
+    #[arg(long, short = 'w', default_value_t = 2)]
+    workers: u32,
+    #[command(flatten)]
+    opts: JobOpts,
+    /// Checkpoint storage (file://, s3://, … or a local path); default: a folder under the system temp dir.
+    #[arg(long, value_name = "URL")]
+    checkpoint_dir: Option<String>,
+    /// Time between checkpoints (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    checkpoint_interval: std::time::Duration,
+    /// Start from this savepoint or checkpoint.
+    #[arg(long, value_name = "URL")]
+    restore: Option<String>,
+    /// HTTP port of worker 0 (the REST API); worker i uses this + i.
+    #[arg(long, default_value_t = weir_api::HTTP_PORT)]
+    rest_port: u16,
+    /// Data port of worker 0; worker i uses this + i.
+    #[arg(long, default_value_t = weir_api::DATA_PORT)]
+    data_port: u16,
 }
 
 #[derive(Subcommand)]
@@ -167,9 +237,12 @@ enum BenchCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     let result = match cli.cmd {
         Cmd::Run(a) => run(a),
+        Cmd::Worker(a) => worker(a),
+        Cmd::Cluster(a) => cluster(a),
         Cmd::Jobs => {
             for j in weir::jobs::builtins() {
                 println!("{:<18} {}", j.name, j.description);
@@ -274,4 +347,96 @@ fn run_checkpointed(resolved: &cli::ResolvedJob, dir: String, c: CheckpointOpts)
         println!("savepoint: {}", sp.url);
     }
     Ok(())
+}
+
+/// `weir worker`: one pod of a distributed job.
+fn worker(a: WorkerArgs) -> Result<(), weir::JobError> {
+    use weir::checkpoint::coordinator::{CheckpointSettings, RestartStrategy, StopHandle};
+    use weir::cluster::{WorkerIdentity, WorkerSettings};
+    let identity = WorkerIdentity::from_env().map_err(|e| weir::JobError::Invalid(e.to_string()))?;
+    let mut overrides: Overrides = a.opts.into();
+    if overrides.parallelism.is_some_and(|p| p != identity.workers) {
+        return Err(weir::JobError::Invalid(format!("--parallelism must equal WEIR_PARALLELISM ({}) for a worker", identity.workers)));
+    }
+    overrides.parallelism = Some(identity.workers);
+    if let Ok(m) = std::env::var(weir_api::env::MAX_PARALLELISM) {
+        overrides.max_parallelism = Some(m.parse().map_err(|_| weir::JobError::Invalid(format!("{}={m} is not a number", weir_api::env::MAX_PARALLELISM)))?);
+    }
+    let resolved = cli::resolve(&a.job, &overrides)?;
+    let env = cli::build(&resolved)?;
+    let storage = match a.checkpoint_dir {
+        Some(d) => d,
+        None => {
+            let d = std::env::temp_dir().join(format!("weir-{}-checkpoints", identity.job_name));
+            tracing::warn!(dir = %d.display(), "no WEIR_CHECKPOINT_URL: checkpoints go to a local folder and do not survive this machine");
+            d.display().to_string()
+        }
+    };
+    let mut checkpoints = CheckpointSettings::new(storage);
+    checkpoints.interval = std::time::Duration::from_millis(a.checkpoint_interval_ms.max(10));
+    checkpoints.retain = a.retain.max(1);
+    checkpoints.restore_from = a.restore.filter(|r| !r.is_empty());
+    checkpoints.allow_non_restored_state = a.allow_non_restored_state;
+    checkpoints.restart = RestartStrategy::ExponentialBackoff {
+        attempts: a.restart_attempts,
+        initial: std::time::Duration::from_millis(500),
+        max: std::time::Duration::from_secs(30),
+    };
+    let settings = WorkerSettings {
+        identity,
+        checkpoints,
+        job_id: a.job_id.filter(|j| !j.is_empty()),
+        http: std::net::SocketAddr::from(([0, 0, 0, 0], a.http_port)),
+        exit_on_finish: a.exit_on_finish,
+    };
+    let shutdown = StopHandle::default();
+    let s = shutdown.clone();
+    ctrlc::set_handler(move || s.stop_with_savepoint()).map_err(|e| weir::JobError::Invalid(format!("cannot install the signal handler: {e}")))?;
+    weir::cluster::run_worker(&env, &settings, &shutdown)
+}
+
+/// `weir cluster`: the workers of a job as processes on this machine.
+fn cluster(a: ClusterArgs) -> Result<(), weir::JobError> {
+    use weir::checkpoint::coordinator::StopHandle;
+    use weir::cluster::supervisor::{self, ClusterSpec};
+    // resolve once here so that a bad job or option fails before any process starts
+    let mut overrides: Overrides = a.opts.clone().into();
+    overrides.parallelism = Some(a.workers);
+    let resolved = cli::resolve(&a.job, &overrides)?;
+    let name: String = resolved.config.name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let mut args = vec![a.job.clone()];
+    let o = &a.opts;
+    let mut push = |flag: &str, v: Option<String>| {
+        if let Some(v) = v {
+            args.push(flag.to_string());
+            args.push(v);
+        }
+    };
+    push("--max-parallelism", o.max_parallelism.map(|v| v.to_string()));
+    push("--events", o.events.map(|v| v.to_string()));
+    push("--input", o.input.as_ref().map(|p| p.display().to_string()));
+    push("--output", o.output.as_ref().map(|p| p.display().to_string()));
+    push("--rate", o.rate.map(|v| v.to_string()));
+    push("--event-rate", o.event_rate.map(|v| v.to_string()));
+    push("--checkpoint-interval-ms", Some(a.checkpoint_interval.as_millis().to_string()));
+    let checkpoint_url = a.checkpoint_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("weir-cluster-{name}")).display().to_string());
+    let spec = ClusterSpec {
+        name,
+        workers: a.workers,
+        worker_args: args,
+        data_port: a.data_port,
+        rest_port: a.rest_port,
+        checkpoint_url,
+        restore_from: a.restore,
+    };
+    let stop = StopHandle::default();
+    let s = stop.clone();
+    ctrlc::set_handler(move || {
+        if s.is_requested() {
+            std::process::exit(130);
+        }
+        s.stop_with_savepoint();
+    })
+    .map_err(|e| weir::JobError::Invalid(format!("cannot install the signal handler: {e}")))?;
+    supervisor::run(&spec, &stop)
 }

@@ -7,14 +7,14 @@ use std::marker::PhantomData;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crossbeam_channel::Receiver;
+use crate::exchange::InChannel;
 
 use crate::connector::{Sink, SinkContext, Source, SourceContext};
 use crate::error::JobError;
 use crate::exec::input::{OneInput, TwoInput};
 use crate::exec::output::{ByKeyGroup, ExchangeOut, RoundRobin, ToAll, ToOne};
 use crate::exec::plan::{JobConfig, RunningJob, launch};
-use crate::exec::{BoxDown, Msg, TaskEnv, input, source};
+use crate::exec::{BoxDown, TaskEnv, input, source};
 use crate::graph::{AnyBox, EdgeFactory, Graph, InputRunFn, Node, NodeId, NodeKind, PortType, Ship, SideOutputs, TypedEdge, unbox};
 use crate::keygroup::{Key, routing_table};
 use crate::operator::basic::{Filter, FlatMap, Map, Process, ProcessFunction, SinkOp};
@@ -74,7 +74,7 @@ impl StreamEnv {
     pub fn launch(self) -> Result<RunningJob, JobError> {
         let graph = self.graph.borrow();
         validate_uids(&graph)?;
-        launch(&graph, &self.config, None)
+        launch(&graph, &self.config, None, None)
     }
 
     /// The stable ids of all operators (to match snapshot state).
@@ -86,7 +86,15 @@ impl StreamEnv {
     pub(crate) fn launch_with(&self, setup: crate::exec::plan::CheckpointSetup) -> Result<RunningJob, JobError> {
         let graph = self.graph.borrow();
         validate_uids(&graph)?;
-        launch(&graph, &self.config, Some(setup))
+        launch(&graph, &self.config, Some(setup), None)
+    }
+
+    /// Starts this process's share of a distributed job (the subtasks `net`'s
+    /// placement assigns here), registering its remote streams in `net`.
+    pub(crate) fn launch_distributed(&self, setup: crate::exec::plan::CheckpointSetup, net: &mut crate::exchange::net::NetBuilder) -> Result<RunningJob, JobError> {
+        let graph = self.graph.borrow();
+        validate_uids(&graph)?;
+        launch(&graph, &self.config, Some(setup), Some(net))
     }
 
     /// Runs the job until its input ends.
@@ -135,7 +143,7 @@ impl<T> Clone for DataStream<T> {
 fn one_input_run<T: Data>() -> InputRunFn {
     Box::new(|env, head, in1, _in2| {
         let head = unbox::<BoxDown<T>>(head);
-        let rx: Vec<Receiver<Msg<T>>> = in1.into_iter().flat_map(unbox::<Vec<Receiver<Msg<T>>>>).collect();
+        let rx: Vec<InChannel<T>> = in1.into_iter().flat_map(unbox::<Vec<InChannel<T>>>).collect();
         Box::new(move || {
             let mut h = OneInput(head);
             input::run::<T, ()>(env, &mut h, rx, Vec::new())
@@ -146,8 +154,8 @@ fn one_input_run<T: Data>() -> InputRunFn {
 fn two_input_run<A: Data, B: Data>() -> InputRunFn {
     Box::new(|env, head, in1, in2| {
         let mut head = unbox::<Box<dyn TwoInput<A, B>>>(head);
-        let rx1: Vec<Receiver<Msg<A>>> = in1.into_iter().flat_map(unbox::<Vec<Receiver<Msg<A>>>>).collect();
-        let rx2: Vec<Receiver<Msg<B>>> = in2.into_iter().flat_map(unbox::<Vec<Receiver<Msg<B>>>>).collect();
+        let rx1: Vec<InChannel<A>> = in1.into_iter().flat_map(unbox::<Vec<InChannel<A>>>).collect();
+        let rx2: Vec<InChannel<B>> = in2.into_iter().flat_map(unbox::<Vec<InChannel<B>>>).collect();
         Box::new(move || input::run::<A, B>(env, head.as_mut(), rx1, rx2))
     })
 }

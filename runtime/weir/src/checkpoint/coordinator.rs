@@ -4,7 +4,7 @@
 //! tells the sinks to commit, and restarts the job from the newest valid checkpoint
 //! when a task fails (fixed delay or exponential backoff, bounded attempts).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ pub enum RestartStrategy {
 }
 
 impl RestartStrategy {
-    fn delay(&self, attempt: u32) -> Option<Duration> {
+    pub(crate) fn delay(&self, attempt: u32) -> Option<Duration> {
         match self {
             RestartStrategy::None => None,
             RestartStrategy::FixedDelay { attempts, delay } => (attempt < *attempts).then_some(*delay),
@@ -117,9 +117,68 @@ struct Pending {
     barrier: Barrier,
     started: Instant,
     reports: Vec<SnapshotReport>,
+    /// The request this checkpoint answers (REST savepoints), and its target prefix.
+    request: Option<String>,
+    target: Option<String>,
 }
 
-fn random_id() -> String {
+/// What a client can ask of a running job's coordinator (the REST API).
+#[derive(Clone, Debug)]
+pub enum Request {
+    /// A checkpoint now (instead of waiting for the interval).
+    Checkpoint,
+    /// A savepoint; `stop` = stop-with-savepoint; `target` = another storage prefix
+    /// for it; `id` names the request in [`CheckpointEvent`]s.
+    Savepoint { id: String, stop: bool, target: Option<String> },
+}
+
+/// What the coordinator tells its observer (progress output, the REST status).
+#[derive(Debug)]
+pub enum CheckpointEvent<'a> {
+    Completed { checkpoint: &'a CompletedCheckpoint, request: Option<&'a str> },
+    Failed { id: u64, savepoint: bool, request: Option<&'a str>, error: &'a str },
+}
+
+/// The job as the coordinator drives it: the tasks of this process, or of a whole
+/// distributed job.
+pub(crate) trait JobHandle {
+    /// Sends `cmd` to every task (or only the sources).
+    fn broadcast(&self, cmd: TaskCommand, sources_only: bool);
+    /// Tasks that report a snapshot per checkpoint.
+    fn task_count(&self) -> usize;
+    /// Some task has finished its input (no checkpoint can complete any more).
+    fn any_finished(&self) -> bool;
+    /// Every task has finished (or the job failed).
+    fn is_finished(&self) -> bool;
+    fn fail(&self, msg: String);
+    fn is_failing(&self) -> bool;
+    /// Takes in what arrived from elsewhere (remote reports, failures); called every
+    /// iteration of the coordinator loop.
+    fn poll(&self) {}
+}
+
+impl JobHandle for RunningJob {
+    fn broadcast(&self, cmd: TaskCommand, sources_only: bool) {
+        RunningJob::broadcast(self, cmd, sources_only)
+    }
+    fn task_count(&self) -> usize {
+        RunningJob::task_count(self)
+    }
+    fn any_finished(&self) -> bool {
+        self.metrics.iter().any(|m| m.finished.load(Ordering::Relaxed))
+    }
+    fn is_finished(&self) -> bool {
+        RunningJob::is_finished(self)
+    }
+    fn fail(&self, msg: String) {
+        RunningJob::fail(self, msg)
+    }
+    fn is_failing(&self) -> bool {
+        RunningJob::is_failing(self)
+    }
+}
+
+pub(crate) fn random_id() -> String {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&(t, std::process::id()).0.to_le_bytes()))
 }
@@ -148,13 +207,18 @@ pub fn run(env: &StreamEnv, settings: &CheckpointSettings, stop: &StopHandle, mu
         None => None,
     };
     let mut report = RunReport::default();
-    let mut shared = HashSet::new();
     let mut attempt = 0u32;
     loop {
         let (tx, rx) = crossbeam_channel::unbounded();
         let fault = settings.faults.get(attempt as usize).cloned();
         let job = env.launch_with(CheckpointSetup { reports: tx, restore: restore.clone(), fault })?;
-        let outcome = coordinate(&job, &rx, &storage, settings, &job_id, &config, &mut next_id, stop, &mut report, &mut shared, &mut on_checkpoint);
+        let no_requests = crossbeam_channel::never();
+        let mut observe = |e: CheckpointEvent<'_>| {
+            if let CheckpointEvent::Completed { checkpoint, .. } = e {
+                on_checkpoint(checkpoint)
+            }
+        };
+        let outcome = coordinate(&job, &rx, &storage, settings, &job_id, &config, &mut next_id, stop, &no_requests, &mut report, &mut observe);
         let result = job.wait();
         match (outcome, result) {
             (Ok(()), Ok(())) => return Ok(report),
@@ -177,9 +241,12 @@ pub fn run(env: &StreamEnv, settings: &CheckpointSettings, stop: &StopHandle, mu
     }
 }
 
+/// Drives checkpoints of one job attempt until the job ends or fails: triggers a
+/// barrier every interval (or on request), never two at once, completes a checkpoint
+/// when every task reported, and tells the tasks so.
 #[allow(clippy::too_many_arguments)]
-fn coordinate(
-    job: &RunningJob,
+pub(crate) fn coordinate(
+    job: &impl JobHandle,
     rx: &crossbeam_channel::Receiver<SnapshotReport>,
     storage: &CheckpointStorage,
     settings: &CheckpointSettings,
@@ -187,29 +254,43 @@ fn coordinate(
     config: &crate::exec::plan::JobConfig,
     next_id: &mut u64,
     stop: &StopHandle,
+    requests: &crossbeam_channel::Receiver<Request>,
     report: &mut RunReport,
-    shared: &mut HashSet<String>,
-    on_checkpoint: &mut impl FnMut(&CompletedCheckpoint),
+    observe: &mut dyn FnMut(CheckpointEvent<'_>),
 ) -> Result<(), JobError> {
     let mut pending: Option<Pending> = None;
     let mut last_trigger = Instant::now();
     let mut stopping = false;
-    loop {
+    let fail_pending = |p: &Pending, observe: &mut dyn FnMut(CheckpointEvent<'_>), error: &str| {
+        observe(CheckpointEvent::Failed { id: p.barrier.checkpoint_id, savepoint: p.barrier.savepoint, request: p.request.as_deref(), error });
+    };
+    let result = loop {
+        job.poll();
         if job.is_failing() {
             if let Some(p) = pending.take() {
-                discard(p);
+                fail_pending(&p, observe, "the job failed while the checkpoint was in progress");
+                discard_reports(p.reports);
             }
-            return Ok(()); // the job's own error is returned by wait()
+            break Ok(()); // the job's own error is returned by wait()
         }
-        let any_finished = job.metrics.iter().any(|m| m.finished.load(Ordering::Relaxed));
-        if pending.is_none() && !any_finished {
-            let stop_now = stop.is_requested() && !stopping;
-            if stop_now || stop.take_checkpoint_request() || last_trigger.elapsed() >= settings.interval {
-                let barrier = Barrier { checkpoint_id: *next_id, timestamp: now_ms(), savepoint: stop_now, stop: stop_now };
+        if pending.is_none() && !job.any_finished() && !stopping {
+            let mut next: Option<(bool, bool, Option<String>, Option<String>)> = None; // (savepoint, stop, request, target)
+            if stop.is_requested() {
+                next = Some((true, true, None, None));
+            } else if let Ok(r) = requests.try_recv() {
+                next = Some(match r {
+                    Request::Checkpoint => (false, false, None, None),
+                    Request::Savepoint { id, stop, target } => (true, stop, Some(id), target),
+                });
+            } else if stop.take_checkpoint_request() || last_trigger.elapsed() >= settings.interval {
+                next = Some((false, false, None, None));
+            }
+            if let Some((savepoint, stop_now, request, target)) = next {
+                let barrier = Barrier { checkpoint_id: *next_id, timestamp: now_ms(), savepoint, stop: stop_now };
                 *next_id += 1;
                 stopping |= stop_now;
                 job.broadcast(TaskCommand::Trigger(barrier), true);
-                pending = Some(Pending { barrier, started: Instant::now(), reports: Vec::new() });
+                pending = Some(Pending { barrier, started: Instant::now(), reports: Vec::new(), request, target });
                 last_trigger = Instant::now();
             }
         }
@@ -226,45 +307,50 @@ fn coordinate(
         if let Some(p) = pending.as_ref() {
             if p.reports.len() == job.task_count() {
                 let p = pending.take().expect("pending");
-                let done = write(storage, settings, job_id, config, p, shared).map_err(|e| {
-                    job.fail(format!("checkpoint failed: {e}"));
-                    e
-                })?;
+                let request = p.request.clone();
+                let (id, savepoint) = (p.barrier.checkpoint_id, p.barrier.savepoint);
+                let done = match write(storage, settings, job_id, config, p) {
+                    Ok(done) => done,
+                    Err(e) => {
+                        observe(CheckpointEvent::Failed { id, savepoint, request: request.as_deref(), error: &e.to_string() });
+                        job.fail(format!("checkpoint failed: {e}"));
+                        break Err(e);
+                    }
+                };
                 job.broadcast(TaskCommand::Complete(done.id), false);
-                on_checkpoint(&done);
+                observe(CheckpointEvent::Completed { checkpoint: &done, request: request.as_deref() });
                 if done.savepoint {
                     report.savepoint = Some(done.clone());
                 }
                 report.checkpoints.push(done);
             } else if p.started.elapsed() > settings.timeout {
                 tracing::warn!(checkpoint = p.barrier.checkpoint_id, "checkpoint timed out; discarded");
+                fail_pending(p, observe, "timed out");
                 if p.barrier.stop {
                     job.fail("the savepoint timed out".into());
                 }
                 if let Some(p) = pending.take() {
-                    discard(p);
+                    discard_reports(p.reports);
                 }
             }
         }
         if job.is_finished() && pending.is_none() {
             // end of input: sinks commit what they pre-committed at the end
             job.broadcast(TaskCommand::Complete(u64::MAX), false);
-            return Ok(());
+            break Ok(());
         }
-        if job.is_finished() && pending.is_some() && !stopping {
+        if job.is_finished() && !stopping {
             // tasks finished while a checkpoint was in flight: it cannot complete
             if let Some(p) = pending.take() {
-                discard(p);
+                fail_pending(&p, observe, "the job finished before the checkpoint completed");
+                discard_reports(p.reports);
             }
         }
-    }
+    };
+    result
 }
 
-/// Removes the local database checkpoints of an abandoned checkpoint.
-fn discard(p: Pending) {
-    discard_reports(p.reports)
-}
-
+/// Removes the local database checkpoints of reports that will not be written.
 fn discard_reports(reports: Vec<SnapshotReport>) {
     for r in reports {
         for snap in r.operators {
@@ -280,11 +366,11 @@ fn discard_reports(reports: Vec<SnapshotReport>) {
 /// so the same file is never uploaded twice), the rest into the checkpoint's directory.
 /// Returns the metadata entry, the uploads and the shared files they add.
 fn plan_database_upload(
+    storage: &CheckpointStorage,
     dir: &str,
     uid: &str,
     subtask: u32,
     db: &crate::state::rocksdb::DbCheckpoint,
-    shared: &HashSet<String>,
 ) -> (DatabaseFiles, Vec<(String, std::path::PathBuf)>, Vec<String>) {
     let private = layout::state_file(uid, subtask).replace(".state", ".db");
     let mut uploads = Vec::new();
@@ -294,7 +380,7 @@ fn plan_database_upload(
         let path = if f.name.ends_with(".sst") {
             let name = format!("{}-{}", db.instance, f.name);
             let rel = format!("{}/{}/{name}", layout::CHECKPOINTS, layout::SHARED);
-            if !shared.contains(&rel) {
+            if !storage.is_uploaded(&rel) {
                 uploads.push((rel.clone(), db.local_dir.join(&f.name)));
                 new_shared.push(rel);
             }
@@ -316,7 +402,6 @@ fn write(
     job_id: &str,
     config: &crate::exec::plan::JobConfig,
     p: Pending,
-    shared: &mut HashSet<String>,
 ) -> Result<CompletedCheckpoint, JobError> {
     let id = p.barrier.checkpoint_id;
     let dir = if p.barrier.savepoint { layout::savepoint_dir(&format!("{id}-{}", &job_id[..8])) } else { layout::checkpoint_dir(id) };
@@ -328,7 +413,7 @@ fn write(
     for r in p.reports {
         for mut snap in r.operators {
             if let Some(db) = snap.database.take() {
-                let (files, up, new) = plan_database_upload(&dir, &snap.uid, snap.subtask, &db, shared);
+                let (files, up, new) = plan_database_upload(storage, &dir, &snap.uid, snap.subtask, &db);
                 operators.entry(snap.uid.clone()).or_default().databases.insert(snap.subtask, files);
                 uploads.extend(up);
                 new_shared.extend(new);
@@ -352,12 +437,13 @@ fn write(
         }
     }
     // RocksDB files first (all subtasks' at once), then the state files and `_metadata`
+    // (savepoints never have any: they are canonical)
     let uploaded = storage.put_files(uploads);
     for d in local_dirs {
         let _ = std::fs::remove_dir_all(d);
     }
     let uploaded = uploaded.map_err(|e| JobError::State(e.to_string()))?;
-    shared.extend(new_shared);
+    storage.mark_uploaded(new_shared);
     let incremental = operators.values().any(|o| !o.databases.is_empty());
     let meta = CheckpointMetadata {
         format_version: if incremental { INCREMENTAL_FORMAT_VERSION } else { FORMAT_VERSION },
@@ -369,16 +455,16 @@ fn write(
         timestamp: p.barrier.timestamp,
         operators,
     };
+    let target = match &p.target {
+        Some(url) => Some(CheckpointStorage::open(url).map_err(|e| JobError::State(format!("savepoint target {url}: {e}")))?),
+        None => None,
+    };
+    let storage = target.as_ref().unwrap_or(storage);
     let bytes = uploaded + storage.write_snapshot(&dir, files, &meta).map_err(|e| JobError::State(e.to_string()))?;
     if !p.barrier.savepoint {
         storage.set_latest(id).map_err(|e| JobError::State(e.to_string()))?;
-        match storage.retain(settings.retain) {
-            Ok(deleted) => {
-                for f in deleted {
-                    shared.remove(&f);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "could not delete old checkpoints"),
+        if let Err(e) = storage.retain(settings.retain) {
+            tracing::warn!(error = %e, "could not delete old checkpoints");
         }
     }
     Ok(CompletedCheckpoint { id, url: storage.url_of(&dir), bytes, duration: p.started.elapsed(), savepoint: p.barrier.savepoint })

@@ -43,6 +43,9 @@ pub struct CheckpointStorage {
     prefix: Path,
     url: String,
     rt: tokio::runtime::Runtime,
+    /// Shared files (relative to the prefix) uploaded through this handle and not
+    /// deleted since: incremental checkpoints reference them instead of uploading again.
+    uploaded: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for CheckpointStorage {
@@ -93,7 +96,7 @@ impl CheckpointStorage {
     pub fn open(url: &str) -> Result<Self, StorageError> {
         let (store, prefix, url) = build_store(url)?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StorageError::Runtime)?;
-        Ok(CheckpointStorage { store, prefix, url, rt })
+        Ok(CheckpointStorage { store, prefix, url, rt, uploaded: Default::default() })
     }
 
     pub fn url(&self) -> &str {
@@ -117,6 +120,18 @@ impl CheckpointStorage {
             }
         }
         Path::from_iter(parts)
+    }
+
+    /// Whether shared file `rel` was uploaded through this handle (and still exists).
+    pub fn is_uploaded(&self, rel: &str) -> bool {
+        self.uploaded.lock().map(|s| s.contains(rel)).unwrap_or(false)
+    }
+
+    /// Remembers uploaded shared files (after their upload succeeded).
+    pub fn mark_uploaded(&self, rels: Vec<String>) {
+        if let Ok(mut s) = self.uploaded.lock() {
+            s.extend(rels);
+        }
     }
 
     /// Uploads local files (`(relative path, local file)`), several at a time.
@@ -396,6 +411,11 @@ impl CheckpointStorage {
         released.retain(|f| !kept.contains(f));
         for f in &released {
             self.delete(f)?;
+        }
+        if let Ok(mut s) = self.uploaded.lock() {
+            for f in &released {
+                s.remove(f);
+            }
         }
         Ok(released)
     }

@@ -4,9 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Select};
+use crossbeam_channel::Select;
 
 use super::{Barrier, BoxDown, Downstream, FLUSH_INTERVAL_MS, Msg, TaskCommand, TaskEnv};
+use crate::exchange::InChannel;
 use crate::record::{Rec, now_ms};
 use crate::state::snapshot::OperatorSnapshot;
 use crate::time::{MAX_WATERMARK, WatermarkTracker, WatermarkUpdate};
@@ -98,8 +99,8 @@ struct Alignment {
 pub(crate) fn run<A: crate::Data, B: crate::Data>(
     env: TaskEnv,
     head: &mut dyn TwoInput<A, B>,
-    in1: Vec<Receiver<Msg<A>>>,
-    in2: Vec<Receiver<Msg<B>>>,
+    in1: Vec<InChannel<A>>,
+    in2: Vec<InChannel<B>>,
 ) {
     let n1 = in1.len();
     let total = n1 + in2.len();
@@ -113,11 +114,11 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
     let mut ops: Vec<usize> = Vec::with_capacity(total);
     let mut op_of: Vec<usize> = vec![usize::MAX; total];
     for (i, r) in in1.iter().enumerate() {
-        op_of[i] = sel.recv(r);
+        op_of[i] = sel.recv(&r.rx);
         ops.push(i);
     }
     for (j, r) in in2.iter().enumerate() {
-        op_of[n1 + j] = sel.recv(r);
+        op_of[n1 + j] = sel.recv(&r.rx);
         ops.push(n1 + j);
     }
     // commands from the coordinator: a pseudo-channel after the inputs
@@ -157,7 +158,10 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
                     }
                     wait = wait.min(Duration::from_millis((d - now) as u64));
                 }
-                match sel.select_timeout(wait) {
+                let idle_from = Instant::now();
+                let r = sel.select_timeout(wait);
+                env.metrics.add_idle(idle_from.elapsed());
+                match r {
                     Ok(op) => op,
                     Err(_) => continue,
                 }
@@ -182,7 +186,9 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
         }
         // None: records were processed; Some(Ok(ctl)): a control event; Some(Err(())): closed
         let event: Option<Result<Ctl, ()>> = if ch < n1 {
-            match received(oper.recv(&in1[ch])) {
+            let r = received(oper.recv(&in1[ch].rx));
+            in1[ch].taken();
+            match r {
                 Received::Data(mut b) => {
                     on_data(&env, b.len());
                     head.push(&mut b);
@@ -192,7 +198,9 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
                 Received::Closed => Some(Err(())),
             }
         } else {
-            match received(oper.recv(&in2[ch - n1])) {
+            let r = received(oper.recv(&in2[ch - n1].rx));
+            in2[ch - n1].taken();
+            match r {
                 Received::Data(mut b) => {
                     on_data(&env, b.len());
                     head.push2(&mut b);
@@ -236,7 +244,7 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
                         tracing::warn!(task = %env.info.operator, old = old.barrier.checkpoint_id, new = b.checkpoint_id, "checkpoint alignment superseded");
                         for c in 0..total {
                             if old.blocked[c] && !ended[c] {
-                                op_of[c] = if c < n1 { sel.recv(&in1[c]) } else { sel.recv(&in2[c - n1]) };
+                                op_of[c] = if c < n1 { sel.recv(&in1[c].rx) } else { sel.recv(&in2[c - n1].rx) };
                                 set_op(&mut ops, op_of[c], c);
                             }
                         }
@@ -268,7 +276,7 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
                 env.report_snapshot(a.barrier, snaps);
                 for ch in 0..total {
                     if !ended[ch] {
-                        op_of[ch] = if ch < n1 { sel.recv(&in1[ch]) } else { sel.recv(&in2[ch - n1]) };
+                        op_of[ch] = if ch < n1 { sel.recv(&in1[ch].rx) } else { sel.recv(&in2[ch - n1].rx) };
                         set_op(&mut ops, op_of[ch], ch);
                     }
                 }

@@ -35,8 +35,8 @@ pub struct Barrier {
     pub stop: bool,
 }
 
-/// What travels on a channel.
-#[derive(Debug)]
+/// What travels on a channel (between processes: postcard-encoded, see `exchange`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Msg<T> {
     Data(Vec<Rec<T>>),
     Watermark(Timestamp),
@@ -79,6 +79,12 @@ pub struct TaskMetrics {
     pub records_out: AtomicU64,
     pub watermark: AtomicI64,
     pub finished: AtomicBool,
+    /// Nanoseconds spent blocked because a downstream queue was full (backpressure).
+    pub backpressured_ns: AtomicU64,
+    /// Nanoseconds spent waiting for input (idle).
+    pub idle_ns: AtomicU64,
+    /// When the task started (for busy = elapsed - idle - backpressured).
+    pub started: std::time::Instant,
 }
 
 impl TaskMetrics {
@@ -92,7 +98,18 @@ impl TaskMetrics {
             records_out: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
             finished: AtomicBool::new(false),
+            backpressured_ns: AtomicU64::new(0),
+            idle_ns: AtomicU64::new(0),
+            started: std::time::Instant::now(),
         }
+    }
+    #[inline]
+    pub(crate) fn add_backpressure(&self, d: std::time::Duration) {
+        self.backpressured_ns.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+    #[inline]
+    pub(crate) fn add_idle(&self, d: std::time::Duration) {
+        self.idle_ns.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
     }
     #[inline]
     pub(crate) fn add_in(&self, n: usize) {

@@ -2,9 +2,8 @@
 
 use std::sync::Arc;
 
-use crossbeam_channel::Sender;
-
 use super::{Barrier, BoxDown, Downstream, JobControl, Msg, TaskMetrics, BATCH_SIZE};
+use crate::exchange::OutChannel;
 use crate::keygroup::Key;
 use crate::record::{Data, Rec, Timestamp};
 use crate::state::snapshot::OperatorSnapshot;
@@ -67,21 +66,27 @@ impl<T> Partitioner<T> for ToAll {
 /// Buffers records per consumer channel and sends full batches.
 pub(crate) struct ExchangeOut<T, P> {
     part: P,
-    senders: Vec<Sender<Msg<T>>>,
+    senders: Vec<OutChannel<T>>,
     bufs: Vec<Vec<Rec<T>>>,
     control: Arc<JobControl>,
     metrics: Arc<TaskMetrics>,
 }
 
 impl<T: Data, P: Partitioner<T>> ExchangeOut<T, P> {
-    pub(crate) fn new(part: P, senders: Vec<Sender<Msg<T>>>, control: Arc<JobControl>, metrics: Arc<TaskMetrics>) -> Self {
+    pub(crate) fn new(part: P, senders: Vec<OutChannel<T>>, control: Arc<JobControl>, metrics: Arc<TaskMetrics>) -> Self {
         let bufs = senders.iter().map(|_| Vec::with_capacity(BATCH_SIZE)).collect();
         ExchangeOut { part, senders, bufs, control, metrics }
     }
 
-    fn send(&self, i: usize, msg: Msg<T>) {
-        if self.senders[i].send(msg).is_err() && !self.control.is_cancelled() {
+    fn closed(&self) {
+        if !self.control.is_cancelled() {
             self.control.fail("a downstream task stopped unexpectedly".into());
+        }
+    }
+
+    fn send(&mut self, i: usize, msg: Msg<T>) {
+        if self.senders[i].send(msg, &self.control, &self.metrics).is_err() {
+            self.closed();
         }
     }
 
@@ -89,9 +94,10 @@ impl<T: Data, P: Partitioner<T>> ExchangeOut<T, P> {
         if self.bufs[i].is_empty() {
             return;
         }
-        let full = std::mem::replace(&mut self.bufs[i], Vec::with_capacity(BATCH_SIZE));
-        self.metrics.add_out(full.len());
-        self.send(i, Msg::Data(full));
+        self.metrics.add_out(self.bufs[i].len());
+        if self.senders[i].send_batch(&mut self.bufs[i], BATCH_SIZE, &self.control, &self.metrics).is_err() {
+            self.closed();
+        }
     }
 
     fn broadcast(&mut self, make: impl Fn() -> Msg<T>) {

@@ -9,6 +9,8 @@ use std::thread::JoinHandle;
 
 use super::{JobControl, SnapshotReport, TaskCommand, TaskEnv, TaskInfo, TaskMetrics};
 use crate::error::JobError;
+use crate::exchange::Placement;
+use crate::exchange::net::NetBuilder;
 use crate::graph::{AnyBox, Graph, NodeId, NodeKind, Ship, SideOutputs};
 
 /// Static settings of one job run.
@@ -83,6 +85,11 @@ impl RunningJob {
         self.control.fail(msg)
     }
 
+    /// The first failure, if a task failed.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.control.failure.lock().ok().and_then(|f| f.clone())
+    }
+
     /// Whether the job has failed (or was cancelled) so far.
     pub(crate) fn is_failing(&self) -> bool {
         self.control.is_cancelled()
@@ -150,9 +157,12 @@ fn plan(graph: &Graph, config: &JobConfig) -> Result<Planned, JobError> {
     Ok(Planned { parallelism, ship, chained, out_edges, in_edges })
 }
 
-/// Starts all tasks of `graph`.
-pub(crate) fn launch(graph: &Graph, config: &JobConfig, setup: Option<CheckpointSetup>) -> Result<RunningJob, JobError> {
+/// Starts the tasks of `graph` that this process runs: all of them, or with `net`
+/// (a distributed job) those its placement assigns here, with remote streams to the
+/// others registered in `net`.
+pub(crate) fn launch(graph: &Graph, config: &JobConfig, setup: Option<CheckpointSetup>, mut net: Option<&mut NetBuilder>) -> Result<RunningJob, JobError> {
     let p = plan(graph, config)?;
+    let place = net.as_ref().map(|n| n.placement).unwrap_or(Placement::EMBEDDED);
     let mut commands = Vec::new();
     let control = Arc::new(JobControl::default());
     let job_name: Arc<str> = Arc::from(config.name.as_str());
@@ -164,9 +174,9 @@ pub(crate) fn launch(graph: &Graph, config: &JobConfig, setup: Option<Checkpoint
         if p.chained[i] {
             continue;
         }
-        let (s, r) = e.factory.channels(p.parallelism[e.from], p.parallelism[e.to], p.ship[i] == Ship::Forward);
-        senders.insert(i, s.into_iter().map(Some).collect());
-        receivers.insert(i, r.into_iter().map(Some).collect());
+        let (s, r) = e.factory.channels(i, p.parallelism[e.from], p.parallelism[e.to], p.ship[i] == Ship::Forward, net.as_deref_mut());
+        senders.insert(i, s);
+        receivers.insert(i, r);
     }
 
     let heads: Vec<NodeId> = (0..graph.nodes.len()).filter(|&n| !p.in_edges[n].iter().any(|&e| p.chained[e])).collect();
@@ -177,7 +187,7 @@ pub(crate) fn launch(graph: &Graph, config: &JobConfig, setup: Option<Checkpoint
         let is_sink = chain_nodes(graph, &p, h).iter().any(|&n| graph.nodes[n].is_sink);
         // names and uids of the chain's operators (for test-only fault injection)
         let chain_ids: Vec<&str> = chain_nodes(graph, &p, h).iter().flat_map(|&n| [graph.nodes[n].name.as_str(), graph.nodes[n].stable_id()]).collect();
-        for i in 0..p.parallelism[h] {
+        for i in (0..p.parallelism[h]).filter(|&i| place.is_local(i)) {
             let metrics = Arc::new(TaskMetrics::new(chain_name.clone(), i, graph.nodes[h].is_source(), is_sink));
             all_metrics.push(metrics.clone());
             let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();

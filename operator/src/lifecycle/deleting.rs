@@ -1,0 +1,65 @@
+//! Stage `Deleting`: the StreamJob has a deletionTimestamp. When the upgrade mode keeps
+//! state and the job runs, stop it with a final savepoint (bounded by
+//! `rollout.shutdownTimeout`), then remove the finalizer; owner references let the
+//! garbage collector delete the StatefulSet, Services and ConfigMap.
+
+use weir_api::JobState;
+
+use super::savepointing::{Outcome, outcome};
+use super::{Action, Ctx, Stage};
+use crate::crd::{Transition, TransitionKind, UpgradeMode};
+
+pub(super) fn next(ctx: &mut Ctx<'_>) {
+    ctx.enter(Stage::Deleting);
+    let t = ctx.status.transition.clone().filter(|t| t.kind == TransitionKind::Delete);
+    let Some(t) = t else {
+        let deployed_id = ctx.deployed_job_id();
+        let running = ctx.job_is(deployed_id.as_deref()).is_some_and(|j| j.state == JobState::Running);
+        let deployed_spec = ctx.deployed_spec();
+        let keeps_state = ctx.spec().upgrade_mode != UpgradeMode::Stateless;
+        let target = if keeps_state && running { ctx.savepoint_target(&deployed_spec) } else { None };
+        let Some(target) = target else {
+            ctx.status.transition = None;
+            ctx.event("Deleted", "no final savepoint needed (stateless, or the job is not running)");
+            ctx.actions.push(Action::RemoveFinalizer);
+            return;
+        };
+        let now = ctx.now();
+        ctx.status.transition = Some(Transition {
+            kind: TransitionKind::Delete,
+            mode: ctx.spec().upgrade_mode,
+            target_spec: ctx.status.deployed.as_ref().map(|d| d.spec.clone()).unwrap_or_default(),
+            target_generation: ctx.input.generation,
+            savepoint_target: Some(target.clone()),
+            savepoint_trigger: None,
+            restore_from: None,
+            job_id: None,
+            started_at: now,
+            stage_started_at: now,
+            reason: Some("StreamJob deleted".into()),
+        });
+        ctx.actions.push(Action::TriggerSavepoint { stop: true, target: target.clone() });
+        ctx.event("FinalSavepoint", format!("deleting: stop with a final savepoint to {target}"));
+        ctx.poll();
+        return;
+    };
+    match outcome(ctx, &t) {
+        Outcome::Completed(url) => {
+            ctx.record_savepoint(&url, "delete");
+            ctx.status.transition = None;
+            ctx.event("Deleted", format!("final savepoint {url} (use it as spec.initialSavepoint to start again)"));
+            ctx.actions.push(Action::RemoveFinalizer);
+        }
+        Outcome::Failed(why) => {
+            let last = ctx.status.last_checkpoint.as_ref().map(|c| c.url.clone()).unwrap_or_else(|| "none".into());
+            ctx.status.transition = None;
+            ctx.warn("FinalSavepointFailed", format!("{why}; deleting anyway (newest checkpoint: {last})"));
+            ctx.actions.push(Action::RemoveFinalizer);
+        }
+        Outcome::Retrigger(target) => {
+            ctx.actions.push(Action::TriggerSavepoint { stop: true, target });
+            ctx.poll();
+        }
+        Outcome::Waiting => ctx.poll(),
+    }
+}

@@ -1,0 +1,36 @@
+//! Stages `Failed` and `Finished`: the job ended. A changed spec or `restartNonce`
+//! redeploys from the newest checkpoint of the ended job (or what it restored from):
+//! state is never dropped. A job that runs again by itself is `Running` again.
+
+use weir_api::JobState;
+
+use super::{Ctx, Stage};
+use crate::crd::TransitionKind;
+
+pub(super) fn next(ctx: &mut Ctx<'_>) {
+    let spec = ctx.spec().clone();
+    let generation = ctx.input.generation;
+    let deployed_id = ctx.deployed_job_id();
+    if ctx.stage() == Stage::Failed && ctx.job_is(deployed_id.as_deref()).is_some_and(|j| j.state == JobState::Running) {
+        ctx.status.error = None;
+        ctx.status.message = None;
+        ctx.event("JobRecovered", "the job runs again");
+        ctx.enter(Stage::Running);
+        return;
+    }
+    let nonce = spec.restart_nonce != ctx.status.handled_restart_nonce;
+    let deployed_gen = ctx.status.deployed.as_ref().map(|d| d.generation);
+    let changed = deployed_gen != Some(generation) && ctx.status.failed_generation != Some(generation);
+    if !(nonce || changed) {
+        return;
+    }
+    if !spec.problems(None).is_empty() {
+        return;
+    }
+    ctx.status.handled_restart_nonce = spec.restart_nonce;
+    ctx.status.error = None;
+    let kind = if nonce { TransitionKind::Restart } else { TransitionKind::Upgrade };
+    let reason = if nonce { "spec.restartNonce changed" } else { "the spec changed" };
+    // The ended job takes no savepoint: `begin` restores from its newest checkpoint.
+    ctx.begin(kind, &spec, generation, Some(format!("{reason} after the job ended")));
+}

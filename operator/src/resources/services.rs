@@ -1,0 +1,46 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{meta, peers_name, rest_name, selector};
+use crate::crd::StreamJob;
+
+/// Headless Service `<job>-peers`: stable DNS names `<job>-<i>.<job>-peers` for the data
+/// exchange (addresses published before pods are ready: peers connect while starting).
+pub fn peers_service(job: &StreamJob) -> Service {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    Service {
+        metadata: meta(job, peers_name(&name)),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector(&name)),
+            ports: Some(vec![port("data", weir_api::DATA_PORT)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// Service `<job>-rest`: the coordinator's REST API on pod 0.
+pub fn rest_service(job: &StreamJob) -> Service {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let mut sel: BTreeMap<String, String> = selector(&name);
+    sel.insert("statefulset.kubernetes.io/pod-name".into(), format!("{name}-0"));
+    Service {
+        metadata: meta(job, rest_name(&name)),
+        spec: Some(ServiceSpec { selector: Some(sel), ports: Some(vec![port("http", weir_api::HTTP_PORT)]), ..ServiceSpec::default() }),
+        ..Service::default()
+    }
+}
+
+fn port(name: &str, port: u16) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port: port as i32,
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
+    }
+}

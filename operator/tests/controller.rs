@@ -1,0 +1,240 @@
+//! The controller at its HTTP boundaries: a mocked Kubernetes API (kube-rs style,
+//! `tower_test::mock::pair`) that records every call, and a stub of the runtime's REST
+//! API (a real axum server on 127.0.0.1 implementing weir-api). Asserts the exact
+//! objects and patches sent, and that every call is allowed by operator/rbac.yaml.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::routing::{get, post};
+use http::{Request, Response, StatusCode};
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+use weir_api::{JobState, JobStatus, SavepointRequest, Triggered};
+use weir_operator::controller::{Context, reconcile};
+use weir_operator::crd::StreamJob;
+use weir_operator::jobclient::JobClient;
+use weir_operator::metrics::Metrics;
+
+#[derive(Clone, Debug)]
+struct Call {
+    method: String,
+    path: String,
+    query: String,
+    body: Value,
+}
+
+type Calls = Arc<Mutex<Vec<Call>>>;
+
+/// Serves the mocked API server: answers by path, records every call.
+fn mock_kube(job: Value, sts: Option<Value>) -> (Client, Calls) {
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let calls: Calls = Arc::default();
+    let rec = calls.clone();
+    tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            let method = req.method().to_string();
+            let path = req.uri().path().to_string();
+            let query = req.uri().query().unwrap_or_default().to_string();
+            let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            rec.lock().unwrap().push(Call { method: method.clone(), path: path.clone(), query, body: body.clone() });
+            let (code, answer) = if path.ends_with("/statefulsets/fraud") && method == "GET" {
+                match &sts {
+                    Some(s) => (200, s.clone()),
+                    None => (404, json!({"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404,"message":"not found"})),
+                }
+            } else if path.contains("/streamjobs/fraud") {
+                let mut j = job.clone();
+                if let Some(st) = body.get("status") {
+                    j["status"] = st.clone();
+                }
+                (200, j)
+            } else {
+                (200, body)
+            };
+            let resp = Response::builder().status(code).body(Body::from(serde_json::to_vec(&answer).unwrap())).unwrap();
+            send.send_response(resp);
+        }
+    });
+    (Client::new(svc, "prod"), calls)
+}
+
+#[derive(Default)]
+struct Runtime {
+    savepoint_requests: Mutex<Vec<SavepointRequest>>,
+}
+
+/// A stub coordinator: job j1 RUNNING, savepoints accepted as sp-1.
+async fn stub_runtime() -> (String, Arc<Runtime>) {
+    let state = Arc::new(Runtime::default());
+    let s = state.clone();
+    let app = axum::Router::new()
+        .route(
+            weir_api::paths::JOB,
+            get(|| async {
+                Json(JobStatus {
+                    id: "j1".into(),
+                    name: "fraud".into(),
+                    state: JobState::Running,
+                    parallelism: 2,
+                    max_parallelism: 720,
+                    started: 1,
+                    last_checkpoint: None,
+                    restarts: 0,
+                    error: None,
+                })
+            }),
+        )
+        .route(
+            weir_api::paths::SAVEPOINTS,
+            post(move |Json(req): Json<SavepointRequest>| {
+                let s = s.clone();
+                async move {
+                    s.savepoint_requests.lock().unwrap().push(req);
+                    (StatusCode::ACCEPTED, Json(Triggered { id: "sp-1".into() }))
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), state)
+}
+
+fn streamjob(generation: i64, image: &str, status: Value) -> Value {
+    json!({
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "StreamJob",
+        "metadata": {"name": "fraud", "namespace": "prod", "uid": "u-1", "generation": generation, "resourceVersion": "7",
+                     "finalizers": ["weir.dev/finalizer"]},
+        "spec": {"image": image, "job": {"builtin": "fraud-detection"}, "parallelism": 2, "maxParallelism": 720,
+                 "checkpointing": {"storage": "s3://b/jobs/fraud", "interval": "30s", "retain": 3}},
+        "status": status,
+    })
+}
+
+fn context(client: Client, url: String) -> Arc<Context> {
+    let jobs = JobClient::new(Arc::new(move |_, _| url.clone())).unwrap();
+    let ctx = Context::new(client, jobs, Arc::new(Metrics::new().unwrap()), Some("test".into()))
+        .with_clock(Arc::new(|| 1_700_000_000_000), Arc::new(|| "j-new".to_string()));
+    Arc::new(ctx)
+}
+
+fn find<'a>(calls: &'a [Call], method: &str, path_end: &str) -> &'a Call {
+    calls.iter().find(|c| c.method == method && c.path.ends_with(path_end)).unwrap_or_else(|| panic!("no {method} …{path_end} in {:#?}", summary(calls)))
+}
+
+fn summary(calls: &[Call]) -> Vec<String> {
+    calls.iter().map(|c| format!("{} {}", c.method, c.path)).collect()
+}
+
+fn env(sts: &Value, name: &str) -> Option<String> {
+    sts["spec"]["template"]["spec"]["containers"][0]["env"].as_array()?.iter().find(|e| e["name"] == name)?["value"].as_str().map(String::from)
+}
+
+#[tokio::test]
+async fn new_job_writes_status_first_then_applies_its_objects() {
+    let job = streamjob(1, "weir:1", Value::Null);
+    let (client, calls) = mock_kube(job.clone(), None);
+    let (url, _rt) = stub_runtime().await;
+    let obj: StreamJob = serde_json::from_value(job).unwrap();
+    reconcile(Arc::new(obj), context(client, url)).await.expect("reconcile");
+    let calls = calls.lock().unwrap().clone();
+    let order: Vec<String> = summary(&calls).into_iter().filter(|c| !c.contains("/events")).collect();
+    assert_eq!(
+        order,
+        [
+            "GET /apis/apps/v1/namespaces/prod/statefulsets/fraud",
+            "PATCH /apis/weir.dev/v1alpha1/namespaces/prod/streamjobs/fraud/status",
+            "PATCH /api/v1/namespaces/prod/configmaps/fraud-job",
+            "PATCH /api/v1/namespaces/prod/services/fraud-peers",
+            "PATCH /api/v1/namespaces/prod/services/fraud-rest",
+            "PATCH /apis/apps/v1/namespaces/prod/statefulsets/fraud",
+        ]
+    );
+    let status = &find(&calls, "PATCH", "/streamjobs/fraud/status").body;
+    assert!(find(&calls, "PATCH", "/streamjobs/fraud/status").query.contains("fieldManager=weir-operator"));
+    assert_eq!(status["status"]["stage"], "Deploying");
+    assert_eq!(status["status"]["transition"]["jobId"], "j-new");
+    assert_eq!(status["status"]["phase"], "Deploying");
+    let sts = &find(&calls, "PATCH", "/statefulsets/fraud").body;
+    assert_eq!(sts["spec"]["replicas"], 2);
+    assert_eq!(sts["spec"]["podManagementPolicy"], "Parallel");
+    assert_eq!(sts["metadata"]["ownerReferences"][0]["uid"], "u-1");
+    assert_eq!(env(sts, "WEIR_JOB_ID").as_deref(), Some("j-new"));
+    assert_eq!(env(sts, "WEIR_CHECKPOINT_URL").as_deref(), Some("s3://b/jobs/fraud/j-new"));
+    assert_eq!(env(sts, "WEIR_RESTORE_FROM"), None);
+    let cm = &find(&calls, "PATCH", "/configmaps/fraud-job").body;
+    assert!(cm["data"]["job.yaml"].as_str().unwrap().contains("job: fraud-detection"));
+    let rest = &find(&calls, "PATCH", "/services/fraud-rest").body;
+    assert_eq!(rest["spec"]["selector"]["statefulset.kubernetes.io/pod-name"], "fraud-0");
+    assert!(calls.iter().any(|c| c.method == "POST" && c.path == "/apis/events.k8s.io/v1/namespaces/prod/events"));
+    assert_rbac(&calls);
+}
+
+#[tokio::test]
+async fn upgrade_records_the_savepoint_target_before_triggering_it() {
+    let spec1 = json!({"image": "weir:1", "job": {"builtin": "fraud-detection"}, "parallelism": 2, "maxParallelism": 720,
+                       "checkpointing": {"storage": "s3://b/jobs/fraud", "interval": "30s", "retain": 3}});
+    let dep = json!({"jobId": "j1", "generation": 1, "spec": spec1.to_string(), "deployedAt": 1});
+    let job = streamjob(2, "weir:2", json!({"stage": "Running", "deployed": dep, "lastStable": dep, "jobId": "j1", "replicas": 2}));
+    let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "fraud"},
+                     "spec": {"replicas": 2, "selector": {}, "template": {}, "serviceName": "fraud-peers"},
+                     "status": {"replicas": 2, "readyReplicas": 2}});
+    let (client, calls) = mock_kube(job.clone(), Some(sts));
+    let (url, rt) = stub_runtime().await;
+    let obj: StreamJob = serde_json::from_value(job).unwrap();
+    reconcile(Arc::new(obj), context(client, url)).await.expect("reconcile");
+    let calls = calls.lock().unwrap().clone();
+    let status_patches: Vec<&Call> = calls.iter().filter(|c| c.path.ends_with("/status")).collect();
+    assert_eq!(status_patches.len(), 2, "{:#?}", summary(&calls));
+    // 1: the write-ahead record, before the savepoint request.
+    let t = &status_patches[0].body["status"]["transition"];
+    assert_eq!(status_patches[0].body["status"]["stage"], "Savepointing");
+    assert_eq!(t["kind"], "Upgrade");
+    assert_eq!(t["savepointTarget"], "s3://b/jobs/fraud/savepoints/j1-sp-1");
+    assert!(t.get("savepointTrigger").is_none());
+    // 2: the trigger id, after.
+    assert_eq!(status_patches[1].body["status"]["transition"]["savepointTrigger"], "sp-1");
+    let reqs = rt.savepoint_requests.lock().unwrap().clone();
+    assert_eq!(reqs, [SavepointRequest { stop: true, target: Some("s3://b/jobs/fraud/savepoints/j1-sp-1".into()) }]);
+    // The old job keeps its objects (generation 1, job j1) until it stopped.
+    let sts = &find(&calls, "PATCH", "/statefulsets/fraud").body;
+    assert_eq!(sts["spec"]["template"]["spec"]["containers"][0]["image"], "weir:1");
+    assert_eq!(env(sts, "WEIR_JOB_ID").as_deref(), Some("j1"));
+    assert_rbac(&calls);
+}
+
+/// Every call is allowed by operator/rbac.yaml.
+fn assert_rbac(calls: &[Call]) {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rbac.yaml")).unwrap();
+    let rbac: Value = serde_yaml_ng::from_str(&text).unwrap();
+    let rules = rbac["rules"].as_array().unwrap();
+    for c in calls {
+        let parts: Vec<&str> = c.path.trim_start_matches('/').split('/').collect();
+        // /api/v1/namespaces/ns/res[/name[/sub]] or /apis/group/version/namespaces/ns/res[/name[/sub]]
+        let (group, rest) = if parts[0] == "api" { ("", &parts[2..]) } else { (parts[1], &parts[3..]) };
+        assert_eq!(rest[0], "namespaces", "{}", c.path);
+        let resource = match rest.len() {
+            5 => format!("{}/{}", rest[2], rest[4]),
+            _ => rest[2].to_string(),
+        };
+        let named = rest.len() >= 4;
+        let verb = match (c.method.as_str(), named) {
+            ("GET", true) => "get",
+            ("GET", false) if c.query.contains("watch=true") => "watch",
+            ("GET", false) => "list",
+            ("POST", _) => "create",
+            ("PATCH", _) => "patch",
+            ("PUT", _) => "update",
+            ("DELETE", _) => "delete",
+            (m, _) => panic!("unexpected method {m}"),
+        };
+        let ok = rules.iter().any(|r| {
+            r["apiGroup"] == group && r["resource"] == resource.as_str() && r["verbs"].as_array().unwrap().iter().any(|v| v == verb)
+        });
+        assert!(ok, "{} {} ({group}/{resource} {verb}) is not in operator/rbac.yaml", c.method, c.path);
+    }
+}

@@ -1,0 +1,660 @@
+//! One worker process of a distributed job (`weir worker`): a loop of job attempts
+//! ("epochs"). Worker 0 also coordinates: it gathers every worker, picks the state to
+//! start from (the newest complete checkpoint of this deployment, else the configured
+//! restore), drives checkpoints across all workers, and restarts everything from the
+//! newest checkpoint when any task or connection fails. A worker that dies (and comes
+//! back, as a StatefulSet pod does) simply joins the next epoch; worker 0 dying loses
+//! nothing either, since everything it knows is in checkpoint storage.
+
+use std::cell::{Cell, RefCell};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
+use weir_api::JobState;
+
+use super::ClusterError;
+use super::identity::WorkerIdentity;
+use super::protocol::Control;
+use crate::checkpoint::coordinator::{self, CheckpointSettings, JobHandle, Request, RunReport, StopHandle};
+use crate::checkpoint::restore::RestoreState;
+use crate::checkpoint::storage::CheckpointStorage;
+use crate::error::JobError;
+use crate::exchange::Placement;
+use crate::exchange::net::{NetBuilder, NetEvent, Network};
+use crate::exec::plan::{CheckpointSetup, RunningJob};
+use crate::exec::{SnapshotReport, TaskCommand};
+use crate::rest::board::StatusBoard;
+use crate::rest::{self, RestState};
+use crate::stream::StreamEnv;
+
+/// How long the workers of an epoch may take to connect to each other.
+const MESH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a worker that exits when the job ends keeps serving its final status.
+const EXIT_GRACE: Duration = Duration::from_secs(3);
+/// How long worker 0 waits for every worker to launch its tasks.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Settings of a worker process.
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    pub identity: WorkerIdentity,
+    /// Checkpoint storage of this deployment, interval, retention, restore, restarts.
+    pub checkpoints: CheckpointSettings,
+    /// The deployment's id (fresh per deployment); random when not given.
+    pub job_id: Option<String>,
+    /// Address of the HTTP server (health, metrics, REST API on worker 0).
+    pub http: SocketAddr,
+    /// Exit once the job has finished (`weir cluster`); otherwise keep serving the
+    /// REST API and health endpoints until terminated (pods).
+    pub exit_on_finish: bool,
+}
+
+/// Runs this worker's share of `env` until the job ends.
+pub fn run_worker(env: &StreamEnv, settings: &WorkerSettings, shutdown: &StopHandle) -> Result<(), JobError> {
+    let id = &settings.identity;
+    id.validate().map_err(|e| JobError::Invalid(e.to_string()))?;
+    let config = env.config();
+    if config.parallelism != id.workers {
+        return Err(JobError::Invalid(format!("the job's parallelism {} differs from the number of workers {}", config.parallelism, id.workers)));
+    }
+    let board = StatusBoard::new(&config.name, id.workers, config.max_parallelism);
+    let (req_tx, req_rx) = unbounded();
+    let rest = RestState { board: board.clone(), requests: (id.ordinal == 0).then_some(req_tx), exporter: Arc::default() };
+    let http = rest::serve(settings.http, rest).map_err(|e| JobError::Invalid(format!("cannot serve HTTP on {}: {e}", settings.http)))?;
+    tracing::info!(worker = id.ordinal, workers = id.workers, %http, "worker started");
+    let port = id.listen_port().map_err(|e| JobError::Invalid(e.to_string()))?;
+    let listener = TcpListener::bind(("0.0.0.0", port)).map_err(|e| JobError::Invalid(format!("cannot listen for peers on port {port}: {e}")))?;
+    let incoming = accept_hellos(listener);
+    let result = if id.ordinal == 0 {
+        Coordinator { env, settings, board: &board, requests: &req_rx, incoming: &incoming, shutdown }.run()
+    } else {
+        Follower { env, settings, board: &board, incoming: &incoming, early: Vec::new(), shutdown }.run()
+    };
+    match &result {
+        Ok(()) => board.set_state(JobState::Finished, None),
+        Err(e) => board.set_state(JobState::Failed, Some(e.to_string())),
+    }
+    // keep answering clients (final job state, savepoint status): until terminated,
+    // or for a short grace period when asked to exit
+    let linger_until = settings.exit_on_finish.then(|| Instant::now() + EXIT_GRACE);
+    tracing::info!("job ended; serving its final status");
+    while !shutdown.is_requested() && linger_until.is_none_or(|t| Instant::now() < t) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    result
+}
+
+/// A connection that said hello.
+struct Greeted {
+    ordinal: u32,
+    epoch: u64,
+    conn: TcpStream,
+}
+
+/// Accepts peer connections and reads their `Hello` on a background thread.
+fn accept_hellos(listener: TcpListener) -> Receiver<Greeted> {
+    let (tx, rx) = unbounded();
+    let spawned = std::thread::Builder::new().name("weir-accept".into()).spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let tx = tx.clone();
+            // read the hello off the accept loop: a silent peer must not block others
+            let _ = std::thread::Builder::new().name("weir-hello".into()).spawn(move || {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                match Control::read_from(&mut conn) {
+                    Ok(Control::Hello { ordinal, epoch }) => {
+                        let _ = tx.send(Greeted { ordinal, epoch, conn });
+                    }
+                    Ok(other) => tracing::warn!(?other, "a peer connection did not start with a hello"),
+                    Err(e) => tracing::debug!(error = %e, "a peer connection failed before its hello"),
+                }
+            });
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the peer acceptor");
+    }
+    rx
+}
+
+/// Dials `addr` until it answers (or `deadline` passes), with backoff.
+fn dial(addr: &str, deadline: Option<Instant>, shutdown: &StopHandle) -> Option<TcpStream> {
+    let mut wait = Duration::from_millis(50);
+    let mut last_log = Instant::now();
+    loop {
+        if shutdown.is_requested() || deadline.is_some_and(|d| Instant::now() > d) {
+            return None;
+        }
+        let resolved = addr.to_socket_addrs().ok().and_then(|mut a| a.next());
+        if let Some(sa) = resolved {
+            if let Ok(c) = TcpStream::connect_timeout(&sa, Duration::from_secs(2)) {
+                return Some(c);
+            }
+        }
+        if last_log.elapsed() > Duration::from_secs(10) {
+            tracing::info!(%addr, "still waiting for peer");
+            last_log = Instant::now();
+        }
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(Duration::from_secs(1));
+    }
+}
+
+fn load_restore(url: &Option<String>, env: &StreamEnv, settings: &CheckpointSettings) -> Result<Option<Arc<RestoreState>>, JobError> {
+    let Some(url) = url else { return Ok(None) };
+    let (s, meta) = coordinator::open_snapshot(url, env.config().max_parallelism)?;
+    let r = RestoreState::load(&s, "", &meta, &env.uids(), settings.allow_non_restored_state).map_err(|e| JobError::State(e.to_string()))?;
+    Ok(Some(Arc::new(r)))
+}
+
+/// Whether some / all of the local tasks have finished their input.
+fn progress(job: &RunningJob) -> (bool, bool) {
+    let f = |m: &Arc<crate::exec::TaskMetrics>| m.finished.load(std::sync::atomic::Ordering::Relaxed);
+    (job.metrics.iter().any(f), job.metrics.iter().all(f))
+}
+
+/// Worker 0: gathers the workers, coordinates each epoch, restarts on failure.
+struct Coordinator<'a> {
+    env: &'a StreamEnv,
+    settings: &'a WorkerSettings,
+    board: &'a StatusBoard,
+    requests: &'a Receiver<Request>,
+    incoming: &'a Receiver<Greeted>,
+    shutdown: &'a StopHandle,
+}
+
+impl Coordinator<'_> {
+    fn run(&self) -> Result<(), JobError> {
+        let cs = &self.settings.checkpoints;
+        let id = &self.settings.identity;
+        let config = self.env.config().clone();
+        let storage = CheckpointStorage::open(&cs.storage).map_err(|e| JobError::State(e.to_string()))?;
+        let job_id = self.settings.job_id.clone().unwrap_or_else(coordinator::random_id);
+        self.board.set_job_id(&job_id);
+        let mut next_id = storage.list_checkpoints().map_err(|e| JobError::State(e.to_string()))?.last().copied().unwrap_or(0) + 1;
+        // a restarted worker 0 resumes this deployment from its newest checkpoint
+        let mut restore_url = match storage.latest(Some(config.max_parallelism)).map_err(|e| JobError::State(e.to_string()))? {
+            Some((dir, _)) => Some(storage.url_of(&dir)),
+            None => cs.restore_from.clone(),
+        };
+        let mut epoch = 0u64;
+        let mut failures = 0u32;
+        let mut report = RunReport::default();
+        loop {
+            self.board.set_state(rest::restarting_state(epoch as u32), None);
+            let Some(mut conns) = self.gather(epoch) else { return Err(JobError::Cancelled) };
+            epoch += 1;
+            let restore = load_restore(&restore_url, self.env, cs)?;
+            tracing::info!(epoch, restore = ?restore_url, "starting the job on {} workers", id.workers);
+            let start = Control::Start { epoch, job_id: job_id.clone(), restore: restore_url.clone() };
+            let mut lost = None;
+            for (o, c) in conns.iter_mut().enumerate() {
+                if let Some(c) = c {
+                    if let Err(e) = start.write_to(c) {
+                        lost = Some(format!("worker {o}: {e}"));
+                    }
+                }
+            }
+            let checkpoints_before = report.checkpoints.len();
+            let outcome = match lost {
+                Some(l) => Err(l),
+                None => self.attempt(conns, restore, &storage, &job_id, &mut next_id, &mut report),
+            };
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(msg) => {
+                    if self.shutdown.is_requested() {
+                        return Err(JobError::Cancelled);
+                    }
+                    if report.checkpoints.len() > checkpoints_before {
+                        failures = 0; // it made progress: a fresh run of backoff
+                    }
+                    let Some(delay) = cs.restart.delay(failures) else {
+                        return Err(JobError::TaskFailed(msg));
+                    };
+                    failures += 1;
+                    self.board.restarted();
+                    self.board.set_state(JobState::Restarting, Some(msg.clone()));
+                    tracing::warn!(error = %msg, ?delay, "job failed; restarting all workers from the latest checkpoint");
+                    eprintln!("weir: job failed ({msg}); restarting in {delay:?}");
+                    std::thread::sleep(delay);
+                    if let Some((dir, _)) = storage.latest(Some(config.max_parallelism)).map_err(|e| JobError::State(e.to_string()))? {
+                        restore_url = Some(storage.url_of(&dir));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for a hello from every other worker; the newest connection per worker wins.
+    fn gather(&self, epoch: u64) -> Option<Vec<Option<TcpStream>>> {
+        let n = self.settings.identity.workers as usize;
+        let mut conns: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
+        let mut last_log = Instant::now();
+        while conns.iter().skip(1).any(|c| c.is_none()) {
+            if self.shutdown.is_requested() {
+                return None;
+            }
+            match self.incoming.recv_timeout(Duration::from_millis(100)) {
+                Ok(g) if (g.ordinal as usize) < n && g.ordinal > 0 => conns[g.ordinal as usize] = Some(g.conn),
+                Ok(g) => tracing::warn!(ordinal = g.ordinal, "a worker outside this job's parallelism said hello"),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+            if last_log.elapsed() > Duration::from_secs(5) {
+                let missing: Vec<usize> = (1..n).filter(|&o| conns[o].is_none()).collect();
+                tracing::info!(epoch, ?missing, "waiting for workers");
+                last_log = Instant::now();
+            }
+        }
+        // hellos that queued meanwhile are from older incarnations: a newer one replaces
+        while let Ok(g) = self.incoming.try_recv() {
+            if (g.ordinal as usize) < n && g.ordinal > 0 {
+                conns[g.ordinal as usize] = Some(g.conn);
+            }
+        }
+        Some(conns)
+    }
+
+    /// One epoch: launch, wait until every worker is ready, coordinate checkpoints.
+    /// `Ok` when the job finished; `Err(why)` when it must restart.
+    fn attempt(
+        &self,
+        conns: Vec<Option<TcpStream>>,
+        restore: Option<Arc<RestoreState>>,
+        storage: &CheckpointStorage,
+        job_id: &str,
+        next_id: &mut u64,
+        report: &mut RunReport,
+    ) -> Result<(), String> {
+        let id = &self.settings.identity;
+        let placement = Placement { worker: 0, workers: id.workers };
+        let mut net = NetBuilder::new(placement);
+        let (tx, rx) = unbounded();
+        let job = self
+            .env
+            .launch_distributed(CheckpointSetup { reports: tx.clone(), restore, fault: None }, &mut net)
+            .map_err(|e| format!("launching the tasks: {e}"))?;
+        let (ev_tx, ev_rx) = unbounded();
+        let network = match net.start(conns, ev_tx) {
+            Ok(n) => n,
+            Err(e) => {
+                job.cancel();
+                let _ = job.wait();
+                return Err(format!("starting the connections: {e}"));
+            }
+        };
+        self.board.set_tasks(job.metrics.clone());
+        self.board.set_network(network.counters());
+        let cluster = ClusterJob::new(&job, &network, &ev_rx, tx, id.workers, self.shutdown);
+        let result = cluster.wait_ready(READY_TIMEOUT).and_then(|()| {
+            self.board.set_state(JobState::Running, None);
+            let mut observe = |e: coordinator::CheckpointEvent<'_>| {
+                if let coordinator::CheckpointEvent::Completed { checkpoint: c, .. } = &e {
+                    tracing::info!(id = c.id, bytes = c.bytes, ms = c.duration.as_millis() as u64, url = %c.url, savepoint = c.savepoint, "checkpoint complete");
+                    if c.savepoint {
+                        println!("savepoint: {}", c.url);
+                    }
+                }
+                self.board.on_event(&e)
+            };
+            let cs = &self.settings.checkpoints;
+            let config = self.env.config();
+            // SIGTERM ends the attempt (ClusterJob::poll); it is not a stop-with-savepoint
+            let never = StopHandle::default();
+            coordinator::coordinate(&cluster, &rx, storage, cs, job_id, config, next_id, &never, self.requests, report, &mut observe).map_err(|e| e.to_string())?;
+            match cluster.failure() {
+                Some(f) => Err(f),
+                None => Ok(()),
+            }
+        });
+        match result {
+            Ok(()) => {
+                for w in 1..id.workers {
+                    network.send_control(w, &Control::Shutdown.encode());
+                }
+                let r = job.wait();
+                network.close_gracefully(Duration::from_secs(10));
+                r.map_err(|e| e.to_string())
+            }
+            Err(why) => {
+                job.cancel();
+                network.shutdown();
+                let _ = job.wait();
+                Err(why)
+            }
+        }
+    }
+}
+
+/// The whole distributed job as the coordinator sees it: the local tasks plus what the
+/// other workers report.
+struct ClusterJob<'a> {
+    local: &'a RunningJob,
+    net: &'a Network,
+    events: &'a Receiver<NetEvent>,
+    reports: Sender<SnapshotReport>,
+    workers: u32,
+    /// Per worker: tasks it runs (after Ready), some finished, all finished.
+    remote: RefCell<Vec<Option<(u32, bool, bool)>>>,
+    failure: RefCell<Option<String>>,
+    remote_tasks: Cell<usize>,
+    shutdown: &'a StopHandle,
+}
+
+impl<'a> ClusterJob<'a> {
+    fn new(local: &'a RunningJob, net: &'a Network, events: &'a Receiver<NetEvent>, reports: Sender<SnapshotReport>, workers: u32, shutdown: &'a StopHandle) -> Self {
+        ClusterJob {
+            local,
+            net,
+            events,
+            reports,
+            workers,
+            remote: RefCell::new(vec![None; workers as usize]),
+            failure: RefCell::new(None),
+            remote_tasks: Cell::new(0),
+            shutdown,
+        }
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure.borrow().clone().or_else(|| self.local.failure())
+    }
+
+    fn wait_ready(&self, limit: Duration) -> Result<(), String> {
+        let t = Instant::now();
+        loop {
+            self.poll();
+            if let Some(f) = self.failure() {
+                return Err(f);
+            }
+            if self.remote.borrow().iter().skip(1).all(|r| r.is_some()) {
+                return Ok(());
+            }
+            if t.elapsed() > limit {
+                return Err(format!("not every worker launched its tasks within {}s", limit.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn on_control(&self, from: u32, msg: Control) {
+        let mut remote = self.remote.borrow_mut();
+        let Some(slot) = remote.get_mut(from as usize) else { return };
+        match msg {
+            Control::Ready { tasks } => {
+                *slot = Some((tasks, false, false));
+                self.remote_tasks.set(self.remote_tasks.get() + tasks as usize);
+            }
+            Control::Report { barrier, operators } => {
+                let _ = self.reports.send(SnapshotReport { barrier, operators });
+            }
+            Control::Progress { any_finished, all_finished } => {
+                if let Some(s) = slot {
+                    s.1 = any_finished;
+                    s.2 = all_finished;
+                }
+            }
+            Control::Failed(why) => {
+                drop(remote);
+                self.fail(format!("worker {from}: {why}"));
+            }
+            other => tracing::warn!(from, ?other, "unexpected control message"),
+        }
+    }
+}
+
+impl JobHandle for ClusterJob<'_> {
+    fn broadcast(&self, cmd: TaskCommand, sources_only: bool) {
+        self.local.broadcast(cmd, sources_only);
+        let msg = match cmd {
+            TaskCommand::Trigger(b) => Control::Trigger(b),
+            TaskCommand::Complete(id) => Control::Complete(id),
+        };
+        let bytes = msg.encode();
+        for w in 1..self.workers {
+            self.net.send_control(w, &bytes);
+        }
+    }
+    fn task_count(&self) -> usize {
+        self.local.task_count() + self.remote_tasks.get()
+    }
+    fn any_finished(&self) -> bool {
+        JobHandle::any_finished(self.local) || self.remote.borrow().iter().flatten().any(|r| r.1)
+    }
+    fn is_finished(&self) -> bool {
+        self.local.is_finished() && self.remote.borrow().iter().skip(1).all(|r| r.is_some_and(|r| r.2))
+    }
+    fn fail(&self, msg: String) {
+        let mut f = self.failure.borrow_mut();
+        if f.is_none() {
+            *f = Some(msg.clone());
+        }
+        self.local.fail(msg);
+    }
+    fn is_failing(&self) -> bool {
+        self.failure.borrow().is_some() || self.local.is_failing()
+    }
+    fn poll(&self) {
+        if self.shutdown.is_requested() && !self.is_failing() {
+            self.fail("terminated".into());
+        }
+        while let Ok(ev) = self.events.try_recv() {
+            match ev {
+                NetEvent::Control { from, payload } => match Control::decode(&payload) {
+                    Ok(m) => self.on_control(from, m),
+                    Err(e) => self.fail(format!("worker {from}: {e}")),
+                },
+                NetEvent::Lost { peer, reason } => self.fail(format!("lost worker {peer}: {reason}")),
+            }
+        }
+    }
+}
+
+/// Workers other than 0: join each epoch worker 0 starts, run their tasks, relay.
+struct Follower<'a> {
+    env: &'a StreamEnv,
+    settings: &'a WorkerSettings,
+    board: &'a StatusBoard,
+    incoming: &'a Receiver<Greeted>,
+    /// Mesh connections of an epoch this worker has not reached yet.
+    early: Vec<Greeted>,
+    shutdown: &'a StopHandle,
+}
+
+impl Follower<'_> {
+    fn run(&mut self) -> Result<(), JobError> {
+        let mut epoch = 0u64;
+        let mut attempts = 0u32;
+        loop {
+            self.board.set_state(rest::restarting_state(attempts), None);
+            attempts += 1;
+            let Some((conn0, e, restore_url)) = self.join(epoch) else { return Err(JobError::Cancelled) };
+            epoch = e;
+            match self.attempt(conn0, epoch, &restore_url) {
+                Ok(()) => return Ok(()),
+                Err(why) => {
+                    if self.shutdown.is_requested() {
+                        return Err(JobError::Cancelled);
+                    }
+                    tracing::warn!(epoch, error = %why, "job attempt ended; rejoining");
+                }
+            }
+        }
+    }
+
+    /// Says hello to worker 0 until it starts an epoch newer than `after`.
+    fn join(&self, after: u64) -> Option<(TcpStream, u64, Option<String>)> {
+        let id = &self.settings.identity;
+        let addr = id.peer_addr(0);
+        loop {
+            let mut c = dial(&addr, None, self.shutdown)?;
+            if (Control::Hello { ordinal: id.ordinal, epoch: after }).write_to(&mut c).is_err() {
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+            // worker 0 answers once every worker has said hello
+            let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
+            loop {
+                if self.shutdown.is_requested() {
+                    return None;
+                }
+                match Control::read_from(&mut c) {
+                    Ok(Control::Start { epoch, job_id, restore }) if epoch > after => {
+                        self.board.set_job_id(&job_id);
+                        let _ = c.set_read_timeout(None);
+                        return Some((c, epoch, restore));
+                    }
+                    Ok(other) => {
+                        tracing::warn!(?other, "unexpected message from worker 0 while joining");
+                        break;
+                    }
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+                    Err(_) => break, // worker 0 went away: dial again
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Connects to every other worker for `epoch`: dials those below (except 0,
+    /// already connected), accepts those above.
+    fn mesh(&mut self, conn0: &TcpStream, epoch: u64) -> Result<Vec<Option<TcpStream>>, String> {
+        let id = self.settings.identity.clone();
+        let n = id.workers as usize;
+        let mut conns: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
+        let deadline = Instant::now() + MESH_TIMEOUT;
+        for j in 1..id.ordinal {
+            let mut c = dial(&id.peer_addr(j), Some(deadline), self.shutdown).ok_or_else(|| format!("cannot reach worker {j} at {}", id.peer_addr(j)))?;
+            Control::Hello { ordinal: id.ordinal, epoch }.write_to(&mut c).map_err(|e| format!("worker {j}: {e}"))?;
+            conns[j as usize] = Some(c);
+        }
+        // connections for this epoch that arrived early
+        for g in std::mem::take(&mut self.early) {
+            match g.epoch.cmp(&epoch) {
+                std::cmp::Ordering::Equal if g.ordinal > id.ordinal && (g.ordinal as usize) < n => conns[g.ordinal as usize] = Some(g.conn),
+                std::cmp::Ordering::Greater => self.early.push(g),
+                _ => {}
+            }
+        }
+        while conns.iter().enumerate().skip(id.ordinal as usize + 1).any(|(_, c)| c.is_none()) {
+            if Instant::now() > deadline {
+                return Err("workers above this one did not connect in time".into());
+            }
+            if !alive(conn0) {
+                return Err("worker 0 closed the connection (a new epoch started)".into());
+            }
+            match self.incoming.recv_timeout(Duration::from_millis(100)) {
+                Ok(g) if g.epoch == epoch && g.ordinal > id.ordinal && (g.ordinal as usize) < n => conns[g.ordinal as usize] = Some(g.conn),
+                Ok(g) if g.epoch > epoch => {
+                    self.early.push(g);
+                    return Err("a newer epoch started".into());
+                }
+                Ok(_) => {} // stale
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Err("the peer acceptor stopped".into()),
+            }
+        }
+        Ok(conns)
+    }
+
+    fn attempt(&mut self, conn0: TcpStream, epoch: u64, restore_url: &Option<String>) -> Result<(), String> {
+        let id = self.settings.identity.clone();
+        let mut conns = self.mesh(&conn0, epoch)?;
+        conns[0] = Some(conn0);
+        let restore = load_restore(restore_url, self.env, &self.settings.checkpoints).map_err(|e| e.to_string())?;
+        let mut net = NetBuilder::new(Placement { worker: id.ordinal, workers: id.workers });
+        let (tx, rx) = unbounded();
+        let job = self
+            .env
+            .launch_distributed(CheckpointSetup { reports: tx, restore, fault: None }, &mut net)
+            .map_err(|e| format!("launching the tasks: {e}"))?;
+        let (ev_tx, ev_rx) = unbounded();
+        let network = match net.start(conns, ev_tx) {
+            Ok(n) => n,
+            Err(e) => {
+                job.cancel();
+                let _ = job.wait();
+                return Err(format!("starting the connections: {e}"));
+            }
+        };
+        self.board.set_tasks(job.metrics.clone());
+        self.board.set_network(network.counters());
+        network.send_control(0, &Control::Ready { tasks: job.task_count() as u32 }.encode());
+        self.board.set_state(JobState::Running, None);
+        let result = relay(&job, &network, &ev_rx, &rx, self.shutdown);
+        match result {
+            Ok(()) => {
+                let r = job.wait();
+                network.close_gracefully(Duration::from_secs(10));
+                r.map_err(|e| e.to_string())
+            }
+            Err(why) => {
+                job.cancel();
+                network.shutdown();
+                let _ = job.wait();
+                Err(why)
+            }
+        }
+    }
+}
+
+/// Whether the peer of a handshake connection is still there.
+fn alive(c: &TcpStream) -> bool {
+    if c.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut b = [0u8; 1];
+    let r = match c.peek(&mut b) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+    };
+    let _ = c.set_nonblocking(false);
+    r
+}
+
+/// A follower's run: commands from worker 0 to the local tasks; snapshots, progress
+/// and failures back. `Ok` on shutdown after the job finished.
+fn relay(job: &RunningJob, net: &Network, events: &Receiver<NetEvent>, reports: &Receiver<SnapshotReport>, shutdown: &StopHandle) -> Result<(), String> {
+    let mut last_progress = (false, false);
+    loop {
+        if shutdown.is_requested() {
+            return Err("terminated".into());
+        }
+        match events.recv_timeout(Duration::from_millis(20)) {
+            Ok(NetEvent::Control { from: 0, payload }) => match Control::decode(&payload)? {
+                Control::Trigger(b) => job.broadcast(TaskCommand::Trigger(b), true),
+                Control::Complete(id) => job.broadcast(TaskCommand::Complete(id), false),
+                Control::Shutdown => return Ok(()),
+                other => tracing::warn!(?other, "unexpected control message from worker 0"),
+            },
+            Ok(NetEvent::Control { from, .. }) => tracing::warn!(from, "control message from a worker other than 0"),
+            Ok(NetEvent::Lost { peer, reason }) => return Err(format!("lost worker {peer}: {reason}")),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Err("the connections are gone".into()),
+        }
+        while let Ok(r) = reports.try_recv() {
+            net.send_control(0, &Control::Report { barrier: r.barrier, operators: r.operators }.encode());
+        }
+        if let Some(f) = job.failure() {
+            net.send_control(0, &Control::Failed(f.clone()).encode());
+            // give the message a moment to leave before the connections close
+            std::thread::sleep(Duration::from_millis(50));
+            return Err(f);
+        }
+        let p = progress(job);
+        if p != last_progress {
+            last_progress = p;
+            net.send_control(0, &Control::Progress { any_finished: p.0, all_finished: p.1 }.encode());
+        }
+    }
+}
+
+impl From<ClusterError> for JobError {
+    fn from(e: ClusterError) -> Self {
+        JobError::Invalid(e.to_string())
+    }
+}
