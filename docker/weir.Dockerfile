@@ -12,10 +12,11 @@ ARG DEBIAN_RELEASE=bookworm
 
 # ---------------------------------------------------------------- builder
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
-# RocksDB's bundled C++ build (rust-rocksdb / librocksdb-sys) needs clang and
-# libclang for bindgen; cmake covers crates that build C code with it.
+# The RocksDB state backend links Debian's librocksdb (librocksdb-dev; see
+# .cargo/config.toml); its bindings are generated with bindgen (clang, libclang);
+# cmake covers crates that build C code with it.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends clang libclang-dev cmake \
+ && apt-get install -y --no-install-recommends clang libclang-dev cmake librocksdb-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -35,9 +36,9 @@ LABEL org.opencontainers.image.title="weir" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 # ca-certificates: TLS to object storage (s3://, gs://, az://).
-# libstdc++6: the bundled RocksDB is C++.
+# libstdc++6 and librocksdb7.8: the RocksDB state backend (C++, linked dynamically).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates libstdc++6 \
+ && apt-get install -y --no-install-recommends ca-certificates libstdc++6 librocksdb7.8 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 65532 weir \
  && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /var/lib/weir \
