@@ -184,7 +184,9 @@ pub(crate) fn random_id() -> String {
 }
 
 /// Opens the snapshot at `url` (a `chk-<n>` or `sp-<id>` directory).
+/// A `…/checkpoints/_latest` pointer opens the newest complete checkpoint there.
 pub fn open_snapshot(url: &str, max_parallelism: u32) -> Result<(CheckpointStorage, CheckpointMetadata), JobError> {
+    let url = &super::resolve_restore_url(url, max_parallelism).map_err(|e| JobError::State(e.to_string()))?;
     let s = CheckpointStorage::open(url).map_err(|e| JobError::State(e.to_string()))?;
     let meta = s.read_metadata("", Some(max_parallelism)).map_err(|e| JobError::State(e.to_string()))?;
     Ok((s, meta))

@@ -26,3 +26,51 @@ pub fn dispose_savepoint(url: &str) -> Result<(), StorageError> {
     }
     s.delete_dir("")
 }
+
+/// Resolves a restore URL: a `…/checkpoints/_latest` pointer (what the operator passes
+/// for a last-state upgrade) becomes the URL of the newest complete checkpoint under
+/// that prefix; any other URL is returned as it is.
+pub fn resolve_restore_url(url: &str, max_parallelism: u32) -> Result<String, StorageError> {
+    let pointer = layout::latest_pointer();
+    let Some(prefix) = url.trim_end_matches('/').strip_suffix(&format!("/{pointer}")) else {
+        return Ok(url.to_string());
+    };
+    let s = CheckpointStorage::open(prefix)?;
+    match s.latest(Some(max_parallelism))? {
+        Some((dir, _)) => Ok(s.url_of(&dir)),
+        None => Err(StorageError::MissingMetadata { url: url.to_string() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latest_pointers_resolve_to_the_newest_checkpoint() {
+        let dir = std::env::temp_dir().join(format!("weir-resolve-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let url = format!("file://{}", dir.display());
+        let s = CheckpointStorage::open(&url).unwrap();
+        let meta = |n| CheckpointMetadata {
+            format_version: FORMAT_VERSION,
+            job_id: "j".into(),
+            job_name: "t".into(),
+            checkpoint_id: n,
+            savepoint: false,
+            max_parallelism: 720,
+            timestamp: 0,
+            operators: Default::default(),
+        };
+        for n in [3, 4] {
+            s.write_snapshot(&layout::checkpoint_dir(n), Vec::new(), &meta(n)).unwrap();
+        }
+        s.set_latest(4).unwrap();
+        let latest = format!("{url}/checkpoints/_latest");
+        assert_eq!(resolve_restore_url(&latest, 720).unwrap(), s.url_of("checkpoints/chk-4"));
+        assert_eq!(resolve_restore_url("s3://b/savepoints/sp-1", 720).unwrap(), "s3://b/savepoints/sp-1");
+        let empty = format!("file://{}/none/checkpoints/_latest", dir.display());
+        assert!(resolve_restore_url(&empty, 720).is_err(), "no checkpoint to resume is an error, never empty state");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

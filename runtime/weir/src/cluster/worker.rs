@@ -78,7 +78,8 @@ pub fn run_worker(env: &StreamEnv, settings: &WorkerSettings, shutdown: &StopHan
     }
     // keep answering clients (final job state, savepoint status): until terminated,
     // or for a short grace period when asked to exit
-    let linger_until = settings.exit_on_finish.then(|| Instant::now() + EXIT_GRACE);
+    let grace = std::env::var("WEIR_EXIT_GRACE_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis).unwrap_or(EXIT_GRACE);
+    let linger_until = settings.exit_on_finish.then(|| Instant::now() + grace);
     tracing::info!("job ended; serving its final status");
     while !shutdown.is_requested() && linger_until.is_none_or(|t| Instant::now() < t) {
         std::thread::sleep(Duration::from_millis(50));
@@ -270,24 +271,7 @@ impl Coordinator<'_> {
         report: &mut RunReport,
     ) -> Result<(), String> {
         let id = &self.settings.identity;
-        let placement = Placement { worker: 0, workers: id.workers };
-        let mut net = NetBuilder::new(placement);
-        let (tx, rx) = unbounded();
-        let job = self
-            .env
-            .launch_distributed(CheckpointSetup { reports: tx.clone(), restore, fault: None }, &mut net)
-            .map_err(|e| format!("launching the tasks: {e}"))?;
-        let (ev_tx, ev_rx) = unbounded();
-        let network = match net.start(conns, ev_tx) {
-            Ok(n) => n,
-            Err(e) => {
-                job.cancel();
-                let _ = job.wait();
-                return Err(format!("starting the connections: {e}"));
-            }
-        };
-        self.board.set_tasks(job.metrics.clone());
-        self.board.set_network(network.counters());
+        let Attempt { job, network, events: ev_rx, reports: (tx, rx) } = Attempt::launch(self.env, self.board, Placement { worker: 0, workers: id.workers }, restore, conns)?;
         let cluster = ClusterJob::new(&job, &network, &ev_rx, tx, id.workers, self.shutdown);
         let result = cluster.wait_ready(READY_TIMEOUT).and_then(|()| {
             self.board.set_state(JobState::Running, None);
@@ -310,22 +294,13 @@ impl Coordinator<'_> {
                 None => Ok(()),
             }
         });
-        match result {
-            Ok(()) => {
-                for w in 1..id.workers {
-                    network.send_control(w, &Control::Shutdown.encode());
-                }
-                let r = job.wait();
-                network.close_gracefully(Duration::from_secs(10));
-                r.map_err(|e| e.to_string())
-            }
-            Err(why) => {
-                job.cancel();
-                network.shutdown();
-                let _ = job.wait();
-                Err(why)
+        drop(cluster);
+        if result.is_ok() {
+            for w in 1..id.workers {
+                network.send_control(w, &Control::Shutdown.encode());
             }
         }
+        Attempt::end(job, network, result)
     }
 }
 
@@ -565,13 +540,34 @@ impl Follower<'_> {
         let mut conns = self.mesh(&conn0, epoch)?;
         conns[0] = Some(conn0);
         let restore = load_restore(restore_url, self.env, &self.settings.checkpoints).map_err(|e| e.to_string())?;
-        let mut net = NetBuilder::new(Placement { worker: id.ordinal, workers: id.workers });
-        let (tx, rx) = unbounded();
-        let job = self
-            .env
-            .launch_distributed(CheckpointSetup { reports: tx, restore, fault: None }, &mut net)
+        let placement = Placement { worker: id.ordinal, workers: id.workers };
+        let Attempt { job, network, events, reports: (_, reports) } = Attempt::launch(self.env, self.board, placement, restore, conns)?;
+        network.send_control(0, &Control::Ready { tasks: job.task_count() as u32 }.encode());
+        self.board.set_state(JobState::Running, None);
+        let result = relay(&job, &network, &events, &reports, self.shutdown);
+        Attempt::end(job, network, result)
+    }
+}
+
+/// This worker's part of one epoch: its tasks and its connections.
+struct Attempt {
+    job: RunningJob,
+    network: Network,
+    events: Receiver<NetEvent>,
+    /// Where local tasks report their snapshots.
+    reports: (Sender<SnapshotReport>, Receiver<SnapshotReport>),
+}
+
+impl Attempt {
+    /// Launches the local subtasks of `placement` (registering their remote streams),
+    /// then starts the connections `conns`.
+    fn launch(env: &StreamEnv, board: &StatusBoard, placement: Placement, restore: Option<Arc<RestoreState>>, conns: Vec<Option<TcpStream>>) -> Result<Attempt, String> {
+        let mut net = NetBuilder::new(placement);
+        let reports = unbounded();
+        let job = env
+            .launch_distributed(CheckpointSetup { reports: reports.0.clone(), restore, fault: None }, &mut net)
             .map_err(|e| format!("launching the tasks: {e}"))?;
-        let (ev_tx, ev_rx) = unbounded();
+        let (ev_tx, events) = unbounded();
         let network = match net.start(conns, ev_tx) {
             Ok(n) => n,
             Err(e) => {
@@ -580,11 +576,14 @@ impl Follower<'_> {
                 return Err(format!("starting the connections: {e}"));
             }
         };
-        self.board.set_tasks(job.metrics.clone());
-        self.board.set_network(network.counters());
-        network.send_control(0, &Control::Ready { tasks: job.task_count() as u32 }.encode());
-        self.board.set_state(JobState::Running, None);
-        let result = relay(&job, &network, &ev_rx, &rx, self.shutdown);
+        board.set_tasks(job.metrics.clone());
+        board.set_network(network.counters());
+        Ok(Attempt { job, network, events, reports })
+    }
+
+    /// Ends the epoch: after a finished job, lets the tasks complete and the last
+    /// frames leave; after a failure, cancels the tasks and drops the connections.
+    fn end(job: RunningJob, network: Network, result: Result<(), String>) -> Result<(), String> {
         match result {
             Ok(()) => {
                 let r = job.wait();

@@ -80,6 +80,37 @@ impl SequenceSplits {
     }
 }
 
+/// Paces a source to a wall-clock rate (`--rate`): how many records it may produce now.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    /// records per second for this subtask, if limited
+    rate: Option<f64>,
+    started: Option<(std::time::Instant, u64)>,
+    produced: u64,
+}
+
+impl Pacer {
+    /// `total` records per second shared by `parallelism` subtasks.
+    pub fn new(total: Option<u64>, parallelism: u32) -> Self {
+        Pacer { rate: total.map(|r| r as f64 / parallelism.max(1) as f64), started: None, produced: 0 }
+    }
+
+    /// How many of `max` records may be produced now (0: wait).
+    #[inline]
+    pub fn budget(&mut self, max: u64) -> u64 {
+        let Some(rate) = self.rate else { return max };
+        let (t0, n0) = *self.started.get_or_insert((std::time::Instant::now(), self.produced));
+        let allowed = (t0.elapsed().as_secs_f64() * rate) as u64;
+        max.min(allowed.saturating_sub(self.produced - n0))
+    }
+
+    /// Counts `n` produced records.
+    #[inline]
+    pub fn produced(&mut self, n: u64) {
+        self.produced += n;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! Built-in jobs, selectable by name from the CLI or a job file.
 
 pub mod fraud;
+pub mod latency;
 pub mod nexmark;
 
 use std::collections::BTreeMap;
@@ -45,6 +46,7 @@ pub struct BuiltinJob {
 pub fn builtins() -> Vec<BuiltinJob> {
     let mut v = nexmark::jobs();
     v.push(fraud::job());
+    v.push(latency::job());
     v
 }
 

@@ -6,7 +6,7 @@
 //! longer match once the watermark has passed, windows are cleaned when they fire.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use weir_nexmark::generator::GeneratorConfig;
 use weir_nexmark::model::{Auction, Bid, Event, Person};
@@ -14,7 +14,7 @@ use weir_nexmark::queries::{Q0Row, Q1Row, Q2Row, Q3Row, Q4Row, Q5Row, Q7Row, Q8R
 
 use super::{BuiltinJob, JobParams, sink_output};
 use crate::connector::jsonl::LinesSource;
-use crate::connector::sequence::SequenceSplits;
+use crate::connector::sequence::{Pacer, SequenceSplits};
 use crate::connector::{ConnectorError, Source, SourceOutput, SourcePoll};
 use crate::error::JobError;
 use crate::operator::keyed::{KeyedContext, KeyedCoProcessFunction, KeyedProcessFunction, TimeDomain};
@@ -36,10 +36,7 @@ const WINDOW_10S: i64 = 10_000;
 pub struct NexmarkSource {
     config: Arc<GeneratorConfig>,
     splits: SequenceSplits,
-    /// events per second for this subtask (wall clock), if limited
-    rate: Option<f64>,
-    started: Option<(Instant, u64)>,
-    produced: u64,
+    pacer: Pacer,
 }
 
 impl NexmarkSource {
@@ -47,30 +44,23 @@ impl NexmarkSource {
         NexmarkSource {
             config,
             splits: SequenceSplits::initial(subtask, parallelism, events),
-            rate: rate.map(|r| r as f64 / parallelism as f64),
-            started: None,
-            produced: 0,
+            pacer: Pacer::new(rate, parallelism),
         }
     }
 }
 
 impl Source<Event> for NexmarkSource {
     fn poll(&mut self, out: &mut SourceOutput<'_, Event>) -> Result<SourcePoll, ConnectorError> {
-        let mut budget = out.remaining() as u64;
-        if let Some(rate) = self.rate {
-            let (t0, n0) = *self.started.get_or_insert((Instant::now(), self.produced));
-            let done = self.produced - n0;
-            let allowed = (t0.elapsed().as_secs_f64() * rate) as u64;
-            if allowed <= done {
-                return Ok(SourcePoll::Idle);
-            }
-            budget = budget.min(allowed - done);
+        let budget = self.pacer.budget(out.remaining() as u64);
+        if budget == 0 {
+            return Ok(if self.splits.is_finished() { SourcePoll::Finished } else { SourcePoll::Idle });
         }
         let config = &self.config;
-        self.produced += self.splits.take_run(budget, |n| {
+        let n = self.splits.take_run(budget, |n| {
             let e = weir_nexmark::generator::event(config, n);
             out.collect_at(e.timestamp(), e);
         });
+        self.pacer.produced(n);
         Ok(if self.splits.is_finished() { SourcePoll::Finished } else { SourcePoll::Ready })
     }
     fn snapshot(&mut self) -> Result<Vec<Vec<u8>>, ConnectorError> {
@@ -333,8 +323,10 @@ impl KeyedProcessFunction<i64, (i64, i64, u64), Q5Row> for HottestItems {
 }
 
 fn q5(env: &StreamEnv, p: &JobParams) -> Result<(), JobError> {
+    // only the auction id crosses the exchange (the projection Flink's planner pushes down)
     let counts = bids(&events(env, p))
-        .key_by(|b: &Bid| b.auction)
+        .map(|b: Bid| b.auction)
+        .key_by(|a: &i64| *a)
         .window(SlidingEventTimeWindows::of(Duration::from_secs(10), Duration::from_secs(2)))
         .aggregate_with(Count::new(), |auction: &i64, w: &TimeWindow, n: u64, out| out.emit((*auction, w.end, n)))
         .uid("q5-count");
