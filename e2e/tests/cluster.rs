@@ -1,7 +1,8 @@
 //! A job across worker processes on 127.0.0.1 (`weir cluster`), with checkpoints in a
 //! real S3-compatible server (started by `./test.sh`) and the exactly-once file sink:
 //! - workers, including worker 0 (the coordinator), are killed with SIGKILL mid-run and
-//!   the committed output still equals an uninterrupted run's, nothing lost or doubled;
+//!   the committed output still equals an uninterrupted run's, nothing lost or doubled
+//!   (keyed state on RocksDB);
 //! - stop-with-savepoint through the REST API at P=3, then the job resumes from that
 //!   savepoint at P=2 and at P=4, and the outputs add up to the uninterrupted run's.
 
@@ -92,7 +93,13 @@ fn exactly_once_while_workers_are_killed() {
     let out = format!("{}/out/", dir.display());
     let ckpt = format!("s3://{bucket}/e2e-kill-{}", std::process::id());
     // ~20 s of input at this rate: long enough to kill three workers one after another
-    let c = Cluster::start(&dir, "kill", 3, &["--events", &EVENTS.to_string(), "--rate", "60000", "--output", &out, "--checkpoint-dir", &ckpt, "--checkpoint-interval", "700ms"]);
+    // keyed state on RocksDB here (the savepoint test below keeps it on the heap)
+    let c = Cluster::start(
+        &dir,
+        "kill",
+        3,
+        &["--events", &EVENTS.to_string(), "--rate", "60000", "--output", &out, "--checkpoint-dir", &ckpt, "--checkpoint-interval", "700ms", "--state-backend", "rocksdb"],
+    );
     let mut last = c.wait_checkpoint(0);
     let supervisor = c.child.id();
     for victim in [1u32, 0, 2] {

@@ -359,6 +359,11 @@ fn worker(a: WorkerArgs) -> Result<(), weir::JobError> {
         return Err(weir::JobError::Invalid(format!("--parallelism must equal WEIR_PARALLELISM ({}) for a worker", identity.workers)));
     }
     overrides.parallelism = Some(identity.workers);
+    if overrides.state_backend.is_none() {
+        if let Ok(b) = std::env::var(weir_api::env::STATE_BACKEND) {
+            overrides.state_backend = Some(b.parse().map_err(|e| weir::JobError::Invalid(format!("{}: {e}", weir_api::env::STATE_BACKEND)))?);
+        }
+    }
     if let Ok(m) = std::env::var(weir_api::env::MAX_PARALLELISM) {
         overrides.max_parallelism = Some(m.parse().map_err(|_| weir::JobError::Invalid(format!("{}={m} is not a number", weir_api::env::MAX_PARALLELISM)))?);
     }
@@ -418,6 +423,7 @@ fn cluster(a: ClusterArgs) -> Result<(), weir::JobError> {
     push("--output", o.output.as_ref().map(|p| p.display().to_string()));
     push("--rate", o.rate.map(|v| v.to_string()));
     push("--event-rate", o.event_rate.map(|v| v.to_string()));
+    push("--state-backend", o.state_backend.map(|v| v.to_string()));
     push("--checkpoint-interval-ms", Some(a.checkpoint_interval.as_millis().to_string()));
     let checkpoint_url = a.checkpoint_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("weir-cluster-{name}")).display().to_string());
     let spec = ClusterSpec {

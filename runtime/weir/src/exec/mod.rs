@@ -134,6 +134,10 @@ pub struct TaskInfo {
     pub max_parallelism: u32,
     /// Where keyed state lives.
     pub state_backend: crate::state::StateBackend,
+    /// Whether the checkpoint coordinator runs in this process and can upload this
+    /// task's local files (RocksDB incremental checkpoints). False on the workers of
+    /// a distributed job: they snapshot keyed state in the canonical format instead.
+    pub local_checkpoint_files: bool,
 }
 
 impl TaskInfo {

@@ -201,6 +201,7 @@ pub(crate) fn launch(graph: &Graph, config: &JobConfig, setup: Option<Checkpoint
                     parallelism: p.parallelism[node],
                     max_parallelism: config.max_parallelism,
                     state_backend: config.state_backend,
+                    local_checkpoint_files: place.workers == 1,
                 },
                 control: control.clone(),
                 metrics: metrics.clone(),

@@ -100,12 +100,15 @@ pub struct KeyedState<K> {
     db: Option<Arc<Db>>,
     /// Names the database's directory (operator uid and subtask).
     tag: String,
+    /// Checkpoints may reference the database's files (incremental); when not, the
+    /// state is snapshotted in the canonical per-key-group format.
+    incremental: bool,
 }
 
 impl<K: Key> KeyedState<K> {
     /// Heap state for `range`.
     pub(crate) fn new(range: KeyGroupRange) -> Self {
-        KeyedState { range, tables: Vec::new(), db: None, tag: String::new() }
+        KeyedState { range, tables: Vec::new(), db: None, tag: String::new(), incremental: true }
     }
 
     /// State for `range` on `backend`; `tag` names the local database (uid, subtask).
@@ -175,9 +178,14 @@ impl<K: Key> KeyedState<K> {
     pub(crate) fn checkpoint_db(&mut self, checkpoint_id: u64) -> Result<Option<DbCheckpoint>, StateError> {
         self.flush()?;
         match &self.db {
-            Some(db) => Ok(Some(db.checkpoint(checkpoint_id, self.range)?)),
-            None => Ok(None),
+            Some(db) if self.incremental => Ok(Some(db.checkpoint(checkpoint_id, self.range)?)),
+            _ => Ok(None),
         }
+    }
+
+    /// Whether checkpoints may reference local database files (see `incremental`).
+    pub(crate) fn set_incremental(&mut self, on: bool) {
+        self.incremental = on;
     }
 
     /// Restores the key groups of this subtask from downloaded database checkpoints
@@ -608,6 +616,7 @@ mod tests {
             parallelism: 1,
             max_parallelism: M,
             state_backend: state.backend(),
+            local_checkpoint_files: true,
         };
         let mut oc = OpenContext { state, info: &info };
         Handles { v: oc.value_state("v").unwrap(), l: oc.list_state("l").unwrap(), m: oc.map_state("m").unwrap() }
@@ -734,6 +743,7 @@ mod tests {
             parallelism: 1,
             max_parallelism: M,
             state_backend: StateBackend::RocksDb,
+            local_checkpoint_files: true,
         };
         let v: ValueState<u32> = OpenContext { state: &mut s, info: &info }.value_state(StateConfig::new("v").ttl(Duration::from_millis(10))).unwrap();
         v.update(&mut Ctx { state: &mut s, key: 1, now: 100 }, 7);
