@@ -80,6 +80,52 @@ impl SequenceSplits {
     }
 }
 
+/// A source of the numbers of its [`SequenceSplits`], each made into a record (with
+/// its event timestamp) by `make`, optionally paced: the generators of the built-in
+/// jobs. Its checkpointed position is its splits.
+pub struct SequenceSource<F> {
+    splits: SequenceSplits,
+    pacer: Pacer,
+    make: F,
+}
+
+impl<F> SequenceSource<F> {
+    /// Subtask `subtask` of `parallelism`, numbers below `end` (if any), at most
+    /// `rate` records per second over all subtasks (if any).
+    pub fn new(subtask: u32, parallelism: u32, end: Option<u64>, rate: Option<u64>, make: F) -> Self {
+        SequenceSource { splits: SequenceSplits::initial(subtask, parallelism, end), pacer: Pacer::new(rate, parallelism), make }
+    }
+}
+
+impl<T, F: FnMut(u64) -> (crate::record::Timestamp, T) + Send> super::Source<T> for SequenceSource<F> {
+    fn poll(&mut self, out: &mut super::SourceOutput<'_, T>) -> Result<super::SourcePoll, ConnectorError> {
+        let budget = self.pacer.budget(out.remaining() as u64);
+        let make = &mut self.make;
+        let n = if budget == 0 {
+            0
+        } else {
+            self.splits.take_run(budget, |n| {
+                let (ts, v) = make(n);
+                out.collect_at(ts, v);
+            })
+        };
+        self.pacer.produced(n);
+        Ok(if self.splits.is_finished() {
+            super::SourcePoll::Finished
+        } else if n == 0 {
+            super::SourcePoll::Idle
+        } else {
+            super::SourcePoll::Ready
+        })
+    }
+    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>, ConnectorError> {
+        Ok(self.splits.snapshot())
+    }
+    fn restore(&mut self, splits: Vec<Vec<u8>>) -> Result<(), ConnectorError> {
+        self.splits.restore(splits)
+    }
+}
+
 /// Paces a source to a wall-clock rate (`--rate`): how many records it may produce now.
 #[derive(Debug, Clone)]
 pub struct Pacer {

@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{BuiltinJob, JobParams};
 use crate::connector::jsonl::LinesSource;
-use crate::connector::sequence::SequenceSplits;
-use crate::connector::{ConnectorError, Source, SourceOutput, SourcePoll};
+use crate::connector::sequence::SequenceSource;
 use crate::error::JobError;
 use crate::operator::keyed::{KeyedContext, KeyedProcessFunction, TimeDomain};
 use crate::record::Timestamp;
@@ -128,13 +127,6 @@ pub fn reference_alerts(txs: &[Transaction]) -> Vec<Alert> {
     alerts
 }
 
-/// Deterministic transactions: one every 10 ms of event time; about 1 in 50 is
-/// small and 1 in 40 large.
-pub struct TransactionGenerator {
-    splits: SequenceSplits,
-    accounts: u64,
-}
-
 pub const BASE_TIME: i64 = 1_700_000_000_000;
 
 pub fn transaction(n: u64, accounts: u64) -> Transaction {
@@ -151,23 +143,6 @@ pub fn transaction(n: u64, accounts: u64) -> Transaction {
     Transaction { account_id, amount, timestamp: BASE_TIME + n as i64 * 10 }
 }
 
-impl Source<Transaction> for TransactionGenerator {
-    fn poll(&mut self, out: &mut SourceOutput<'_, Transaction>) -> Result<SourcePoll, ConnectorError> {
-        let accounts = self.accounts;
-        self.splits.take_run(out.remaining() as u64, |n| {
-            let t = transaction(n, accounts);
-            out.collect_at(t.timestamp, t);
-        });
-        Ok(if self.splits.is_finished() { SourcePoll::Finished } else { SourcePoll::Ready })
-    }
-    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>, ConnectorError> {
-        Ok(self.splits.snapshot())
-    }
-    fn restore(&mut self, splits: Vec<Vec<u8>>) -> Result<(), ConnectorError> {
-        self.splits.restore(splits)
-    }
-}
-
 fn build(env: &StreamEnv, p: &JobParams) -> Result<(), JobError> {
     let accounts = p.extra.get("accounts").and_then(|v| v.as_u64()).unwrap_or(1000);
     let strategy = || WatermarkStrategy::<Transaction>::bounded_out_of_orderness(Duration::from_secs(5), |t: &Transaction| t.timestamp);
@@ -182,10 +157,16 @@ fn build(env: &StreamEnv, p: &JobParams) -> Result<(), JobError> {
             .parallelism(1)
         }
         None => {
-            let events = p.events;
+            let (events, rate) = (p.events, p.rate);
             env.source(
                 "transactions",
-                move |ctx| TransactionGenerator { splits: SequenceSplits::initial(ctx.subtask, ctx.parallelism, events), accounts },
+                move |ctx| {
+                    // deterministic transactions: one every 10 ms of event time; about 1 in 50 small, 1 in 40 large
+                    SequenceSource::new(ctx.subtask, ctx.parallelism, events, rate, move |n| {
+                        let t = transaction(n, accounts);
+                        (t.timestamp, t)
+                    })
+                },
                 strategy(),
             )
         }

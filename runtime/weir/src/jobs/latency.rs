@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{BuiltinJob, JobParams};
-use crate::connector::sequence::{Pacer, SequenceSplits};
-use crate::connector::{ConnectorError, Source, SourceOutput, SourcePoll};
+use crate::connector::sequence::SequenceSource;
+use crate::record::NO_TIMESTAMP;
 use crate::error::JobError;
 use crate::stream::StreamEnv;
 use crate::time::WatermarkStrategy;
@@ -25,31 +25,6 @@ fn wall_us() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
-/// Numbered records stamped with their creation time, optionally rate-limited.
-pub struct StampedSource {
-    splits: SequenceSplits,
-    pacer: Pacer,
-}
-
-impl Source<(u64, i64)> for StampedSource {
-    fn poll(&mut self, out: &mut SourceOutput<'_, (u64, i64)>) -> Result<SourcePoll, ConnectorError> {
-        let budget = self.pacer.budget(out.remaining() as u64);
-        if budget == 0 {
-            return Ok(if self.splits.is_finished() { SourcePoll::Finished } else { SourcePoll::Idle });
-        }
-        let now = wall_us();
-        let n = self.splits.take_run(budget, |n| out.collect((n, now)));
-        self.pacer.produced(n);
-        Ok(if self.splits.is_finished() { SourcePoll::Finished } else { SourcePoll::Ready })
-    }
-    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>, ConnectorError> {
-        Ok(self.splits.snapshot())
-    }
-    fn restore(&mut self, splits: Vec<Vec<u8>>) -> Result<(), ConnectorError> {
-        self.splits.restore(splits)
-    }
-}
-
 fn build(env: &StreamEnv, p: &JobParams) -> Result<(), JobError> {
     if p.input.is_some() {
         return Err(JobError::Invalid("latency-probe generates its input; --input does not apply".into()));
@@ -58,10 +33,8 @@ fn build(env: &StreamEnv, p: &JobParams) -> Result<(), JobError> {
     let samples = env
         .source(
             "stamped",
-            move |ctx| StampedSource {
-                splits: SequenceSplits::initial(ctx.subtask, ctx.parallelism, events),
-                pacer: Pacer::new(rate, ctx.parallelism),
-            },
+            // numbered records stamped with the wall clock when they are made
+            move |ctx| SequenceSource::new(ctx.subtask, ctx.parallelism, events, rate, |n| (NO_TIMESTAMP, (n, wall_us()))),
             WatermarkStrategy::none(),
         )
         .uid("stamped")

@@ -14,8 +14,7 @@ use weir_nexmark::queries::{Q0Row, Q1Row, Q2Row, Q3Row, Q4Row, Q5Row, Q7Row, Q8R
 
 use super::{BuiltinJob, JobParams, sink_output};
 use crate::connector::jsonl::LinesSource;
-use crate::connector::sequence::{Pacer, SequenceSplits};
-use crate::connector::{ConnectorError, Source, SourceOutput, SourcePoll};
+use crate::connector::sequence::SequenceSource;
 use crate::error::JobError;
 use crate::operator::keyed::{KeyedContext, KeyedCoProcessFunction, KeyedProcessFunction, TimeDomain};
 use crate::record::Timestamp;
@@ -33,42 +32,12 @@ const WINDOW_10S: i64 = 10_000;
 
 /// The generator as a parallel source: subtask `i` of `P` emits event numbers
 /// `i, i+P, i+2P, …`, so the union is the same sequence for every `P`.
-pub struct NexmarkSource {
-    config: Arc<GeneratorConfig>,
-    splits: SequenceSplits,
-    pacer: Pacer,
-}
-
-impl NexmarkSource {
-    pub fn new(config: Arc<GeneratorConfig>, subtask: u32, parallelism: u32, events: Option<u64>, rate: Option<u64>) -> Self {
-        NexmarkSource {
-            config,
-            splits: SequenceSplits::initial(subtask, parallelism, events),
-            pacer: Pacer::new(rate, parallelism),
-        }
-    }
-}
-
-impl Source<Event> for NexmarkSource {
-    fn poll(&mut self, out: &mut SourceOutput<'_, Event>) -> Result<SourcePoll, ConnectorError> {
-        let budget = self.pacer.budget(out.remaining() as u64);
-        if budget == 0 {
-            return Ok(if self.splits.is_finished() { SourcePoll::Finished } else { SourcePoll::Idle });
-        }
-        let config = &self.config;
-        let n = self.splits.take_run(budget, |n| {
-            let e = weir_nexmark::generator::event(config, n);
-            out.collect_at(e.timestamp(), e);
-        });
-        self.pacer.produced(n);
-        Ok(if self.splits.is_finished() { SourcePoll::Finished } else { SourcePoll::Ready })
-    }
-    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>, ConnectorError> {
-        Ok(self.splits.snapshot())
-    }
-    fn restore(&mut self, splits: Vec<Vec<u8>>) -> Result<(), ConnectorError> {
-        self.splits.restore(splits)
-    }
+/// The standard Nexmark generator as a source: event `n` of the global sequence.
+pub fn nexmark_source(config: Arc<GeneratorConfig>, subtask: u32, parallelism: u32, events: Option<u64>, rate: Option<u64>) -> SequenceSource<impl FnMut(u64) -> (Timestamp, Event) + Send> {
+    SequenceSource::new(subtask, parallelism, events, rate, move |n| {
+        let e = weir_nexmark::generator::event(&config, n);
+        (e.timestamp(), e)
+    })
 }
 
 /// The Nexmark events of a job: generated, or read from `params.input`.
@@ -93,7 +62,7 @@ pub fn events(env: &StreamEnv, p: &JobParams) -> DataStream<Event> {
             let (events, rate) = (p.events, p.rate);
             env.source(
                 "nexmark",
-                move |ctx| NexmarkSource::new(config.clone(), ctx.subtask, ctx.parallelism, events, rate),
+                move |ctx| nexmark_source(config.clone(), ctx.subtask, ctx.parallelism, events, rate),
                 WatermarkStrategy::source_timestamps(OUT_OF_ORDERNESS),
             )
             .uid("nexmark-source")
