@@ -404,6 +404,9 @@ fn worker(a: WorkerArgs) -> Result<(), weir::JobError> {
 fn cluster(a: ClusterArgs) -> Result<(), weir::JobError> {
     use weir::checkpoint::coordinator::StopHandle;
     use weir::cluster::supervisor::{self, ClusterSpec};
+    if a.opts.parallelism.is_some_and(|p| p != a.workers) {
+        return Err(weir::JobError::Invalid("a cluster's parallelism is its number of workers: use --workers instead of --parallelism".into()));
+    }
     // resolve once here so that a bad job or option fails before any process starts
     let mut overrides: Overrides = a.opts.clone().into();
     overrides.parallelism = Some(a.workers);
