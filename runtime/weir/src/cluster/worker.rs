@@ -631,6 +631,12 @@ fn relay(job: &RunningJob, net: &Network, events: &Receiver<NetEvent>, reports: 
                 other => tracing::warn!(?other, "unexpected control message from worker 0"),
             },
             Ok(NetEvent::Control { from, .. }) => tracing::warn!(from, "control message from a worker other than 0"),
+            // once every local task has finished, this worker needs nothing more from its
+            // peers but worker 0's last commands (the final commit, shutdown): peers that
+            // got theirs first close their connections meanwhile
+            Ok(NetEvent::Lost { peer, reason }) if peer != 0 && progress(job).1 => {
+                tracing::debug!(peer, %reason, "a finished peer closed its connection");
+            }
             Ok(NetEvent::Lost { peer, reason }) => return Err(format!("lost worker {peer}: {reason}")),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return Err("the connections are gone".into()),
