@@ -607,17 +607,22 @@ mod tests {
         m: MapState<u8, i64>,
     }
 
-    fn open(state: &mut KeyedState<u64>) -> Handles {
-        let info = crate::exec::TaskInfo {
+    /// The task of a test operator whose state lives on `backend`.
+    fn test_info(backend: StateBackend) -> crate::exec::TaskInfo {
+        crate::exec::TaskInfo {
             job_name: "t".into(),
             operator: "op".into(),
             uid: "op".into(),
             subtask: 0,
             parallelism: 1,
             max_parallelism: M,
-            state_backend: state.backend(),
+            state_backend: backend,
             local_checkpoint_files: true,
-        };
+        }
+    }
+
+    fn open(state: &mut KeyedState<u64>) -> Handles {
+        let info = test_info(state.backend());
         let mut oc = OpenContext { state, info: &info };
         Handles { v: oc.value_state("v").unwrap(), l: oc.list_state("l").unwrap(), m: oc.map_state("m").unwrap() }
     }
@@ -735,16 +740,7 @@ mod tests {
     fn ttl_is_honored_on_rocksdb_after_eviction() {
         let all = KeyGroupRange::new(0, M - 1);
         let mut s = KeyedState::<u64>::with_backend(all, StateBackend::RocksDb, "ttl").unwrap();
-        let info = crate::exec::TaskInfo {
-            job_name: "t".into(),
-            operator: "op".into(),
-            uid: "op".into(),
-            subtask: 0,
-            parallelism: 1,
-            max_parallelism: M,
-            state_backend: StateBackend::RocksDb,
-            local_checkpoint_files: true,
-        };
+        let info = test_info(StateBackend::RocksDb);
         let v: ValueState<u32> = OpenContext { state: &mut s, info: &info }.value_state(StateConfig::new("v").ttl(Duration::from_millis(10))).unwrap();
         v.update(&mut Ctx { state: &mut s, key: 1, now: 100 }, 7);
         // drop the cache: the value now comes from the database
