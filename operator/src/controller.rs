@@ -168,7 +168,7 @@ async fn reconcile_inner(job: Arc<StreamJob>, ctx: &Context, name: &str, ns: &st
         match action {
             Act::Apply(plan) => apply_objects(ctx, &job, plan).await?,
             Act::TriggerSavepoint { stop, target } => {
-                let req = SavepointRequest { stop: *stop, target: Some(target.clone()) };
+                let req = SavepointRequest { stop: *stop, target: Some(target.clone()), request_id: None };
                 match ctx.jobs.trigger_savepoint(name, ns, &req).await {
                     Ok(t) => {
                         info!(trigger = %t.id, stop, "savepoint triggered");

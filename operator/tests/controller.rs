@@ -199,7 +199,7 @@ async fn upgrade_records_the_savepoint_target_before_triggering_it() {
     // 2: the trigger id, after.
     assert_eq!(status_patches[1].body["status"]["transition"]["savepointTrigger"], "sp-1");
     let reqs = rt.savepoint_requests.lock().unwrap().clone();
-    assert_eq!(reqs, [SavepointRequest { stop: true, target: Some("s3://b/jobs/fraud/savepoints/j1-sp-1".into()) }]);
+    assert_eq!(reqs, [SavepointRequest { stop: true, target: Some("s3://b/jobs/fraud/savepoints/j1-sp-1".into()), request_id: None }]);
     // The old job keeps its objects (generation 1, job j1) until it stopped.
     let sts = &find(&calls, "PATCH", "/statefulsets/fraud").body;
     assert_eq!(sts["spec"]["template"]["spec"]["containers"][0]["image"], "weir:1");

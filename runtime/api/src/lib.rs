@@ -208,9 +208,16 @@ pub struct SavepointRequest {
     /// Stop-with-savepoint: sources stop, a final savepoint is taken, the job ends `FINISHED`.
     #[serde(default)]
     pub stop: bool,
-    /// Where to write the savepoint; default: `<checkpoint prefix>/savepoints/sp-<id>`.
+    /// The savepoint's own directory: `_metadata` is written at `<target>/_metadata`
+    /// (nothing is appended). Default: `<checkpoint prefix>/savepoints/sp-<id>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// Idempotency key chosen by the client before it sends the request. When given it
+    /// is the savepoint's id ([`Triggered::id`], `GET /v1/savepoints/{requestId}`), and
+    /// a repeated request with the same id returns the same savepoint instead of
+    /// starting another one (a client that lost the answer simply asks again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// `202` body of `POST /v1/savepoints` and `POST /v1/checkpoints`.
@@ -329,8 +336,11 @@ mod tests {
 
     #[test]
     fn savepoint_messages_round_trip() {
-        round_trip(&SavepointRequest { stop: true, target: None }, json!({"stop": true}));
-        round_trip(&SavepointRequest { stop: false, target: Some("s3://b/sp".into()) }, json!({"stop": false, "target": "s3://b/sp"}));
+        round_trip(&SavepointRequest { stop: true, target: None, request_id: None }, json!({"stop": true}));
+        round_trip(
+            &SavepointRequest { stop: false, target: Some("s3://b/sp".into()), request_id: Some("j1-sp-3".into()) },
+            json!({"stop": false, "target": "s3://b/sp", "requestId": "j1-sp-3"}),
+        );
         // An empty body means a plain savepoint.
         assert_eq!(serde_json::from_str::<SavepointRequest>("{}").unwrap(), SavepointRequest::default());
         round_trip(&Triggered { id: "sp-9".into() }, json!({"id":"sp-9"}));
