@@ -11,8 +11,8 @@
 #   4. the walkthrough (examples/walkthrough) in weir-smoke through the chart: the
 #      S3-compatible store and its Secret, run, upgrade with a savepoint, rescale,
 #      suspend/resume, delete, each step checked on the StreamJob's status;
-#   5. cargo test -p weir-e2e --test kubernetes -- --nocapture (the tests install
-#      their own operator in namespaces of their own);
+#   5. cargo test -p weir-e2e --test kubernetes --test kubernetes_disruptive (the
+#      tests install the chart with scripts/k8s/install-chart.sh, all namespaces);
 #   6. on failure, dump the cluster's state into $WEIR_E2E_ARTIFACTS.
 #
 # Usage: scripts/kind-e2e.sh [--no-build] [--keep-cluster] [--no-tests]
@@ -207,10 +207,18 @@ wait_for "pods gone" 180 eval '! kubectl -n "$smoke_ns" get pods -l weir.dev/job
 
 # ---------------------------------------------------------------- 5. tests
 if [ "$tests" = 1 ]; then
-  log "cargo test -p weir-e2e --test kubernetes"
+  # The tests install the chart themselves (scripts/k8s/install-chart.sh, watching all
+  # namespaces, release weir in $ns): remove the walkthrough's release first, so that
+  # two operators never share the Lease or a StreamJob.
+  log "uninstalling the walkthrough's release; cargo test -p weir-e2e --test kubernetes --test kubernetes_disruptive"
+  "$helm" uninstall weir -n "$ns" --wait --timeout 3m || true
   export WEIR_E2E_IMAGE="$runtime_image"
   export WEIR_E2E_OPERATOR_IMAGE="$operator_image"
-  # WEIR_E2E_STORAGE: passed through when set (default of the tests: file:///tmp/weir-e2e).
-  KUBECONFIG="${KUBECONFIG:-$HOME/.kube/config}" cargo test -p weir-e2e --test kubernetes -- --nocapture --test-threads=1
+  export WEIR_E2E_OPERATOR_NAMESPACE="$ns"
+  export WEIR_E2E_CLUSTER=kind
+  # Scenarios that need the k8s-harness (pods as host processes sharing /tmp) skip here.
+  # WEIR_E2E_STORAGE: passed through when set (default of the tests: file:///tmp/weir-e2e/<ns>,
+  # which needs the pods of a job to share /tmp: set it to shared storage on kind).
+  KUBECONFIG="${KUBECONFIG:-$HOME/.kube/config}" cargo test -p weir-e2e --test kubernetes --test kubernetes_disruptive -- --nocapture
 fi
 log "passed"
