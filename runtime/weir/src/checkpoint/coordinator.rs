@@ -146,8 +146,6 @@ pub(crate) trait JobHandle {
     fn broadcast(&self, cmd: TaskCommand, sources_only: bool);
     /// Tasks that report a snapshot per checkpoint.
     fn task_count(&self) -> usize;
-    /// Some task has finished its input (no checkpoint can complete any more).
-    fn any_finished(&self) -> bool;
     /// Every task has finished (or the job failed).
     fn is_finished(&self) -> bool;
     fn fail(&self, msg: String);
@@ -163,9 +161,6 @@ impl JobHandle for RunningJob {
     }
     fn task_count(&self) -> usize {
         RunningJob::task_count(self)
-    }
-    fn any_finished(&self) -> bool {
-        self.metrics.iter().any(|m| m.finished.load(Ordering::Relaxed))
     }
     fn is_finished(&self) -> bool {
         RunningJob::is_finished(self)
@@ -275,7 +270,7 @@ pub(crate) fn coordinate(
             }
             break Ok(()); // the job's own error is returned by wait()
         }
-        if pending.is_none() && !job.any_finished() && !stopping {
+        if pending.is_none() && !job.is_finished() && !stopping {
             let mut next: Option<(bool, bool, Option<String>, Option<String>)> = None; // (savepoint, stop, request, target)
             if stop.is_requested() {
                 next = Some((true, true, None, None));
@@ -291,7 +286,9 @@ pub(crate) fn coordinate(
                 let barrier = Barrier { checkpoint_id: *next_id, timestamp: now_ms(), savepoint, stop: stop_now };
                 *next_id += 1;
                 stopping |= stop_now;
-                job.broadcast(TaskCommand::Trigger(barrier), true);
+                // sources inject the barrier; the other tasks only answer it once they
+                // have finished (with their final state), so it goes to every task
+                job.broadcast(TaskCommand::Trigger(barrier), false);
                 pending = Some(Pending { barrier, started: Instant::now(), reports: Vec::new(), request, target });
                 last_trigger = Instant::now();
             }

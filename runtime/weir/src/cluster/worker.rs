@@ -396,9 +396,6 @@ impl JobHandle for ClusterJob<'_> {
     fn task_count(&self) -> usize {
         self.local.task_count() + self.remote_tasks.get()
     }
-    fn any_finished(&self) -> bool {
-        JobHandle::any_finished(self.local) || self.remote.borrow().iter().flatten().any(|r| r.1)
-    }
     fn is_finished(&self) -> bool {
         self.local.is_finished() && self.remote.borrow().iter().skip(1).all(|r| r.is_some_and(|r| r.2))
     }
@@ -625,7 +622,7 @@ fn relay(job: &RunningJob, net: &Network, events: &Receiver<NetEvent>, reports: 
         }
         match events.recv_timeout(Duration::from_millis(20)) {
             Ok(NetEvent::Control { from: 0, payload }) => match Control::decode(&payload)? {
-                Control::Trigger(b) => job.broadcast(TaskCommand::Trigger(b), true),
+                Control::Trigger(b) => job.broadcast(TaskCommand::Trigger(b), false),
                 Control::Complete(id) => job.broadcast(TaskCommand::Complete(id), false),
                 Control::Shutdown => return Ok(()),
                 other => tracing::warn!(?other, "unexpected control message from worker 0"),

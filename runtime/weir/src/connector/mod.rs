@@ -92,6 +92,14 @@ pub trait Source<T>: Send {
     fn restore(&mut self, _splits: Vec<Vec<u8>>) -> Result<(), ConnectorError> {
         Ok(())
     }
+    /// How the snapshotted splits are handed to the subtasks on restore:
+    /// [`Redistribution::Split`] (default) gives each split to one subtask, round
+    /// robin (a subtask may get none: it then finishes, or idles, at once);
+    /// [`Redistribution::Union`] gives every subtask all of them, and `restore` takes
+    /// its own share (e.g. re-divides the remaining range to the new parallelism).
+    fn redistribution(&self) -> crate::checkpoint::restore::Redistribution {
+        crate::checkpoint::restore::Redistribution::Split
+    }
 }
 
 /// Where a sink subtask runs.

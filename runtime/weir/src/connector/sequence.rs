@@ -1,11 +1,15 @@
 //! Splits of a numbered sequence (generator sources): subtask `i` of `P` starts with
-//! the split `i, i+P, i+2P, …`. A split's position is its next number, so on restore
-//! with another parallelism the splits are handed out again and every number is
-//! still produced exactly once.
+//! the split `i, i+P, i+2P, …`. A split's position is its next number. On restore
+//! every subtask sees the positions of all old splits ([`Redistribution::Union`]) and
+//! takes its share of the remaining numbers: when there are fewer unfinished splits
+//! than subtasks, each split is divided into interleaved sub-splits (`next + j·stride`
+//! with stride `k·stride`), so every new subtask gets work and every number is still
+//! produced exactly once.
 
 use serde::{Deserialize, Serialize};
 
 use super::ConnectorError;
+use crate::checkpoint::restore::Redistribution;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Split {
@@ -19,12 +23,20 @@ pub struct SequenceSplits {
     splits: Vec<Split>,
     end: u64,
     turn: usize,
+    subtask: u32,
+    parallelism: u32,
 }
 
 impl SequenceSplits {
     /// The initial split of `subtask` of `parallelism`, ending before `end` (if any).
     pub fn initial(subtask: u32, parallelism: u32, end: Option<u64>) -> Self {
-        SequenceSplits { splits: vec![Split { next: subtask as u64, stride: parallelism as u64 }], end: end.unwrap_or(u64::MAX), turn: 0 }
+        SequenceSplits {
+            splits: vec![Split { next: subtask as u64, stride: parallelism.max(1) as u64 }],
+            end: end.unwrap_or(u64::MAX),
+            turn: 0,
+            subtask,
+            parallelism: parallelism.max(1),
+        }
     }
 
     /// The next number to produce, or `None` when every split is exhausted.
@@ -70,14 +82,39 @@ impl SequenceSplits {
         self.splits.iter().map(|s| postcard::to_allocvec(s).unwrap_or_default()).collect()
     }
 
+    /// Resumes from the positions of *all* splits of the snapshotted job (every old
+    /// subtask's), taking this subtask's share of the numbers still to produce.
     pub fn restore(&mut self, splits: Vec<Vec<u8>>) -> Result<(), ConnectorError> {
-        self.splits = splits
+        let all: Vec<Split> = splits
             .iter()
             .map(|b| postcard::from_bytes(b).map_err(|e| ConnectorError::Other(format!("bad sequence split in the checkpoint: {e}"))))
             .collect::<Result<_, _>>()?;
+        self.splits = divide(all, self.end, self.subtask, self.parallelism);
         self.turn = 0;
         Ok(())
     }
+}
+
+/// The share of subtask `subtask` of `parallelism` of the numbers below `end` that
+/// `splits` (all of them, in a fixed order) have still to produce. Every subtask
+/// computes the same division, so the shares are disjoint and cover everything.
+fn divide(splits: Vec<Split>, end: u64, subtask: u32, parallelism: u32) -> Vec<Split> {
+    let live: Vec<Split> = splits.into_iter().filter(|s| s.next < end && s.stride > 0).collect();
+    if live.is_empty() {
+        return Vec::new();
+    }
+    let p = parallelism.max(1) as u64;
+    let n = live.len() as u64;
+    // sub-splits per split, so that there are at least as many splits as subtasks
+    let k = if n >= p { 1 } else { p.div_ceil(n) };
+    live.iter()
+        .flat_map(|s| {
+            (0..k).map(move |j| Split { next: s.next.saturating_add(j.saturating_mul(s.stride)), stride: s.stride.saturating_mul(k) })
+        })
+        .enumerate()
+        .filter(|(i, _)| *i as u64 % p == subtask as u64)
+        .map(|(_, s)| s)
+        .collect()
 }
 
 /// A source of the numbers of its [`SequenceSplits`], each made into a record (with
@@ -123,6 +160,9 @@ impl<T, F: FnMut(u64) -> (crate::record::Timestamp, T) + Send> super::Source<T> 
     }
     fn restore(&mut self, splits: Vec<Vec<u8>>) -> Result<(), ConnectorError> {
         self.splits.restore(splits)
+    }
+    fn redistribution(&self) -> Redistribution {
+        Redistribution::Union
     }
 }
 
@@ -176,13 +216,55 @@ mod tests {
             }
             let all: Vec<Vec<u8>> = old.iter().flat_map(|s| s.snapshot()).collect();
             for j in 0..p2 {
-                let mine: Vec<Vec<u8>> = all.iter().enumerate().filter(|(k, _)| *k as u32 % p2 == j).map(|(_, b)| b.clone()).collect();
                 let mut s = SequenceSplits::initial(j, p2, Some(end));
-                s.restore(mine).unwrap();
+                s.restore(all.clone()).unwrap();
                 while s.take_run(7, |n| seen[n as usize] += 1) > 0 {}
                 prop_assert!(s.is_finished());
             }
             prop_assert!(seen.iter().all(|&c| c == 1), "{:?}", seen);
         }
+
+        /// Rescaling twice (p1 -> p2 -> p3) with stops in between still produces
+        /// every number exactly once.
+        #[test]
+        fn repeated_rescales_produce_every_number_once(p1 in 1u32..5, p2 in 1u32..7, p3 in 1u32..7, end in 0u64..300, stop in 0u64..40) {
+            let mut seen = vec![0u32; end as usize];
+            let mut snap = |subs: &mut Vec<SequenceSplits>, seen: &mut Vec<u32>| -> Vec<Vec<u8>> {
+                for s in subs.iter_mut() {
+                    s.take_run(stop, |n| seen[n as usize] += 1);
+                }
+                subs.iter().flat_map(|s| s.snapshot()).collect()
+            };
+            let mut a: Vec<SequenceSplits> = (0..p1).map(|i| SequenceSplits::initial(i, p1, Some(end))).collect();
+            let sa = snap(&mut a, &mut seen);
+            let mut b: Vec<SequenceSplits> = (0..p2).map(|i| { let mut s = SequenceSplits::initial(i, p2, Some(end)); s.restore(sa.clone()).unwrap(); s }).collect();
+            let sb = snap(&mut b, &mut seen);
+            for j in 0..p3 {
+                let mut s = SequenceSplits::initial(j, p3, Some(end));
+                s.restore(sb.clone()).unwrap();
+                while s.take_run(5, |n| seen[n as usize] += 1) > 0 {}
+            }
+            prop_assert!(seen.iter().all(|&c| c == 1), "{:?}", seen);
+        }
+    }
+
+    #[test]
+    fn every_new_subtask_gets_work_when_scaling_up() {
+        // P=2 stopped at 100 and 101, restored at P=4: four interleaved sub-splits
+        let all: Vec<Vec<u8>> = [Split { next: 100, stride: 2 }, Split { next: 101, stride: 2 }].iter().map(|s| postcard::to_allocvec(s).unwrap()).collect();
+        let firsts: Vec<Vec<u64>> = (0..4)
+            .map(|j| {
+                let mut s = SequenceSplits::initial(j, 4, Some(1000));
+                s.restore(all.clone()).unwrap();
+                let mut v = Vec::new();
+                s.take_run(3, |n| v.push(n));
+                v
+            })
+            .collect();
+        assert_eq!(firsts, vec![vec![100, 104, 108], vec![102, 106, 110], vec![101, 105, 109], vec![103, 107, 111]]);
+        // exhausted splits are dropped: a subtask with nothing left finishes at once
+        let mut s = SequenceSplits::initial(1, 2, Some(101));
+        s.restore(all).unwrap();
+        assert!(s.is_finished());
     }
 }

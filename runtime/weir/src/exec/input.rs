@@ -131,6 +131,11 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
         cmd_op = Some(op);
     }
     let mut stopping = false;
+    // the newest checkpoint this task reported, and the newest one the coordinator
+    // triggered: a task whose inputs all ended before that barrier reached it reports
+    // its final state for it instead (checkpoints continue after tasks finished)
+    let mut reported = 0u64;
+    let mut triggered: Option<Barrier> = None;
     let mut last_flush = Instant::now();
     let control = env.control.clone();
 
@@ -172,7 +177,11 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
             if let Some(c) = &cmds {
                 match oper.recv(c) {
                     Ok(TaskCommand::Complete(id)) => head.checkpoint_complete(id),
-                    Ok(TaskCommand::Trigger(_)) => {}
+                    Ok(TaskCommand::Trigger(b)) => {
+                        if b.checkpoint_id > reported {
+                            triggered = Some(b);
+                        }
+                    }
                     // the coordinator is gone: stop selecting on it (a closed channel
                     // is always ready and would make this loop spin)
                     Err(_) => {
@@ -274,6 +283,7 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
                 let mut snaps = Vec::new();
                 head.barrier(&a.barrier, &mut snaps);
                 env.report_snapshot(a.barrier, snaps);
+                reported = reported.max(a.barrier.checkpoint_id);
                 for ch in 0..total {
                     if !ended[ch] {
                         op_of[ch] = if ch < n1 { sel.recv(&in1[ch].rx) } else { sel.recv(&in2[ch - n1].rx) };
@@ -299,11 +309,23 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
     }
     head.end();
     env.metrics.finished.store(true, std::sync::atomic::Ordering::Relaxed);
+    let final_snapshot = |head: &mut dyn TwoInput<A, B>, b: Barrier, reported: &mut u64| {
+        if b.checkpoint_id > *reported {
+            let mut snaps = Vec::new();
+            head.barrier(&b, &mut snaps);
+            env.report_snapshot(b, snaps);
+            *reported = b.checkpoint_id;
+        }
+    };
+    if let Some(b) = triggered {
+        final_snapshot(head, b, &mut reported);
+    }
     if let Some(c) = &cmds {
         // until the coordinator is done with the job (it closes the channel)
         while let Ok(cmd) = c.recv() {
-            if let TaskCommand::Complete(id) = cmd {
-                head.checkpoint_complete(id)
+            match cmd {
+                TaskCommand::Complete(id) => head.checkpoint_complete(id),
+                TaskCommand::Trigger(b) => final_snapshot(head, b, &mut reported),
             }
         }
     }

@@ -70,12 +70,15 @@ pub(crate) struct ExchangeOut<T, P> {
     bufs: Vec<Vec<Rec<T>>>,
     control: Arc<JobControl>,
     metrics: Arc<TaskMetrics>,
+    /// End of input was sent: the consumers read nothing more from these channels
+    /// (a finished task still snapshots for later checkpoints, but sends nothing).
+    ended: bool,
 }
 
 impl<T: Data, P: Partitioner<T>> ExchangeOut<T, P> {
     pub(crate) fn new(part: P, senders: Vec<OutChannel<T>>, control: Arc<JobControl>, metrics: Arc<TaskMetrics>) -> Self {
         let bufs = senders.iter().map(|_| Vec::with_capacity(BATCH_SIZE)).collect();
-        ExchangeOut { part, senders, bufs, control, metrics }
+        ExchangeOut { part, senders, bufs, control, metrics, ended: false }
     }
 
     fn closed(&self) {
@@ -101,6 +104,9 @@ impl<T: Data, P: Partitioner<T>> ExchangeOut<T, P> {
     }
 
     fn broadcast(&mut self, make: impl Fn() -> Msg<T>) {
+        if self.ended {
+            return;
+        }
         self.flush();
         for i in 0..self.senders.len() {
             self.send(i, make());
@@ -153,6 +159,7 @@ impl<T: Data, P: Partitioner<T>> Downstream<T> for ExchangeOut<T, P> {
     fn checkpoint_complete(&mut self, _checkpoint_id: u64) {}
     fn end(&mut self) {
         self.broadcast(|| Msg::End);
+        self.ended = true;
     }
 }
 

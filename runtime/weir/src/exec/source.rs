@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use super::{BATCH_SIZE, BoxDown, FLUSH_INTERVAL_MS, TaskCommand, TaskEnv};
-use crate::checkpoint::restore::Redistribution;
 use crate::state::snapshot::OperatorSnapshot;
 use crate::connector::{Source, SourceContext, SourceOutput, SourcePoll};
 use crate::record::{Rec, now_ms};
@@ -13,7 +12,7 @@ use crate::time::{MAX_WATERMARK, WatermarkGenerator, WatermarkStrategy};
 pub(crate) fn run<T: crate::Data>(env: TaskEnv, mut source: Box<dyn Source<T>>, strategy: WatermarkStrategy<T>, mut head: BoxDown<T>) {
     let ctx = SourceContext { subtask: env.info.subtask, parallelism: env.info.parallelism };
     if let Some(r) = &env.restore {
-        if let Some(splits) = r.operator(&env.info.uid, env.info.subtask, env.info.parallelism, Redistribution::Split) {
+        if let Some(splits) = r.operator(&env.info.uid, env.info.subtask, env.info.parallelism, source.redistribution()) {
             if let Err(e) = source.restore(splits) {
                 env.control.fail(format!("{} (subtask {}): restoring its position: {e}", env.info.operator, env.info.subtask));
                 return;
@@ -41,22 +40,9 @@ pub(crate) fn run<T: crate::Data>(env: TaskEnv, mut source: Box<dyn Source<T>>, 
             while let Ok(cmd) = cmds.try_recv() {
                 match cmd {
                     TaskCommand::Trigger(b) => {
-                        let mut snaps = Vec::new();
-                        match source.snapshot() {
-                            Ok(splits) => snaps.push(OperatorSnapshot {
-                                uid: env.info.uid.to_string(),
-                                subtask: env.info.subtask,
-                                keyed: Vec::new(),
-                                operator: Some(postcard::to_allocvec(&splits).unwrap_or_default()),
-                                ..Default::default()
-                            }),
-                            Err(e) => {
-                                env.control.fail(format!("{} (subtask {}): snapshot: {e}", env.info.operator, env.info.subtask));
-                                return;
-                            }
+                        if !snapshot(&env, source.as_mut(), head.as_mut(), b) {
+                            return;
                         }
-                        head.barrier(&b, &mut snaps);
-                        env.report_snapshot(b, snaps);
                         if b.stop {
                             stopped = true;
                         }
@@ -153,13 +139,41 @@ pub(crate) fn run<T: crate::Data>(env: TaskEnv, mut source: Box<dyn Source<T>>, 
     }
     head.end();
     env.metrics.finished.store(true, std::sync::atomic::Ordering::Relaxed);
-    // a sink chained to this source may still have a checkpoint to commit
+    // a sink chained to this source may still have a checkpoint to commit, and the
+    // other tasks keep checkpointing: this task's part of those is its final state
     if let Some(cmds) = &env.commands {
         // until the coordinator is done with the job (it closes the channel)
         while let Ok(cmd) = cmds.recv() {
-            if let TaskCommand::Complete(id) = cmd {
-                head.checkpoint_complete(id)
+            match cmd {
+                TaskCommand::Complete(id) => head.checkpoint_complete(id),
+                TaskCommand::Trigger(b) => {
+                    if !snapshot(&env, source.as_mut(), head.as_mut(), b) {
+                        return;
+                    }
+                }
             }
         }
     }
+}
+
+/// Snapshots the source's splits and the chain for barrier `b` (forwarding the barrier
+/// unless the task has finished) and reports it. False when the job failed.
+fn snapshot<T: crate::Data>(env: &TaskEnv, source: &mut dyn Source<T>, head: &mut dyn super::Downstream<T>, b: super::Barrier) -> bool {
+    let mut snaps = Vec::new();
+    match source.snapshot() {
+        Ok(splits) => snaps.push(OperatorSnapshot {
+            uid: env.info.uid.to_string(),
+            subtask: env.info.subtask,
+            keyed: Vec::new(),
+            operator: Some(postcard::to_allocvec(&splits).unwrap_or_default()),
+            ..Default::default()
+        }),
+        Err(e) => {
+            env.control.fail(format!("{} (subtask {}): snapshot: {e}", env.info.operator, env.info.subtask));
+            return false;
+        }
+    }
+    head.barrier(&b, &mut snaps);
+    env.report_snapshot(b, snaps);
+    true
 }

@@ -156,6 +156,8 @@ pub(crate) struct SinkOp<S> {
     pub failed: bool,
     /// pre-committed, not yet committed: (checkpoint id, committable)
     pending: Vec<(u64, Vec<u8>)>,
+    /// End of input was reached (what is left was pre-committed as `u64::MAX`).
+    ended: bool,
 }
 
 impl<S> SinkOp<S> {
@@ -175,7 +177,7 @@ impl<S> SinkOp<S> {
             env.control.fail(format!("sink {} (subtask {}): {e}", env.info.operator, env.info.subtask));
             failed = true;
         }
-        SinkOp { sink, env, failed, pending: Vec::new() }
+        SinkOp { sink, env, failed, pending: Vec::new(), ended: false }
     }
 
     fn check(&mut self, r: Result<(), crate::connector::ConnectorError>) {
@@ -234,8 +236,16 @@ impl<T: Data, S: Sink<T>> Downstream<T> for SinkOp<S> {
         if self.failed {
             return;
         }
-        let r = self.pre_commit(b.checkpoint_id);
-        self.check(r);
+        if self.ended {
+            // a finished task in a later checkpoint: its last output (pre-committed at
+            // the end) belongs to this checkpoint and is committed when it completes
+            for p in self.pending.iter_mut().filter(|p| p.0 == u64::MAX) {
+                p.0 = b.checkpoint_id;
+            }
+        } else {
+            let r = self.pre_commit(b.checkpoint_id);
+            self.check(r);
+        }
         let entries: Vec<&Vec<u8>> = self.pending.iter().map(|(_, c)| c).collect();
         snaps.push(OperatorSnapshot {
             uid: self.env.info.uid.to_string(),
@@ -257,6 +267,7 @@ impl<T: Data, S: Sink<T>> Downstream<T> for SinkOp<S> {
         }
         let r = self.pre_commit(u64::MAX);
         self.check(r);
+        self.ended = true;
         if self.env.snapshots.is_none() {
             // no checkpoints: nothing can replay this data, commit now
             let r = self.commit_up_to(u64::MAX);
