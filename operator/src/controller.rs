@@ -1,7 +1,10 @@
-//! The StreamJob controller: observe (StatefulSet, the coordinator's REST API), decide
-//! ([`lifecycle::step`], pure), write status first (write-ahead), then act (server-side
-//! apply of the owned objects with one field manager, savepoint triggers, disposal,
-//! the finalizer) and publish Events.
+//! The StreamJob controller: read the StreamJob fresh from the API server (never act
+//! on a cached copy older than our own last status write), observe (StatefulSet, pods,
+//! the coordinator's REST API), decide ([`lifecycle::step`], pure), write status first
+//! (write-ahead), publish the Events, then act (server-side apply of the owned objects
+//! with one field manager, savepoint triggers under request ids recorded in status,
+//! disposal, the finalizer). A failed reconcile is reported where users look: status
+//! message, the `Degraded` condition and a Warning Event, with the API server's words.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
@@ -21,6 +23,7 @@ use weir_api::SavepointRequest;
 
 use crate::crd::{StreamJob, StreamJobStatus};
 use crate::error::{Error, Result};
+use crate::events::Publisher;
 use crate::jobclient::JobClient;
 use crate::lifecycle::{self, Action as Act, Input, JobObserved, Observed, PodsObserved};
 use crate::metrics::Metrics;
@@ -32,7 +35,7 @@ pub struct Context {
     pub client: Client,
     pub jobs: JobClient,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    pub events: Publisher,
     /// Epoch ms (a function so tests can fix the time).
     pub clock: Arc<dyn Fn() -> i64 + Send + Sync>,
     /// A fresh job id (a function so tests are deterministic).
@@ -42,12 +45,13 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, jobs: JobClient, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
-        let recorder = Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance });
+        let instance = instance.unwrap_or_else(|| FIELD_MANAGER.to_string());
+        let events = Publisher::new(client.clone(), FIELD_MANAGER, &instance);
         Context {
             client,
             jobs,
             metrics,
-            recorder,
+            events,
             clock: Arc::new(now_ms),
             new_job_id: Arc::new(|| uuid::Uuid::new_v4().to_string()),
             failures: Mutex::new(HashMap::new()),
@@ -119,14 +123,42 @@ pub async fn reconcile(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Action>
     let span = info_span!("reconcile", job = %name, namespace = %ns);
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
-    let r = reconcile_inner(job, &ctx, &name, &ns).instrument(span).await;
+    let jobs_api: Api<StreamJob> = Api::namespaced(ctx.client.clone(), &ns);
+    // The watch cache may still hold the object from before our own last status write;
+    // deciding on it would repeat a step (a second stop-with-savepoint). Read it fresh.
+    let fresh = match jobs_api.get_opt(&name).await {
+        Ok(Some(j)) => Arc::new(j),
+        Ok(None) => return Ok(Action::await_change()),
+        Err(source) => return Err(Error::Object { verb: "get", kind: "StreamJob", name, namespace: ns, source }),
+    };
+    let r = reconcile_inner(fresh.clone(), &ctx, &name, &ns).instrument(span).await;
     ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
-    if r.is_ok()
-        && let Ok(mut f) = ctx.failures.lock()
-    {
-        f.remove(&format!("{ns}/{name}"));
+    match &r {
+        Ok(_) => {
+            if let Ok(mut f) = ctx.failures.lock() {
+                f.remove(&format!("{ns}/{name}"));
+            }
+        }
+        Err(e) => report_failure(&ctx, &jobs_api, &fresh, e).await,
     }
     r
+}
+
+/// A reconcile failed (typically a Kubernetes API call refused): the reason goes to
+/// `status.message`, the `Degraded` condition and a Warning Event at once, in the API
+/// server's words plus what to do, instead of only the operator's log.
+async fn report_failure(ctx: &Context, api: &Api<StreamJob>, job: &StreamJob, err: &Error) {
+    let note = err.explain();
+    let mut status = job.status.clone().unwrap_or_default();
+    if status.message.as_deref() != Some(note.as_str()) {
+        status.message = Some(note.clone());
+        let generation = job.metadata.generation.unwrap_or(0);
+        lifecycle::set_condition(&mut status.conditions, "Degraded", true, "ReconcileError", &note, (ctx.clock)(), generation);
+        if let Err(e) = patch_status(api, &job.name_any(), &status).await {
+            warn!(error = %e, "cannot record the reconcile error in status");
+        }
+    }
+    publish(ctx, job, &lifecycle::Event { warning: true, reason: "ReconcileError", note }).await;
 }
 
 async fn reconcile_inner(job: Arc<StreamJob>, ctx: &Context, name: &str, ns: &str) -> Result<Action> {
@@ -162,27 +194,24 @@ async fn reconcile_inner(job: Arc<StreamJob>, ctx: &Context, name: &str, ns: &st
     if new_status != status {
         patch_status(&jobs_api, name, &new_status).await?;
     }
+    // The story first: an action that fails below must not swallow the Events of the
+    // decision (nor may a removed finalizer).
+    for ev in &step.events {
+        publish(ctx, &job, ev).await;
+    }
     let mut status_dirty = false;
     let mut finalizer_removed = false;
     for action in &step.actions {
         match action {
             Act::Apply(plan) => apply_objects(ctx, &job, plan).await?,
-            Act::TriggerSavepoint { stop, target } => {
-                let req = SavepointRequest { stop: *stop, target: Some(target.clone()), request_id: None };
+            Act::TriggerSavepoint { stop, target, request_id } => {
+                // The request id is in status already: a lost answer, a retry or a
+                // stale second decision asks for the same savepoint, never a second one.
+                let req = SavepointRequest { stop: *stop, target: Some(target.clone()), request_id: Some(request_id.clone()) };
                 match ctx.jobs.trigger_savepoint(name, ns, &req).await {
-                    Ok(t) => {
-                        info!(trigger = %t.id, stop, "savepoint triggered");
-                        if *stop {
-                            if let Some(tr) = new_status.transition.as_mut() {
-                                tr.savepoint_trigger = Some(t.id);
-                            }
-                        } else if let Some(p) = new_status.pending_savepoint.as_mut() {
-                            p.trigger = Some(t.id);
-                        }
-                        status_dirty = true;
-                    }
-                    // The stage retries (same target) or gives up after its timeout.
-                    Err(e) => warn!(error = %e, "savepoint trigger failed"),
+                    Ok(t) => info!(trigger = %t.id, stop, %target, "savepoint triggered"),
+                    // The stage asks again (same request id) or gives up after its timeout.
+                    Err(e) => warn!(error = %e, request = %request_id, "savepoint trigger failed"),
                 }
             }
             Act::Dispose(urls) => {
@@ -206,9 +235,6 @@ async fn reconcile_inner(job: Arc<StreamJob>, ctx: &Context, name: &str, ns: &st
     if status_dirty && !finalizer_removed {
         patch_status(&jobs_api, name, &new_status).await?;
     }
-    for ev in &step.events {
-        publish(ctx, &job, ev).await;
-    }
     if let Some((kind, secs)) = step.completed {
         ctx.metrics.transitions.with_label_values(&[&format!("{kind:?}")]).observe(secs);
     }
@@ -227,12 +253,13 @@ async fn observe(ctx: &Context, job: &StreamJob, name: &str, ns: &str) -> Observ
             desired: sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0),
             current: sts.status.as_ref().map(|s| s.replicas).unwrap_or(0),
             ready: sts.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0),
+            problem: pod_problem(ctx, name, ns).await,
         }),
         Ok(None) => None,
         Err(e) => {
             warn!(error = %e, "cannot read the StatefulSet");
             // Unknown: assume pods may exist (never skip a stop because of a failed read).
-            Some(PodsObserved { desired: 1, current: 1, ready: 0 })
+            Some(PodsObserved { desired: 1, current: 1, ready: 0, problem: None })
         }
     };
     let has_pods = pods.as_ref().is_some_and(|p| p.desired > 0 || p.current > 0);
@@ -250,17 +277,32 @@ async fn observe(ctx: &Context, job: &StreamJob, name: &str, ns: &str) -> Observ
         .as_ref()
         .and_then(|t| t.savepoint_trigger.clone())
         .or_else(|| status.pending_savepoint.as_ref().and_then(|p| p.trigger.clone()));
-    let savepoint = match trigger {
-        Some(id) if has_pods => match ctx.jobs.savepoint(name, ns, &id).await {
-            Ok(s) => Some(s),
+    let job_answered = matches!(job_state, JobObserved::Status(_));
+    let (savepoint, savepoint_missing) = match trigger {
+        Some(id) if has_pods && job_answered => match ctx.jobs.savepoint_opt(name, ns, &id).await {
+            Ok(Some(s)) => (Some(s), false),
+            Ok(None) => (None, true),
             Err(e) => {
                 debug!(error = %e, "savepoint status unavailable");
-                None
+                (None, false)
             }
         },
-        _ => None,
+        _ => (None, false),
     };
-    Observed { pods, job: job_state, savepoint }
+    Observed { pods, job: job_state, savepoint, savepoint_missing }
+}
+
+/// The most telling problem of the job's pods (image, crash loop, configuration).
+async fn pod_problem(ctx: &Context, name: &str, ns: &str) -> Option<crate::pods::PodProblem> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("{}={name}", resources::LABEL_JOB));
+    match api.list(&lp).await {
+        Ok(list) => crate::pods::problem(&list.items),
+        Err(e) => {
+            warn!(error = %e, "cannot list the job's pods");
+            None
+        }
+    }
 }
 
 fn apply_params() -> PatchParams {
@@ -272,15 +314,30 @@ async fn apply_objects(ctx: &Context, job: &StreamJob, plan: &lifecycle::DeployP
     let ns = job.metadata.namespace.clone().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = job.name_any();
     let cm = resources::config_map(job, &plan.spec, plan.replicas.max(1));
-    Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns).patch(&resources::config_name(&name), &apply_params(), &Patch::Apply(with_kind(&cm, "v1", "ConfigMap")?)).await?;
+    apply(Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns), "ConfigMap", &resources::config_name(&name), with_kind(&cm, "v1", "ConfigMap")?).await?;
     let svc_api = Api::<Service>::namespaced(ctx.client.clone(), &ns);
     let peers = resources::peers_service(job);
-    svc_api.patch(&resources::peers_name(&name), &apply_params(), &Patch::Apply(with_kind(&peers, "v1", "Service")?)).await?;
+    apply(svc_api.clone(), "Service", &resources::peers_name(&name), with_kind(&peers, "v1", "Service")?).await?;
     let rest = resources::rest_service(job);
-    svc_api.patch(&resources::rest_name(&name), &apply_params(), &Patch::Apply(with_kind(&rest, "v1", "Service")?)).await?;
+    apply(svc_api, "Service", &resources::rest_name(&name), with_kind(&rest, "v1", "Service")?).await?;
     let sts = resources::stateful_set(job, plan);
-    Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns).patch(&name, &apply_params(), &Patch::Apply(with_kind(&sts, "apps/v1", "StatefulSet")?)).await?;
+    apply(Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns), "StatefulSet", &name, with_kind(&sts, "apps/v1", "StatefulSet")?).await?;
     Ok(())
+}
+
+/// Server-side apply of one object; an error names the object (a create and a patch are
+/// both authorized separately: SSA of an absent object needs `create`).
+async fn apply<K>(api: Api<K>, kind: &'static str, name: &str, obj: serde_json::Value) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.patch(name, &apply_params(), &Patch::Apply(obj)).await {
+        Ok(_) => Ok(()),
+        Err(source) => {
+            let namespace = api.namespace().unwrap_or_default().to_string();
+            Err(Error::Object { verb: "apply", kind, name: name.to_string(), namespace, source })
+        }
+    }
 }
 
 fn with_kind<T: serde::Serialize>(obj: &T, api_version: &str, kind: &str) -> Result<serde_json::Value> {
@@ -298,39 +355,51 @@ async fn patch_status(api: &Api<StreamJob>, name: &str, status: &StreamJobStatus
         "kind": StreamJob::kind(&()),
         "status": status,
     });
-    api.patch_status(name, &apply_params(), &Patch::Apply(body)).await?;
-    Ok(())
+    match api.patch_status(name, &apply_params(), &Patch::Apply(body)).await {
+        Ok(_) => Ok(()),
+        Err(source) => Err(object_error("update the status of", name, api, source)),
+    }
+}
+
+fn object_error(verb: &'static str, name: &str, api: &Api<StreamJob>, source: kube::Error) -> Error {
+    Error::Object { verb, kind: "StreamJob", name: name.to_string(), namespace: api.namespace().unwrap_or_default().to_string(), source }
 }
 
 async fn add_finalizer(api: &Api<StreamJob>, job: &StreamJob) -> Result<()> {
     let mut finalizers = job.finalizers().to_vec();
     finalizers.push(FINALIZER.to_string());
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": job.resource_version()}});
-    api.patch(&job.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
-    Ok(())
+    match api.patch(&job.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+        Ok(_) => Ok(()),
+        Err(source) => Err(object_error("add the finalizer to", &job.name_any(), api, source)),
+    }
 }
 
+/// Removes our finalizer with a JSON patch that tests it is still where we saw it:
+/// no resourceVersion precondition, so our own status write just before cannot make it
+/// fail with `409 Conflict` (it did, and deletion then looped forever).
 async fn remove_finalizer(api: &Api<StreamJob>, job: &StreamJob) -> Result<()> {
-    let finalizers: Vec<&String> = job.finalizers().iter().filter(|f| *f != FINALIZER).collect();
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": job.resource_version()}});
-    api.patch(&job.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
-    Ok(())
+    let Some(i) = job.finalizers().iter().position(|f| f == FINALIZER) else { return Ok(()) };
+    let ops: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": FINALIZER},
+        {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
+    ]))
+    .map_err(|source| Error::Serialization { what: "finalizer patch", source })?;
+    match api.patch(&job.name_any(), &PatchParams::default(), &Patch::<()>::Json(ops)).await {
+        Ok(_) => Ok(()),
+        // Gone already: deletion is done.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => Err(object_error("remove the finalizer from", &job.name_any(), api, source)),
+    }
 }
 
 async fn publish(ctx: &Context, job: &StreamJob, ev: &lifecycle::Event) {
-    let e = KubeEvent {
-        type_: if ev.warning { EventType::Warning } else { EventType::Normal },
-        reason: ev.reason.to_string(),
-        note: Some(ev.note.chars().take(1000).collect()),
-        action: ev.reason.to_string(),
-        secondary: None,
-    };
     if ev.warning {
         warn!(reason = ev.reason, note = %ev.note, "event");
     } else {
         info!(reason = ev.reason, note = %ev.note, "event");
     }
-    if let Err(err) = ctx.recorder.publish(&e, &job.object_ref(&())).await {
+    if let Err(err) = ctx.events.publish(&job.object_ref(&()), ev.warning, ev.reason, &ev.note).await {
         warn!(error = %err, reason = ev.reason, "cannot publish event");
     }
 }

@@ -66,6 +66,22 @@ impl JobClient {
         self.send(url.clone(), self.http.get(&url)).await
     }
 
+    /// `GET /v1/savepoints/{id}`; `None` when the coordinator does not know the id (`404`).
+    pub async fn savepoint_opt(&self, name: &str, ns: &str, id: &str) -> Result<Option<SavepointStatus>> {
+        let url = self.url(name, ns, &paths::savepoint(id));
+        let resp = self.http.get(&url).send().await.map_err(|e| Error::JobApi { url: url.clone(), message: e.to_string() })?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| Error::JobApi { url: url.clone(), message: e.to_string() })?;
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<ErrorBody>(&body).map(|b| b.error).unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            return Err(Error::JobApi { url, message: format!("{status}: {msg}") });
+        }
+        serde_json::from_slice(&body).map(Some).map_err(|e| Error::JobApi { url, message: format!("unexpected answer: {e}") })
+    }
+
     /// `POST /v1/savepoint-disposals`.
     pub async fn dispose(&self, name: &str, ns: &str, savepoint_url: &str) -> Result<()> {
         let url = self.url(name, ns, paths::SAVEPOINT_DISPOSALS);

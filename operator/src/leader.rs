@@ -49,12 +49,12 @@ impl LeaseLock {
             return self.write(self.api.create(&PostParams::default(), &lease).await);
         };
         let spec = lease.spec.clone().unwrap_or_default();
-        let holder = spec.holder_identity.as_deref();
+        let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty());
         let expired = match (spec.renew_time.as_ref(), spec.lease_duration_seconds) {
             (Some(t), Some(d)) => t.0.as_second() + d as i64 <= now.as_second(),
             _ => true,
         };
-        if holder != Some(self.identity.as_str()) && !expired {
+        if holder.is_some_and(|h| h != self.identity) && !expired {
             return Ok(false);
         }
         let mut next = lease.clone();
@@ -68,6 +68,23 @@ impl LeaseLock {
         s.lease_duration_seconds = Some(secs);
         next.spec = Some(s);
         self.write(self.api.replace(&self.name, &PostParams::default(), &next).await)
+    }
+
+    /// Gives the lease up (when this candidate holds it): the holder is cleared, so
+    /// another replica takes over at its next try instead of after the lease expires.
+    pub async fn release(&self) -> Result<()> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await.map_err(|e| Error::Leader(format!("lease {}: {e}", self.name)))? else {
+            return Ok(());
+        };
+        let mut spec = lease.spec.clone().unwrap_or_default();
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(Timestamp::now()));
+        lease.spec = Some(spec);
+        self.write(self.api.replace(&self.name, &PostParams::default(), &lease).await).map(|_| ())
     }
 
     fn write(&self, r: std::result::Result<Lease, kube::Error>) -> Result<bool> {

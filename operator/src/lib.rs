@@ -5,15 +5,19 @@
 //! - [`crd`]: the resource types and their schema (`weir-operator crd`).
 //! - [`lifecycle`]: the job lifecycle as a pure, typed state machine.
 //! - [`resources`]: pure builders of the owned objects.
+//! - [`pods`]: what the job's pods say about why it does not run.
+//! - [`events`]: Events that keep the story in order.
 //! - [`controller`]: observe → decide → write status → act.
 
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod events;
 pub mod jobclient;
 pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
+pub mod pods;
 pub mod resources;
 
 pub use error::{Error, Result};

@@ -76,7 +76,11 @@ async fn main() -> std::process::ExitCode {
     let filter = EnvFilter::try_new(&cli.run.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     match cli.run.log_format {
         LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(true).init(),
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        // Colour codes only on a terminal: a log file or `kubectl logs` gets plain text.
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init()
+        }
     }
     match run(cli.run).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -88,7 +92,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: RunArgs) -> Result<(), weir_operator::Error> {
-    let client = Client::try_default().await?;
+    let client = client().await?;
     let metrics = Arc::new(Metrics::new()?);
     let m = metrics.clone();
     let addr = args.metrics_addr;
@@ -107,8 +111,28 @@ async fn run(args: RunArgs) -> Result<(), weir_operator::Error> {
     let lock = LeaseLock::new(Api::<Lease>::namespaced(client, &args.lease_namespace), &args.lease_name, &identity, Duration::from_secs(15));
     lock.acquire().await?;
     info!(lease = %args.lease_name, "leader: reconciling");
-    tokio::select! {
+    let result = tokio::select! {
         _ = controller::run(ctx, args.namespaces) => Ok(()),
         lost = lock.hold() => Err(lost),
+    };
+    if result.is_ok() {
+        // Shut down by a signal: hand the Lease over now, not after it expires.
+        match lock.release().await {
+            Ok(()) => info!(lease = %args.lease_name, "leadership released"),
+            Err(e) => error!(error = %e, "cannot release the lease; another replica takes over when it expires"),
+        }
     }
+    result
+}
+
+/// The Kubernetes client: in a pod, the pod's ServiceAccount (kube's default inference
+/// would prefer a kubeconfig file found in the pod's home directory); elsewhere
+/// `$KUBECONFIG` or `~/.kube/config`.
+async fn client() -> Result<Client, weir_operator::Error> {
+    let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() && std::env::var_os("KUBECONFIG").is_none();
+    if in_pod {
+        let config = kube::Config::incluster().map_err(|e| weir_operator::Error::Leader(format!("in-cluster configuration: {e}")))?;
+        return Ok(Client::try_from(config)?);
+    }
+    Ok(Client::try_default().await?)
 }

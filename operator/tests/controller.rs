@@ -29,6 +29,12 @@ type Calls = Arc<Mutex<Vec<Call>>>;
 
 /// Serves the mocked API server: answers by path, records every call.
 fn mock_kube(job: Value, sts: Option<Value>) -> (Client, Calls) {
+    mock_kube_refusing(job, sts, None)
+}
+
+/// Like [`mock_kube`], but answers every call whose path ends with `refuse` with a real
+/// API server's 403.
+fn mock_kube_refusing(job: Value, sts: Option<Value>, refuse: Option<&'static str>) -> (Client, Calls) {
     let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let calls: Calls = Arc::default();
     let rec = calls.clone();
@@ -40,7 +46,12 @@ fn mock_kube(job: Value, sts: Option<Value>) -> (Client, Calls) {
             let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             rec.lock().unwrap().push(Call { method: method.clone(), path: path.clone(), query, body: body.clone() });
-            let (code, answer) = if path.ends_with("/statefulsets/fraud") && method == "GET" {
+            let (code, answer) = if refuse.is_some_and(|r| path.ends_with(r)) {
+                let msg = "configmaps \"fraud-job\" is forbidden: User \"system:serviceaccount:weir-system:weir-operator\" cannot create resource \"configmaps\" in API group \"\" in the namespace \"prod\"";
+                (403, json!({"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","code":403,"message":msg}))
+            } else if path.ends_with("/pods") && method == "GET" {
+                (200, json!({"kind":"PodList","apiVersion":"v1","metadata":{},"items":[]}))
+            } else if path.ends_with("/statefulsets/fraud") && method == "GET" {
                 match &sts {
                     Some(s) => (200, s.clone()),
                     None => (404, json!({"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404,"message":"not found"})),
@@ -146,6 +157,7 @@ async fn new_job_writes_status_first_then_applies_its_objects() {
     assert_eq!(
         order,
         [
+            "GET /apis/weir.dev/v1alpha1/namespaces/prod/streamjobs/fraud",
             "GET /apis/apps/v1/namespaces/prod/statefulsets/fraud",
             "PATCH /apis/weir.dev/v1alpha1/namespaces/prod/streamjobs/fraud/status",
             "PATCH /api/v1/namespaces/prod/configmaps/fraud-job",
@@ -189,21 +201,69 @@ async fn upgrade_records_the_savepoint_target_before_triggering_it() {
     reconcile(Arc::new(obj), context(client, url)).await.expect("reconcile");
     let calls = calls.lock().unwrap().clone();
     let status_patches: Vec<&Call> = calls.iter().filter(|c| c.path.ends_with("/status")).collect();
-    assert_eq!(status_patches.len(), 2, "{:#?}", summary(&calls));
-    // 1: the write-ahead record, before the savepoint request.
+    // One write-ahead record, before the savepoint request, naming the request id the
+    // trigger then uses: nothing about the trigger needs recording afterwards.
+    assert_eq!(status_patches.len(), 1, "{:#?}", summary(&calls));
     let t = &status_patches[0].body["status"]["transition"];
     assert_eq!(status_patches[0].body["status"]["stage"], "Savepointing");
     assert_eq!(t["kind"], "Upgrade");
-    assert_eq!(t["savepointTarget"], "s3://b/jobs/fraud/savepoints/j1-sp-1");
-    assert!(t.get("savepointTrigger").is_none());
-    // 2: the trigger id, after.
-    assert_eq!(status_patches[1].body["status"]["transition"]["savepointTrigger"], "sp-1");
+    assert_eq!(t["savepointTarget"], "s3://b/jobs/fraud/savepoints/sp-j1-1");
+    assert_eq!(t["savepointTrigger"], "sp-j1-1");
+    let patch_at = calls.iter().position(|c| c.path.ends_with("/status")).unwrap();
     let reqs = rt.savepoint_requests.lock().unwrap().clone();
-    assert_eq!(reqs, [SavepointRequest { stop: true, target: Some("s3://b/jobs/fraud/savepoints/j1-sp-1".into()), request_id: None }]);
+    assert_eq!(
+        reqs,
+        [SavepointRequest { stop: true, target: Some("s3://b/jobs/fraud/savepoints/sp-j1-1".into()), request_id: Some("sp-j1-1".into()) }]
+    );
+    assert!(patch_at > 0);
     // The old job keeps its objects (generation 1, job j1) until it stopped.
     let sts = &find(&calls, "PATCH", "/statefulsets/fraud").body;
     assert_eq!(sts["spec"]["template"]["spec"]["containers"][0]["image"], "weir:1");
     assert_eq!(env(sts, "WEIR_JOB_ID").as_deref(), Some("j1"));
+    assert_rbac(&calls);
+}
+
+#[tokio::test]
+async fn a_forbidden_apply_reaches_status_and_an_event_at_once() {
+    let job = streamjob(1, "weir:1", Value::Null);
+    let (client, calls) = mock_kube_refusing(job.clone(), None, Some("/configmaps/fraud-job"));
+    let (url, _rt) = stub_runtime().await;
+    let obj: StreamJob = serde_json::from_value(job).unwrap();
+    let err = reconcile(Arc::new(obj), context(client, url)).await.expect_err("the apply is refused");
+    assert!(err.to_string().contains("cannot apply ConfigMap \"fraud-job\" in namespace prod"), "{err}");
+    let calls = calls.lock().unwrap().clone();
+    let last_status = calls.iter().rev().find(|c| c.path.ends_with("/status")).expect("a status write after the failure");
+    let msg = last_status.body["status"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("forbidden") && msg.contains("cannot create resource \"configmaps\""), "{msg}");
+    assert!(msg.contains("lacks this permission"), "says what to do: {msg}");
+    let degraded = last_status.body["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Degraded").cloned().unwrap();
+    assert_eq!((degraded["status"].as_str(), degraded["reason"].as_str()), (Some("True"), Some("ReconcileError")));
+    let event = calls.iter().find(|c| c.method == "POST" && c.path.ends_with("/events") && c.body["reason"] == "ReconcileError").expect("event");
+    assert_eq!(event.body["type"], "Warning");
+    assert!(event.body["note"].as_str().unwrap().contains("forbidden"));
+}
+
+#[tokio::test]
+async fn deletion_removes_the_finalizer_without_a_resource_version_after_its_own_status_write() {
+    let spec1 = json!({"image": "weir:1", "job": {"builtin": "fraud-detection"}, "parallelism": 2, "maxParallelism": 720,
+                       "checkpointing": {"storage": "s3://b/jobs/fraud", "interval": "30s", "retain": 3}, "upgradeMode": "stateless"});
+    let dep = json!({"jobId": "j1", "generation": 1, "spec": spec1.to_string(), "deployedAt": 1});
+    let mut job = streamjob(1, "weir:1", json!({"stage": "Running", "deployed": dep, "lastStable": dep, "jobId": "j1", "replicas": 2}));
+    job["spec"]["upgradeMode"] = json!("stateless");
+    job["metadata"]["deletionTimestamp"] = json!("2023-11-14T22:13:20Z");
+    job["metadata"]["finalizers"] = json!(["other.io/keep", "weir.dev/finalizer"]);
+    let (client, calls) = mock_kube(job.clone(), None);
+    let (url, _rt) = stub_runtime().await;
+    let obj: StreamJob = serde_json::from_value(job).unwrap();
+    reconcile(Arc::new(obj), context(client, url)).await.expect("reconcile");
+    let calls = calls.lock().unwrap().clone();
+    let fin = calls.iter().rposition(|c| c.method == "PATCH" && c.path.ends_with("/streamjobs/fraud")).expect("finalizer patch");
+    assert_eq!(
+        calls[fin].body,
+        json!([{"op": "test", "path": "/metadata/finalizers/1", "value": "weir.dev/finalizer"}, {"op": "remove", "path": "/metadata/finalizers/1"}])
+    );
+    let deleted_event = calls.iter().position(|c| c.path.ends_with("/events") && c.body["reason"] == "Deleted").expect("Deleted event");
+    assert!(deleted_event < fin, "the Event is published before the finalizer goes: {:#?}", summary(&calls));
     assert_rbac(&calls);
 }
 
@@ -232,9 +292,17 @@ fn assert_rbac(calls: &[Call]) {
             ("DELETE", _) => "delete",
             (m, _) => panic!("unexpected method {m}"),
         };
-        let ok = rules.iter().any(|r| {
-            r["apiGroup"] == group && r["resource"] == resource.as_str() && r["verbs"].as_array().unwrap().iter().any(|v| v == verb)
-        });
-        assert!(ok, "{} {} ({group}/{resource} {verb}) is not in operator/rbac.yaml", c.method, c.path);
+        let allowed = |verb: &str| {
+            rules.iter().any(|r| {
+                r["apiGroup"] == group && r["resource"] == resource.as_str() && r["verbs"].as_array().unwrap().iter().any(|v| v == verb)
+            })
+        };
+        assert!(allowed(verb), "{} {} ({group}/{resource} {verb}) is not in operator/rbac.yaml", c.method, c.path);
+        // A real API server authorizes a server-side apply of an absent object as
+        // `create` too (only subresources such as status cannot be created).
+        let server_side_apply = c.method == "PATCH" && c.query.contains("fieldManager=") && !resource.contains('/');
+        if server_side_apply {
+            assert!(allowed("create"), "{} {} is a server-side apply: {group}/{resource} needs `create` in operator/rbac.yaml", c.method, c.path);
+        }
     }
 }

@@ -18,9 +18,16 @@ pub(super) fn next(ctx: &mut Ctx<'_>) {
         let deployed_spec = ctx.deployed_spec();
         let keeps_state = ctx.spec().upgrade_mode != UpgradeMode::Stateless;
         let target = if keeps_state && running { ctx.savepoint_target(&deployed_spec) } else { None };
-        let Some(target) = target else {
+        let Some(super::SavepointTarget { url: target, request_id }) = target else {
             ctx.status.transition = None;
-            ctx.event("Deleted", "no final savepoint needed (stateless, or the job is not running)");
+            let why = if !keeps_state {
+                "upgradeMode is stateless".to_string()
+            } else {
+                let state = ctx.job_is(deployed_id.as_deref()).map(|j| j.state.as_str()).unwrap_or("not reachable");
+                let last = ctx.status.last_checkpoint.as_ref().map(|c| c.url.clone()).unwrap_or_else(|| "none".into());
+                format!("the job is not running (state {state}); newest checkpoint: {last}")
+            };
+            ctx.event("Deleted", format!("no final savepoint: {why}"));
             ctx.actions.push(Action::RemoveFinalizer);
             return;
         };
@@ -31,33 +38,35 @@ pub(super) fn next(ctx: &mut Ctx<'_>) {
             target_spec: ctx.status.deployed.as_ref().map(|d| d.spec.clone()).unwrap_or_default(),
             target_generation: ctx.input.generation,
             savepoint_target: Some(target.clone()),
-            savepoint_trigger: None,
+            savepoint_trigger: Some(request_id.clone()),
             restore_from: None,
             job_id: None,
             started_at: now,
             stage_started_at: now,
             reason: Some("StreamJob deleted".into()),
         });
-        ctx.actions.push(Action::TriggerSavepoint { stop: true, target: target.clone() });
+        ctx.actions.push(Action::TriggerSavepoint { stop: true, target: target.clone(), request_id });
         ctx.event("FinalSavepoint", format!("deleting: stop with a final savepoint to {target}"));
         ctx.poll();
         return;
     };
     match outcome(ctx, &t) {
+        // The Delete transition stays in status until the object is gone: should the
+        // finalizer removal fail, the next reconcile decides the same again, and never
+        // starts a second final savepoint.
         Outcome::Completed(url) => {
             ctx.record_savepoint(&url, "delete");
-            ctx.status.transition = None;
             ctx.event("Deleted", format!("final savepoint {url} (use it as spec.initialSavepoint to start again)"));
             ctx.actions.push(Action::RemoveFinalizer);
         }
         Outcome::Failed(why) => {
             let last = ctx.status.last_checkpoint.as_ref().map(|c| c.url.clone()).unwrap_or_else(|| "none".into());
-            ctx.status.transition = None;
+            ctx.status.message = Some(format!("final savepoint failed: {why}; deleting anyway"));
             ctx.warn("FinalSavepointFailed", format!("{why}; deleting anyway (newest checkpoint: {last})"));
             ctx.actions.push(Action::RemoveFinalizer);
         }
-        Outcome::Retrigger(target) => {
-            ctx.actions.push(Action::TriggerSavepoint { stop: true, target });
+        Outcome::Retrigger(target, request_id) => {
+            ctx.actions.push(Action::TriggerSavepoint { stop: true, target, request_id });
             ctx.poll();
         }
         Outcome::Waiting => ctx.poll(),

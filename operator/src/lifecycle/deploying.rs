@@ -77,15 +77,27 @@ pub(super) fn next(ctx: &mut Ctx<'_>) {
             ctx.event("JobFinished", format!("job {job_id} finished"));
         }
         observed => {
+            let problem = ctx.input.observed.pods.as_ref().and_then(|p| p.problem.clone());
+            if let Some(p) = problem.as_ref().filter(|p| p.hopeless) {
+                // Waiting cannot help (a bad image, a crash loop): say so now.
+                fail(ctx, &t, &job_id, format!("job {job_id} cannot start: {p}"));
+                return;
+            }
             let timeout = parse_duration_ms(&ctx.spec().rollout().readiness_timeout).unwrap_or(300_000);
             if ctx.now() - t.stage_started_at > timeout {
                 let state = observed.map(|j| j.state.as_str()).unwrap_or("unreachable");
+                let cause = match (&problem, observed.and_then(|j| j.error.as_deref())) {
+                    (Some(p), _) => format!("; {p}"),
+                    (None, Some(e)) => format!("; last error: {e}"),
+                    (None, None) => String::new(),
+                };
                 let why = format!(
-                    "job {job_id} not healthy within readinessTimeout {} (job state {state}, {ready}/{replicas} pods ready)",
+                    "job {job_id} not healthy within readinessTimeout {} (job state {state}, {ready}/{replicas} pods ready){cause}",
                     ctx.spec().rollout().readiness_timeout
                 );
                 fail(ctx, &t, &job_id, why);
             } else {
+                super::report_health(ctx, Some(&job_id));
                 ctx.poll();
             }
         }

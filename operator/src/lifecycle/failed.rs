@@ -1,9 +1,13 @@
-//! Stages `Failed` and `Finished`: the job ended. A changed spec or `restartNonce`
-//! redeploys from the newest checkpoint of the ended job (or what it restored from):
-//! state is never dropped. A job that runs again by itself is `Running` again.
+//! Stages `Failed` and `Finished`: the job ended. A finished job's pods are scaled to 0
+//! (its final state is recorded; a failed job's pods stay for inspection). A changed
+//! spec or `restartNonce` redeploys from the newest checkpoint of the ended job (or what
+//! it restored from): state is never dropped. A change of fields that do not reach the
+//! job (rollout, history, ...) is recorded, not deployed. A job that runs again by
+//! itself is `Running` again.
 
 use weir_api::JobState;
 
+use super::diff::{SpecChange, classify};
 use super::{Ctx, Stage};
 use crate::crd::TransitionKind;
 
@@ -18,10 +22,23 @@ pub(super) fn next(ctx: &mut Ctx<'_>) {
         ctx.enter(Stage::Running);
         return;
     }
+    if ctx.stage() == Stage::Finished {
+        ctx.apply_deployed(0);
+    }
     let nonce = spec.restart_nonce != ctx.status.handled_restart_nonce;
     let deployed_gen = ctx.status.deployed.as_ref().map(|d| d.generation);
     let changed = deployed_gen != Some(generation) && ctx.status.failed_generation != Some(generation);
     if !(nonce || changed) {
+        return;
+    }
+    if !nonce && let SpecChange::Ignore(fields) = classify(&ctx.deployed_spec(), &spec) {
+        let json = serde_json::to_string(&spec).unwrap_or_default();
+        for d in [ctx.status.deployed.as_mut(), ctx.status.last_stable.as_mut()].into_iter().flatten() {
+            d.generation = generation;
+            d.spec = json.clone();
+        }
+        let what = if fields.is_empty() { "no field".to_string() } else { fields.join(", ") };
+        ctx.event("SpecChangeIgnored", format!("generation {generation}: {what} changed; nothing to redeploy"));
         return;
     }
     if !spec.problems(None).is_empty() {

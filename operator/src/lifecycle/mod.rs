@@ -101,6 +101,8 @@ pub struct PodsObserved {
     pub current: i32,
     /// `status.readyReplicas`.
     pub ready: i32,
+    /// The most telling problem of the pods, if any (image, crash loop, config, scheduling).
+    pub problem: Option<crate::pods::PodProblem>,
 }
 
 /// What the coordinator's `GET /v1/job` said.
@@ -121,11 +123,14 @@ pub struct Observed {
     pub job: JobObserved,
     /// Answer of `GET /v1/savepoints/{id}` for the trigger in status, if any.
     pub savepoint: Option<SavepointStatus>,
+    /// The coordinator answered that it does not know the savepoint request in status
+    /// (`404`): the trigger never reached it, or it restarted. Same request again.
+    pub savepoint_missing: bool,
 }
 
 impl Observed {
     pub fn nothing() -> Self {
-        Observed { pods: None, job: JobObserved::NotQueried, savepoint: None }
+        Observed { pods: None, job: JobObserved::NotQueried, savepoint: None, savepoint_missing: false }
     }
 
     /// The job status, when the coordinator answered.
@@ -160,13 +165,25 @@ pub struct Input<'a> {
 pub enum Action {
     /// Server-side apply the job's objects (ConfigMap, Services, StatefulSet).
     Apply(Box<DeployPlan>),
-    /// `POST /v1/savepoints`; the returned trigger id goes to the transition (`stop`) or
-    /// the pending savepoint.
-    TriggerSavepoint { stop: bool, target: String },
+    /// `POST /v1/savepoints` with the request id recorded in status before (the runtime
+    /// answers a repeated request id with the same savepoint: triggers are idempotent).
+    TriggerSavepoint { stop: bool, target: String, request_id: String },
     /// Dispose of savepoints removed from the history (through the coordinator).
     Dispose(Vec<String>),
     /// Deletion is done: remove the finalizer.
     RemoveFinalizer,
+}
+
+/// Where a savepoint goes and the id it is requested under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavepointTarget {
+    pub url: String,
+    pub request_id: String,
+}
+
+/// The request id of a savepoint recorded before request ids existed: its directory name.
+pub fn request_id_of(target: &str) -> String {
+    target.rsplit('/').next().unwrap_or(target).to_string()
 }
 
 /// What to deploy.
@@ -273,12 +290,14 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// A new savepoint target URL under the storage prefix of `spec`.
-    pub fn savepoint_target(&mut self, spec: &StreamJobSpec) -> Option<String> {
+    /// A new savepoint: its request id (`sp-<jobId>-<n>`, chosen here, before the
+    /// trigger) and its directory `<storage>/savepoints/<request id>` (the DESIGN layout).
+    pub fn savepoint_target(&mut self, spec: &StreamJobSpec) -> Option<SavepointTarget> {
         let storage = spec.storage()?;
         self.status.savepoint_counter += 1;
         let job = self.deployed_job_id().unwrap_or_else(|| "job".into());
-        Some(format!("{storage}/savepoints/{job}-sp-{}", self.status.savepoint_counter))
+        let request_id = format!("sp-{job}-{}", self.status.savepoint_counter);
+        Some(SavepointTarget { url: format!("{storage}/savepoints/{request_id}"), request_id })
     }
 
     /// Records a completed savepoint (last + history) and prunes the history.
@@ -355,12 +374,13 @@ impl<'a> Ctx<'a> {
         match mode {
             UpgradeMode::Savepoint if job_running => {
                 let spec = self.deployed_spec();
-                let target_url = self.savepoint_target(&spec);
-                t.savepoint_target = target_url.clone();
+                let target = self.savepoint_target(&spec);
+                t.savepoint_target = target.as_ref().map(|t| t.url.clone());
+                t.savepoint_trigger = target.as_ref().map(|t| t.request_id.clone());
                 self.status.transition = Some(t);
-                match target_url {
-                    Some(url) => {
-                        self.actions.push(Action::TriggerSavepoint { stop: true, target: url });
+                match target {
+                    Some(SavepointTarget { url, request_id }) => {
+                        self.actions.push(Action::TriggerSavepoint { stop: true, target: url, request_id });
                         self.enter(Stage::Savepointing);
                     }
                     None => self.enter(Stage::Stopping),
@@ -428,6 +448,30 @@ impl<'a> Ctx<'a> {
         self.status.error = None;
         self.status.transition = None;
         self.completed = Some((t.kind, (self.input.now - t.started_at).max(0) as f64 / 1000.0));
+    }
+}
+
+/// Puts what keeps the job `job_id` from running healthy — a pod problem (image, crash
+/// loop with the container's last words, configuration) or the runtime restarting
+/// after an error (e.g. checkpoint storage unreachable) — into `status.message` and a
+/// Warning Event (repeated Events with the same words fold into one series). Leaves a
+/// message about a refused update alone.
+pub(crate) fn report_health(ctx: &mut Ctx<'_>, job_id: Option<&str>) {
+    let problem = ctx.input.observed.pods.as_ref().and_then(|p| p.problem.clone());
+    let restarting = ctx
+        .job_is(job_id)
+        .filter(|j| matches!(j.state, JobState::Restarting | JobState::Failing | JobState::Created))
+        .and_then(|j| j.error.as_ref().map(|e| (j.id.clone(), j.restarts, e.clone())));
+    let note = match (problem, restarting) {
+        (Some(p), _) => Some(("PodProblem", p.to_string())),
+        (None, Some((id, n, e))) => Some(("JobRestarting", format!("job {id} is restarting ({n} restarts so far): {e}"))),
+        (None, None) => None,
+    };
+    if let Some((reason, note)) = note {
+        if ctx.status.failed_generation.is_none() {
+            ctx.status.message = Some(note.clone());
+        }
+        ctx.warn(reason, note);
     }
 }
 
@@ -503,10 +547,20 @@ fn finish(ctx: &mut Ctx<'_>) {
         s => (false, phase(s, kind), format!("stage {s:?}")),
     };
     let progressing = ctx.status.transition.as_ref().map(|t| (format!("{:?}", t.kind), format!("{:?} in stage {stage:?}", t.kind)));
-    let degraded = match (&ctx.status.error, &ctx.status.message, ctx.status.failed_generation) {
-        (Some(e), _, _) => Some(("JobFailed", e.clone())),
-        (None, Some(m), Some(_)) => Some(("UpdateNotApplied", m.clone())),
-        _ if stage == Stage::Failed => Some(("JobFailed", "the job failed".to_string())),
+    let live = matches!(stage, Stage::Deploying | Stage::Running | Stage::Savepointing);
+    let pod_problem = ctx.input.observed.pods.as_ref().and_then(|p| p.problem.clone()).filter(|_| live);
+    let restarting = ctx
+        .input
+        .observed
+        .job_status()
+        .filter(|j| live && Some(&j.id) == ctx.status.job_id.as_ref() && matches!(j.state, JobState::Restarting | JobState::Failing))
+        .and_then(|j| j.error.clone());
+    let degraded: Option<(String, String)> = match (&ctx.status.error, &ctx.status.message, ctx.status.failed_generation) {
+        (Some(e), _, _) => Some(("JobFailed".into(), e.clone())),
+        (None, Some(m), Some(_)) => Some(("UpdateNotApplied".into(), m.clone())),
+        _ if pod_problem.is_some() => pod_problem.map(|p| (p.reason.clone(), p.to_string())),
+        _ if restarting.is_some() => restarting.map(|e| ("JobRestarting".to_string(), e)),
+        _ if stage == Stage::Failed => Some(("JobFailed".into(), "the job failed".to_string())),
         _ => None,
     };
     let now = ctx.input.now;
@@ -517,12 +571,12 @@ fn finish(ctx: &mut Ctx<'_>) {
         None => set_condition(&mut ctx.status.conditions, "Progressing", false, "Idle", "no transition in progress", now, gen_),
     }
     match degraded {
-        Some((r, m)) => set_condition(&mut ctx.status.conditions, "Degraded", true, r, &m, now, gen_),
+        Some((r, m)) => set_condition(&mut ctx.status.conditions, "Degraded", true, &r, &m, now, gen_),
         None => set_condition(&mut ctx.status.conditions, "Degraded", false, "Healthy", "no error", now, gen_),
     }
 }
 
-fn set_condition(conds: &mut Vec<Condition>, type_: &str, on: bool, reason: &str, message: &str, now: i64, generation: i64) {
+pub fn set_condition(conds: &mut Vec<Condition>, type_: &str, on: bool, reason: &str, message: &str, now: i64, generation: i64) {
     let status = if on { "True" } else { "False" };
     let time = format_rfc3339(now);
     match conds.iter_mut().find(|c| c.type_ == type_) {

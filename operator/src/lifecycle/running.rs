@@ -92,7 +92,12 @@ pub(super) fn next(ctx: &mut Ctx<'_>) {
                 let min = spec.rescale.as_ref().and_then(|r| r.min_interval.as_deref()).and_then(parse_duration_ms).unwrap_or(0);
                 let since = ctx.status.last_rescale_at.map(|t| ctx.now() - t);
                 if let Some(since) = since.filter(|s| *s < min) {
-                    ctx.status.message = Some(format!("rescale {from} -> {to} waits {} s (rescale.minInterval)", (min - since + 999) / 1000));
+                    let at = super::format_rfc3339(ctx.now() - since + min);
+                    let interval = spec.rescale.as_ref().and_then(|r| r.min_interval.clone()).unwrap_or_default();
+                    let note = format!("rescale {from} -> {to} (generation {generation}) held back until {at} by rescale.minInterval {interval}");
+                    ctx.status.message = Some(note.clone());
+                    // The same words every poll: one Event, counted as a series.
+                    ctx.event("RescaleDeferred", note);
                     ctx.requeue_in(min - since);
                     return;
                 }
@@ -133,11 +138,15 @@ pub(super) fn next(ctx: &mut Ctx<'_>) {
             .unwrap_or(false);
         if manual || periodic {
             ctx.status.handled_savepoint_nonce = spec.savepoint_nonce;
-            if let Some(target) = ctx.savepoint_target(&deployed_spec) {
+            if let Some(super::SavepointTarget { url: target, request_id }) = ctx.savepoint_target(&deployed_spec) {
                 let origin = if manual { "manual" } else { "periodic" };
-                ctx.status.pending_savepoint =
-                    Some(PendingSavepoint { target: target.clone(), trigger: None, origin: origin.into(), requested_at: ctx.now() });
-                ctx.actions.push(Action::TriggerSavepoint { stop: false, target: target.clone() });
+                ctx.status.pending_savepoint = Some(PendingSavepoint {
+                    target: target.clone(),
+                    trigger: Some(request_id.clone()),
+                    origin: origin.into(),
+                    requested_at: ctx.now(),
+                });
+                ctx.actions.push(Action::TriggerSavepoint { stop: false, target: target.clone(), request_id });
                 ctx.event("SavepointTriggered", format!("{origin} savepoint to {target}"));
                 ctx.poll();
             }
@@ -159,6 +168,8 @@ pub(super) fn next(ctx: &mut Ctx<'_>) {
         ctx.status.message = None;
     }
     ctx.status.error = None;
+    let deployed_id = ctx.deployed_job_id();
+    super::report_health(ctx, deployed_id.as_deref());
 }
 
 /// Follows a savepoint of the running job (manual or periodic).
@@ -182,9 +193,10 @@ fn follow_pending(ctx: &mut Ctx<'_>, running: bool) {
             ctx.warn("SavepointFailed", format!("{} savepoint did not complete within {timeout} ms", p.origin));
         }
         _ => {
-            if p.trigger.is_none() && running {
-                // The trigger did not go through (or its id was lost): same target again.
-                ctx.actions.push(Action::TriggerSavepoint { stop: false, target: p.target.clone() });
+            if (p.trigger.is_none() || ctx.input.observed.savepoint_missing) && running {
+                // The trigger did not reach the coordinator (or it restarted): same request again.
+                let request_id = p.trigger.clone().unwrap_or_else(|| super::request_id_of(&p.target));
+                ctx.actions.push(Action::TriggerSavepoint { stop: false, target: p.target.clone(), request_id });
             }
             ctx.poll();
         }

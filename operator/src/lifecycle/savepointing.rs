@@ -28,8 +28,8 @@ pub(super) fn next(ctx: &mut Ctx<'_>) {
             ctx.poll();
         }
         Outcome::Failed(why) => abort(ctx, &t, why),
-        Outcome::Retrigger(target) => {
-            ctx.actions.push(Action::TriggerSavepoint { stop: true, target });
+        Outcome::Retrigger(target, request_id) => {
+            ctx.actions.push(Action::TriggerSavepoint { stop: true, target, request_id });
             ctx.poll();
         }
         Outcome::Waiting => ctx.poll(),
@@ -39,7 +39,9 @@ pub(super) fn next(ctx: &mut Ctx<'_>) {
 pub(super) enum Outcome {
     Completed(String),
     Failed(String),
-    Retrigger(String),
+    /// The coordinator does not know the request (never reached it, or it restarted):
+    /// the same target under the same request id again.
+    Retrigger(String, String),
     Waiting,
 }
 
@@ -69,7 +71,10 @@ pub(super) fn outcome(ctx: &Ctx<'_>, t: &Transition) -> Outcome {
             job.and_then(|j| j.error.as_deref()).unwrap_or("no error reported")
         )),
         _ if ctx.now() - t.stage_started_at > timeout => Outcome::Failed(format!("savepoint did not complete within {timeout_s}")),
-        Some(JobState::Running) if t.savepoint_trigger.is_none() => Outcome::Retrigger(target),
+        Some(JobState::Running) if t.savepoint_trigger.is_none() || ctx.input.observed.savepoint_missing => {
+            let request_id = t.savepoint_trigger.clone().unwrap_or_else(|| super::request_id_of(&target));
+            Outcome::Retrigger(target, request_id)
+        }
         _ => Outcome::Waiting,
     }
 }

@@ -77,7 +77,7 @@ fn job(id: &str, state: JobState) -> JobObserved {
 
 fn obs(pods: Option<(i32, i32, i32)>, job: JobObserved, sp: Option<OperationStatus>) -> Observed {
     Observed {
-        pods: pods.map(|(desired, current, ready)| PodsObserved { desired, current, ready }),
+        pods: pods.map(|(desired, current, ready)| PodsObserved { desired, current, ready, problem: None }),
         job,
         savepoint: sp.map(|status| SavepointStatus {
             id: "sp-1".into(),
@@ -85,6 +85,7 @@ fn obs(pods: Option<(i32, i32, i32)>, job: JobObserved, sp: Option<OperationStat
             url: (status == OperationStatus::Completed).then(|| "s3://b/jobs/fraud/savepoints/j1-sp-1".into()),
             error: (status == OperationStatus::Failed).then(|| "sink refused to flush".into()),
         }),
+        savepoint_missing: false,
     }
 }
 
@@ -309,7 +310,14 @@ fn cases() -> Vec<Case> {
             check: |s| {
                 let t = s.status.transition.as_ref().unwrap();
                 assert_eq!(t.kind, TransitionKind::Upgrade);
-                assert_eq!(t.savepoint_target.as_deref(), Some("s3://b/jobs/fraud/savepoints/j1-sp-1"));
+                // Request id and directory are chosen (and written) before the trigger.
+                assert_eq!(t.savepoint_target.as_deref(), Some("s3://b/jobs/fraud/savepoints/sp-j1-1"));
+                assert_eq!(t.savepoint_trigger.as_deref(), Some("sp-j1-1"));
+                let trigger = s.actions.iter().find_map(|a| match a {
+                    Action::TriggerSavepoint { request_id, target, .. } => Some((request_id.as_str(), target.as_str())),
+                    _ => None,
+                });
+                assert_eq!(trigger, Some(("sp-j1-1", "s3://b/jobs/fraud/savepoints/sp-j1-1")));
                 assert_eq!(s.status.phase.as_deref(), Some("Upgrading"));
                 assert_eq!(s.status.observed_generation, Some(2));
             },
@@ -335,8 +343,11 @@ fn cases() -> Vec<Case> {
             generation: 2,
             stage: Stage::Running,
             actions: &["apply(2)"],
+            events: &["RescaleDeferred"],
             check: |s| {
-                assert!(s.status.message.as_deref().unwrap().contains("minInterval"));
+                let note = "rescale 2 -> 4 (generation 2) held back until 2023-11-14T22:23:20Z by rescale.minInterval 10m";
+                assert_eq!(s.status.message.as_deref(), Some(note));
+                assert_eq!(s.events[0].note, note, "the same words every poll: one Event series");
                 assert!(s.requeue_ms <= STEADY_MS);
             },
             ..Default::default()
@@ -827,27 +838,29 @@ struct World {
     job_id: Option<String>,
     restored_from: Option<String>,
     state: Option<JobState>,
-    savepoints: Vec<(String, String, OperationStatus)>, // (trigger, target, status)
+    savepoints: Vec<(String, String, OperationStatus)>, // (request id, target, status)
     stop_savepoints_taken: usize,
 }
 
 impl World {
     fn observed(&self, status: &StreamJobStatus) -> Observed {
-        let pods = Some(PodsObserved { desired: self.replicas, current: self.replicas, ready: self.replicas });
+        let pods = Some(PodsObserved { desired: self.replicas, current: self.replicas, ready: self.replicas, problem: None });
         let job = match (&self.job_id, self.state) {
             (Some(id), Some(st)) if self.replicas > 0 => job_named(id, st),
             _ => JobObserved::NotQueried,
         };
         let trigger = status.transition.as_ref().and_then(|t| t.savepoint_trigger.clone());
-        let savepoint = trigger.and_then(|id| {
-            self.savepoints.iter().find(|s| s.0 == id).map(|s| SavepointStatus { id: s.0.clone(), status: s.2, url: Some(s.1.clone()), error: None })
+        let answered = matches!(job, JobObserved::Status(_));
+        let savepoint = trigger.as_ref().and_then(|id| {
+            self.savepoints.iter().find(|s| &s.0 == id).map(|s| SavepointStatus { id: s.0.clone(), status: s.2, url: Some(s.1.clone()), error: None })
         });
-        Observed { pods, job, savepoint }
+        let savepoint_missing = answered && trigger.is_some() && savepoint.is_none();
+        Observed { pods, job, savepoint, savepoint_missing }
     }
 
-    /// Executes the actions; returns the trigger id of a stop-with-savepoint.
-    fn act(&mut self, actions: &[Action]) -> Option<String> {
-        let mut trig = None;
+    /// Executes the actions (savepoint triggers are idempotent by request id, as the
+    /// runtime's are).
+    fn act(&mut self, actions: &[Action]) {
         for a in actions {
             match a {
                 Action::Apply(p) => {
@@ -861,19 +874,17 @@ impl World {
                         self.state = Some(JobState::Running);
                     }
                 }
-                Action::TriggerSavepoint { stop: true, target } => {
-                    if self.state == Some(JobState::Running) {
-                        let id = format!("sp-{}", self.savepoints.len() + 1);
-                        self.savepoints.push((id.clone(), target.clone(), OperationStatus::Completed));
+                Action::TriggerSavepoint { stop: true, target, request_id } => {
+                    let known = self.savepoints.iter().any(|s| &s.0 == request_id);
+                    if !known && self.state == Some(JobState::Running) {
+                        self.savepoints.push((request_id.clone(), target.clone(), OperationStatus::Completed));
                         self.state = Some(JobState::Finished);
                         self.stop_savepoints_taken += 1;
-                        trig = Some(id);
                     }
                 }
                 _ => {}
             }
         }
-        trig
     }
 }
 
@@ -887,9 +898,18 @@ fn job_named(id: &str, st: JobState) -> JobObserved {
     }
 }
 
-/// Runs the upgrade; at step `crash_at` the operator "crashes" after writing status
-/// (the WAL) and executing the actions, but before recording their results.
-fn simulate(target: &StreamJobSpec, crash_at: Option<usize>) -> (StreamJobStatus, World) {
+/// How the operator misbehaves at one step of [`simulate`].
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// It writes status (the WAL), then dies before acting: the next one must act.
+    DiesBeforeActing,
+    /// It acts, loses the answers, and the next one (reading the same status) acts
+    /// again: a repeated trigger must not take a second savepoint.
+    ActsTwice,
+}
+
+/// Runs the upgrade with `fault` at step `crash_at`.
+fn simulate(target: &StreamJobSpec, crash_at: Option<usize>, fault: Fault) -> (StreamJobStatus, World) {
     let mut world = World { replicas: 2, job_id: Some("j1".into()), state: Some(JobState::Running), ..World::default() };
     let mut status = running();
     let mut ids = 1;
@@ -910,11 +930,13 @@ fn simulate(target: &StreamJobSpec, crash_at: Option<usize>) -> (StreamJobStatus
         };
         let s = step(&input);
         status = s.status.clone();
-        let trig = world.act(&s.actions);
-        if crash_at != Some(i)
-            && let (Some(id), Some(t)) = (trig, status.transition.as_mut())
-        {
-            t.savepoint_trigger = Some(id);
+        match (crash_at == Some(i), fault) {
+            (true, Fault::DiesBeforeActing) => {}
+            (true, Fault::ActsTwice) => {
+                world.act(&s.actions);
+                world.act(&s.actions);
+            }
+            (false, _) => world.act(&s.actions),
         }
         if status.stage == Some(Stage::Running) && status.transition.is_none() && status.deployed.as_ref().is_some_and(|d| d.generation == 2) {
             return (status, world);
@@ -926,12 +948,13 @@ fn simulate(target: &StreamJobSpec, crash_at: Option<usize>) -> (StreamJobStatus
 #[test]
 fn operator_restart_at_any_upgrade_step_resumes_without_losing_the_savepoint() {
     for target in [with(|s| s.image = "weir:2".into()), with(|s| s.parallelism = 5)] {
-        let (clean, clean_world) = simulate(&target, None);
+        let (clean, clean_world) = simulate(&target, None, Fault::ActsTwice);
         let sp = clean.deployed.as_ref().unwrap().restore_from.clone().unwrap();
         assert_eq!(clean_world.restored_from.as_deref(), Some(sp.as_str()));
         assert_eq!(clean_world.replicas, target.parallelism);
-        for crash in 0..8 {
-            let (st, world) = simulate(&target, Some(crash));
+        for (crash, fault) in (0..8).flat_map(|i| [(i, Fault::DiesBeforeActing), (i, Fault::ActsTwice)]) {
+            let (st, world) = simulate(&target, Some(crash), fault);
+            let crash = format!("{fault:?} at step {crash}");
             // One stop-with-savepoint, its URL carried to the new deployment.
             assert_eq!(world.stop_savepoints_taken, 1, "crash at {crash}");
             assert_eq!(world.restored_from.as_deref(), Some(sp.as_str()), "crash at {crash}");

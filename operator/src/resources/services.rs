@@ -23,14 +23,22 @@ pub fn peers_service(job: &StreamJob) -> Service {
     }
 }
 
-/// Service `<job>-rest`: the coordinator's REST API on pod 0.
+/// Service `<job>-rest`: the coordinator's REST API on pod 0. Its address is published
+/// while pod 0 is not ready too: a coordinator that cannot run the job (a bad job file,
+/// storage down while restoring) still answers `GET /v1/job` with the reason, and the
+/// operator must be able to ask.
 pub fn rest_service(job: &StreamJob) -> Service {
     let name = job.metadata.name.clone().unwrap_or_default();
     let mut sel: BTreeMap<String, String> = selector(&name);
     sel.insert("statefulset.kubernetes.io/pod-name".into(), format!("{name}-0"));
     Service {
         metadata: meta(job, rest_name(&name)),
-        spec: Some(ServiceSpec { selector: Some(sel), ports: Some(vec![port("http", weir_api::HTTP_PORT)]), ..ServiceSpec::default() }),
+        spec: Some(ServiceSpec {
+            selector: Some(sel),
+            publish_not_ready_addresses: Some(true),
+            ports: Some(vec![port("http", weir_api::HTTP_PORT)]),
+            ..ServiceSpec::default()
+        }),
         ..Service::default()
     }
 }
