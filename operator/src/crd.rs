@@ -32,9 +32,11 @@ const STORAGE_RULE: &str = "self.matches('^(s3|gs|az|file)://.+')";
     scale = r#"{"specReplicasPath":".spec.parallelism","statusReplicasPath":".status.replicas","labelSelectorPath":".status.selector"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Parallelism","type":"integer","jsonPath":".spec.parallelism"}"#,
+    printcolumn = r#"{"name":"Pods","type":"integer","jsonPath":".status.replicas","description":"pods that exist"}"#,
     printcolumn = r#"{"name":"Job","type":"string","jsonPath":".status.jobState","description":"state reported by the job's coordinator"}"#,
     printcolumn = r#"{"name":"Last Savepoint","type":"string","jsonPath":".status.lastSavepoint.url","priority":0}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.message","priority":1,"description":"why the job is not running as asked, and what to do"}"#,
     doc = "A Weir stream-processing job: the operator runs it as a StatefulSet and keeps its state through upgrades, rescaling and failures."
 )]
 #[serde(rename_all = "camelCase")]
