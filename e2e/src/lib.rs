@@ -2,6 +2,8 @@
 //! server started by `./test.sh`, worker processes of a local cluster, and the
 //! committed output of the exactly-once file sink.
 
+pub mod kube;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -1,133 +1,501 @@
-//! Against a real Kubernetes cluster (when `KUBECONFIG` points at one; skipped with a
-//! message otherwise): install the CRD and the operator, apply the minimal StreamJob,
-//! wait until it runs, change its parallelism, and see a savepoint and the new replicas,
-//! with the new deployment restored from that savepoint.
+//! The operator on a real control plane: the chart installed as `helm install` would
+//! (scripts/k8s/install-chart.sh: the operator runs as a pod under the chart's
+//! ServiceAccount and RBAC), then StreamJobs through their whole life, each scenario in
+//! its own namespace, all at once (see `weir_e2e::kube`). Assertions are on what the
+//! cluster shows: status (phase, conditions, savepoints, checkpoints), Events, owned
+//! objects, pods, and savepoints and output on disk.
 //!
-//! Needs: `kubectl` on PATH, a cluster that can pull `WEIR_E2E_IMAGE` (the runtime image)
-//! and `WEIR_E2E_OPERATOR_IMAGE`, and S3-compatible storage reachable from the pods, given
-//! as `WEIR_E2E_STORAGE` (default `file:///tmp/weir-e2e`, enough for a single-node cluster).
+//! `./test.sh` starts the k8s-harness (scripts/test.d/50-k8s-harness.sh) and runs this;
+//! by hand: `eval "$(scripts/k8s/harness.sh up)"; cargo test -p weir-e2e --test kubernetes`.
+//! Without a cluster every test says SKIPPED loudly and passes. Operator disruptions
+//! (its pod deleted mid-upgrade) are in kubernetes_disruptive.rs, run after these.
 
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn kubectl(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-    use std::io::Write;
-    let mut cmd = Command::new("kubectl");
-    cmd.args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    if stdin.is_some() {
-        cmd.stdin(std::process::Stdio::piped());
-    }
-    let mut child = cmd.spawn().map_err(|e| format!("kubectl: {e}"))?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes()).map_err(|e| e.to_string())?;
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!("kubectl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)))
-    }
+use serde_json::Value;
+use weir_e2e::kube::{self, Ctx, at, at_str, deploy, fraud, savepoint_exists, wait_checkpoint};
+
+weir_e2e::kube_scenarios!(scenarios:
+    deploy_runs_with_owned_objects,
+    upgrade_in_savepoint_mode,
+    upgrade_in_last_state_mode,
+    upgrade_in_stateless_mode,
+    rescale_up_and_down_with_kubectl_scale,
+    suspend_and_resume,
+    manual_and_periodic_savepoints,
+    failing_upgrade_is_rolled_back_quickly,
+    unmapped_image_is_reported,
+    kill_9_of_a_job_pod_recovers,
+    delete_takes_a_final_savepoint,
+    delete_of_an_unreachable_job_finishes_after_shutdown_timeout,
+    invalid_manifests_are_refused,
+    bounded_nexmark_rescaled_mid_run_writes_exactly_once,
+    s3_outage_during_an_upgrade_keeps_the_old_job,
+);
+
+const MIN: Duration = Duration::from_secs(60);
+
+fn s(v: &Value, path: &str) -> String {
+    at_str(v, path).unwrap_or_default()
 }
 
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<String>) -> String {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return v;
+pub mod scenarios {
+    use super::*;
+
+    pub fn deploy_runs_with_owned_objects(ctx: &Ctx) {
+        let v = deploy(ctx, "fraud", &fraud(ctx, "fraud", 2, 300, ""));
+        let job = ctx.job("fraud");
+        assert_eq!(s(&v, "status.replicas"), "2");
+        let (ready, reason, msg) = job.condition(&v, "Ready").expect("a Ready condition");
+        assert_eq!(ready, "True", "Ready condition: {reason}: {msg}");
+        wait_checkpoint(ctx, "fraud", None);
+        let uid = s(&v, "metadata.uid");
+        for (kind, name) in [("statefulset", "fraud"), ("service", "fraud-peers"), ("service", "fraud-rest"), ("configmap", "fraud-job")] {
+            let o = kube::get_json(&["-n", &ctx.ns, kind, name]).unwrap_or_else(|| panic!("{kind}/{name} exists"));
+            let owner = at(&o, "metadata.ownerReferences.0").unwrap_or_else(|| panic!("{kind}/{name} has an owner"));
+            assert_eq!(owner["kind"], "StreamJob", "{kind}/{name} is owned by the StreamJob");
+            assert_eq!(owner["uid"].as_str(), Some(uid.as_str()), "{kind}/{name} is owned by this StreamJob");
         }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_secs(3));
+        let pods = ctx.pods("fraud");
+        assert_eq!(pods.len(), 2, "two pods: {pods:?}");
+        assert!(pods.iter().all(|p| p.ready && p.job_id == s(&v, "status.jobId")), "pods ready and of the current job id: {pods:?}");
+        let events = job.events();
+        ctx.log(&format!("events: {}", events.iter().map(|e| format!("{}:{}", e.reason, e.message)).collect::<Vec<_>>().join(" | ")));
+        assert!(!events.is_empty(), "the operator reports the deployment in Events");
+    }
+
+    pub fn upgrade_in_savepoint_mode(ctx: &Ctx) {
+        let v = deploy(ctx, "fraud", &fraud(ctx, "fraud", 2, 300, "upgradeMode: savepoint\n"));
+        let old = s(&v, "status.jobId");
+        wait_checkpoint(ctx, "fraud", None);
+        let t0 = Instant::now();
+        ctx.must_apply(&fraud(ctx, "fraud", 2, 400, "upgradeMode: savepoint\n"));
+        let v = ctx.job("fraud").wait_running("upgrade (savepoint mode) -> Running with a new job id", 3 * MIN, Some(&old));
+        ctx.timing("upgrade (savepoint mode) apply -> Running", t0.elapsed());
+        let sp = s(&v, "status.lastSavepoint.url");
+        assert_eq!(s(&v, "status.lastSavepoint.origin"), "upgrade", "the upgrade's savepoint is the last one");
+        assert_eq!(s(&v, "status.lastSavepoint.jobId"), old, "taken of the old deployment");
+        assert_eq!(s(&v, "status.deployed.restoreFrom"), sp, "the new deployment restores from the upgrade's savepoint");
+        assert!(savepoint_exists(&sp), "savepoint {sp} is on disk");
+        assert!(s(&v, "status.deployed.spec").contains("400"), "the new spec is deployed: {}", s(&v, "status.deployed.spec"));
+        wait_checkpoint(ctx, "fraud", None);
+    }
+
+    pub fn upgrade_in_last_state_mode(ctx: &Ctx) {
+        let v = deploy(ctx, "fraud", &fraud(ctx, "fraud", 1, 300, "upgradeMode: last-state\n"));
+        let old = s(&v, "status.jobId");
+        let c = wait_checkpoint(ctx, "fraud", None);
+        let t0 = Instant::now();
+        ctx.must_apply(&fraud(ctx, "fraud", 1, 400, "upgradeMode: last-state\n"));
+        let v = ctx.job("fraud").wait_running("upgrade (last-state mode) -> Running with a new job id", 3 * MIN, Some(&old));
+        ctx.timing("upgrade (last-state mode) apply -> Running", t0.elapsed());
+        let restore = s(&v, "status.deployed.restoreFrom");
+        assert!(!restore.is_empty(), "last-state restores from the old deployment's latest checkpoint");
+        assert!(restore.contains(&old), "restores from a checkpoint of the old job {old}: {restore} (last checkpoint before: {})", s(&c, "status.lastCheckpoint.url"));
+        assert!(!restore.contains("/savepoints/"), "no savepoint in last-state mode: {restore}");
+        let hist = at(&v, "status.savepointHistory").and_then(Value::as_array).cloned().unwrap_or_default();
+        assert!(hist.iter().all(|h| h["origin"] != "upgrade"), "no upgrade savepoint in last-state mode: {hist:?}");
+    }
+
+    pub fn upgrade_in_stateless_mode(ctx: &Ctx) {
+        let v = deploy(ctx, "fraud", &fraud(ctx, "fraud", 1, 300, "upgradeMode: stateless\n"));
+        let old = s(&v, "status.jobId");
+        let t0 = Instant::now();
+        ctx.must_apply(&fraud(ctx, "fraud", 1, 400, "upgradeMode: stateless\n"));
+        let v = ctx.job("fraud").wait_running("upgrade (stateless) -> Running with a new job id", 3 * MIN, Some(&old));
+        ctx.timing("upgrade (stateless mode) apply -> Running", t0.elapsed());
+        assert_eq!(at_str(&v, "status.deployed.restoreFrom"), None, "stateless: starts empty");
+    }
+
+    pub fn rescale_up_and_down_with_kubectl_scale(ctx: &Ctx) {
+        let v = deploy(ctx, "fraud", &fraud(ctx, "fraud", 2, 300, ""));
+        let job = ctx.job("fraud");
+        let old = s(&v, "status.jobId");
+        wait_checkpoint(ctx, "fraud", None);
+        let t0 = Instant::now();
+        ctx.k(&["scale", "streamjob", "fraud", "--replicas=4"]).expect("kubectl scale");
+        let v = job.wait_running("rescale 2 -> 4 Running", 3 * MIN, Some(&old));
+        ctx.timing("rescale 2 -> 4 (kubectl scale -> Running)", t0.elapsed());
+        assert_eq!(s(&v, "status.replicas"), "4");
+        assert_eq!(s(&v, "spec.parallelism"), "4");
+        let sp = s(&v, "status.lastSavepoint.url");
+        assert_eq!(s(&v, "status.lastSavepoint.origin"), "rescale");
+        assert_eq!(s(&v, "status.deployed.restoreFrom"), sp, "the rescaled job restores from the rescale savepoint");
+        ctx.wait_for("4 ready pods of the new deployment", MIN, || {
+            let pods = ctx.pods("fraud");
+            (pods.len() == 4 && pods.iter().all(|p| p.ready && p.job_id == s(&v, "status.jobId"))).then_some(())
+        });
+        // Regression: after 2 -> 4 the job completes new checkpoints...
+        let t1 = Instant::now();
+        let c = wait_checkpoint(ctx, "fraud", None);
+        let first = at(&c, "status.lastCheckpoint.id").and_then(Value::as_i64);
+        wait_checkpoint(ctx, "fraud", first);
+        ctx.timing("after rescale: Running -> two checkpoints", t1.elapsed());
+        // ... and the next savepoint works.
+        let t2 = Instant::now();
+        job.patch(r#"{"spec":{"savepointNonce":1}}"#);
+        let v = job.wait("the manual savepoint after the rescale", MIN, |v| {
+            s(v, "status.handledSavepointNonce") == "1" && s(v, "status.lastSavepoint.origin") == "manual"
+        });
+        ctx.timing("manual savepoint after rescale", t2.elapsed());
+        assert_eq!(s(&v, "status.lastSavepoint.jobId"), s(&v, "status.jobId"));
+        assert!(savepoint_exists(&s(&v, "status.lastSavepoint.url")));
+        // Down to 1.
+        let mid = s(&v, "status.jobId");
+        let t3 = Instant::now();
+        ctx.k(&["scale", "streamjob", "fraud", "--replicas=1"]).expect("kubectl scale");
+        let v = job.wait_running("rescale 4 -> 1 Running", 3 * MIN, Some(&mid));
+        ctx.timing("rescale 4 -> 1 (kubectl scale -> Running)", t3.elapsed());
+        assert_eq!(s(&v, "status.replicas"), "1");
+        ctx.wait_for("one pod left", MIN, || (ctx.pods("fraud").len() == 1).then_some(()));
+        wait_checkpoint(ctx, "fraud", None);
+    }
+
+    pub fn suspend_and_resume(ctx: &Ctx) {
+        let v = deploy(ctx, "fraud", &fraud(ctx, "fraud", 2, 300, ""));
+        let job = ctx.job("fraud");
+        let old = s(&v, "status.jobId");
+        wait_checkpoint(ctx, "fraud", None);
+        let t0 = Instant::now();
+        job.patch(r#"{"spec":{"state":"suspended"}}"#);
+        let v = job.wait("Suspended with a savepoint", 2 * MIN, |v| s(v, "status.phase") == "Suspended" && at(v, "status.resumeFrom").is_some());
+        ctx.timing("suspend -> Suspended", t0.elapsed());
+        let resume_from = s(&v, "status.resumeFrom");
+        assert!(savepoint_exists(&resume_from), "{resume_from} on disk");
+        ctx.wait_for("no pods while suspended", MIN, || ctx.pods("fraud").is_empty().then_some(()));
+        let t1 = Instant::now();
+        job.patch(r#"{"spec":{"state":"running"}}"#);
+        let v = job.wait_running("resumed", 2 * MIN, Some(&old));
+        ctx.timing("resume -> Running", t1.elapsed());
+        assert_eq!(s(&v, "status.deployed.restoreFrom"), resume_from, "resumes from the suspend savepoint");
+    }
+
+    pub fn manual_and_periodic_savepoints(ctx: &Ctx) {
+        let v = deploy(ctx, "fraud", &fraud(ctx, "fraud", 1, 300, "savepointHistory:\n  maxCount: 20\n"));
+        let job = ctx.job("fraud");
+        let id = s(&v, "status.jobId");
+        ctx.must_apply(&fraud(ctx, "fraud", 1, 300, "savepointHistory:\n  maxCount: 20\n").replace("    interval: 1s\n", "    interval: 1s\n    savepointInterval: 5s\n"));
+        let has = |v: &Value, origin: &str| at(v, "status.savepointHistory").and_then(Value::as_array).is_some_and(|h| h.iter().any(|x| x["origin"] == origin));
+        let v = job.wait("a periodic savepoint", MIN, |v| has(v, "periodic"));
+        job.wait("a second periodic savepoint", MIN, |v| {
+            at(v, "status.savepointHistory").and_then(Value::as_array).is_some_and(|h| h.iter().filter(|x| x["origin"] == "periodic").count() >= 2)
+        });
+        let t0 = Instant::now();
+        job.patch(r#"{"spec":{"savepointNonce":7}}"#);
+        let v2 = job.wait("the manual savepoint (savepointNonce 7)", MIN, |v| s(v, "status.handledSavepointNonce") == "7" && has(v, "manual"));
+        ctx.timing("manual savepoint (nonce -> recorded)", t0.elapsed());
+        for v in [&v, &v2] {
+            for h in at(v, "status.savepointHistory").and_then(Value::as_array).into_iter().flatten() {
+                let url = h["url"].as_str().unwrap_or_default();
+                assert!(savepoint_exists(url), "savepoint {url} ({}) on disk", h["origin"]);
+            }
+        }
+        assert_eq!(s(&v2, "status.jobId"), id, "savepoints do not redeploy the job");
+        assert_eq!(s(&v2, "status.phase"), "Running");
+    }
+
+    pub fn failing_upgrade_is_rolled_back_quickly(ctx: &Ctx) {
+        let rollout = "rollout:\n  readinessTimeout: 120s\n  savepointTimeout: 30s\n  shutdownTimeout: 30s\n  rollback: true\n";
+        let v = deploy(ctx, "fraud", &fraud(ctx, "fraud", 1, 300, rollout));
+        let job = ctx.job("fraud");
+        let old = s(&v, "status.jobId");
+        wait_checkpoint(ctx, "fraud", None);
+        let t0 = Instant::now();
+        ctx.must_apply(&fraud(ctx, "fraud", 1, 300, rollout).replace("builtin: fraud-detection", "builtin: no-such-job"));
+        let want = "unknown job 'no-such-job'";
+        ctx.wait_for(&format!("status.message or an Event naming {want:?}"), Duration::from_secs(40), || {
+            let msg = job.field("status.message").unwrap_or_default();
+            (msg.contains(want) || job.events().iter().any(|e| e.message.contains(want))).then_some(())
+        });
+        ctx.timing("failing upgrade: apply -> error reported", t0.elapsed());
+        let v = job.wait("rolled back to the last stable spec, Running", Duration::from_secs(60), |v| {
+            s(v, "status.phase") == "Running" && s(v, "status.jobState") == "RUNNING" && s(v, "status.deployed.spec").contains("fraud-detection") && at(v, "status.transition").is_none()
+        });
+        ctx.timing("failing upgrade: apply -> rolled back and Running", t0.elapsed());
+        assert!(t0.elapsed() < Duration::from_secs(100), "rolled back on the job's failure, not after readinessTimeout (120s)");
+        assert_ne!(s(&v, "status.jobId"), old, "the rollback is a new deployment");
+        assert!(at(&v, "status.failedGeneration").is_some(), "the failed generation is recorded (not retried)");
+        let ev = job.events();
+        assert!(ev.iter().any(|e| e.reason.to_lowercase().contains("rollback") || e.reason.to_lowercase().contains("rolledback")), "a rollback Event: {ev:?}");
+    }
+
+    pub fn unmapped_image_is_reported(ctx: &Ctx) {
+        let image = "registry.invalid/nobody/no-such-image:1";
+        let t0 = Instant::now();
+        ctx.must_apply(&fraud(ctx, "fraud", 1, 300, "").replace(&format!("image: {}", ctx.cluster.image), &format!("image: {image}")));
+        let job = ctx.job("fraud");
+        let names_it = |t: &str| t.contains("ImageNotMapped") || t.contains("ErrImagePull") || t.contains("ImagePullBackOff") || t.contains(image);
+        ctx.wait_for("the pods fail on the image", MIN, || ctx.pods("fraud").iter().any(|p| names_it(&p.reason)).then_some(()));
+        ctx.wait_for("status.message names the image problem", Duration::from_secs(45), || job.field("status.message").filter(|m| names_it(m)));
+        ctx.wait_for("a Warning Event names the image problem", Duration::from_secs(45), || {
+            job.events().into_iter().find(|e| e.kind == "Warning" && names_it(&e.message))
+        });
+        ctx.timing("unmapped image: apply -> reported", t0.elapsed());
+    }
+
+    pub fn kill_9_of_a_job_pod_recovers(ctx: &Ctx) {
+        if !ctx.needs_harness() {
+            return;
+        }
+        let v = deploy(ctx, "fraud", &fraud(ctx, "fraud", 2, 300, ""));
+        let id = s(&v, "status.jobId");
+        let c = wait_checkpoint(ctx, "fraud", None);
+        let before = at(&c, "status.lastCheckpoint.id").and_then(Value::as_i64);
+        let pod1_restarts = ctx.pods("fraud").iter().find(|p| p.name == "fraud-1").map(|p| p.restarts).expect("pod fraud-1");
+        let coordinator = ctx.pods("fraud").iter().find(|p| p.name == "fraud-0").map(|p| p.ip.clone()).expect("pod fraud-0");
+        let restarts = || {
+            weir_e2e::http(&format!("{coordinator}:8081"), "GET", "/v1/job", None)
+                .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok())
+                .and_then(|j| j["restarts"].as_i64())
+        };
+        let job_restarts = restarts().unwrap_or(0);
+        let t0 = Instant::now();
+        let n = ctx.signal_pod("fraud-1", "KILL");
+        assert!(n > 0, "found the processes of pod fraud-1");
+        ctx.log(&format!("kill -9 of pod fraud-1 ({n} process(es))"));
+        ctx.wait_for("pod fraud-1 restarted by the node agent", MIN, || {
+            ctx.pods("fraud").iter().find(|p| p.name == "fraud-1" && p.restarts > pod1_restarts && p.ready).map(|_| ())
+        });
+        ctx.wait_for("the job's restart count increased", MIN, || restarts().filter(|r| *r > job_restarts));
+        let v = wait_checkpoint(ctx, "fraud", before);
+        ctx.timing("kill -9 -> recovered (new checkpoint)", t0.elapsed());
+        assert_eq!(s(&v, "status.phase"), "Running");
+        assert_eq!(s(&v, "status.jobState"), "RUNNING");
+        assert_eq!(s(&v, "status.jobId"), id, "recovered in place, not redeployed");
+    }
+
+    pub fn delete_takes_a_final_savepoint(ctx: &Ctx) {
+        deploy(ctx, "fraud", &fraud(ctx, "fraud", 2, 300, ""));
+        wait_checkpoint(ctx, "fraud", None);
+        let job = ctx.job("fraud");
+        let t0 = Instant::now();
+        ctx.k(&["delete", "streamjob", "fraud", "--wait=false"]).expect("delete");
+        ctx.wait_for("the StreamJob is gone (finalizer removed)", 2 * MIN, || job.get().is_none().then_some(()));
+        ctx.timing("delete -> gone (with final savepoint)", t0.elapsed());
+        let events = ctx.events("fraud");
+        let ev = events.iter().find(|e| e.message.contains("savepoint") && e.message.contains(&ctx.storage("fraud")));
+        let ev = ev.unwrap_or_else(|| panic!("an Event names the final savepoint's URL: {events:#?}"));
+        let url = ev.message.split_whitespace().find(|w| w.starts_with(&ctx.storage("fraud"))).unwrap_or_default().trim_end_matches(['.', ',', ')', ';']);
+        ctx.log(&format!("final savepoint event: {ev}"));
+        assert!(savepoint_exists(url), "the final savepoint {url} is on disk");
+        ctx.wait_for("owned objects garbage-collected", MIN, || {
+            let gone = ["statefulset/fraud", "service/fraud-peers", "service/fraud-rest", "configmap/fraud-job"]
+                .iter()
+                .all(|o| ctx.k(&["get", o]).is_err_and(|e| e.contains("NotFound")));
+            (gone && ctx.pods("fraud").is_empty()).then_some(())
+        });
+    }
+
+    pub fn delete_of_an_unreachable_job_finishes_after_shutdown_timeout(ctx: &Ctx) {
+        if !ctx.needs_harness() {
+            return;
+        }
+        let rollout = "rollout:\n  readinessTimeout: 60s\n  savepointTimeout: 20s\n  shutdownTimeout: 20s\n";
+        deploy(ctx, "fraud", &fraud(ctx, "fraud", 1, 300, rollout));
+        let job = ctx.job("fraud");
+        let pids = ctx.pod_pids("fraud-0");
+        assert!(!pids.is_empty(), "found the processes of pod fraud-0");
+        // The job stops answering (its process is stopped): no final savepoint possible.
+        ctx.signal_pod("fraud-0", "STOP");
+        let t0 = Instant::now();
+        ctx.k(&["delete", "streamjob", "fraud", "--wait=false"]).expect("delete");
+        let gone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ctx.wait_for("the StreamJob is gone after shutdownTimeout (20s)", Duration::from_secs(75), || job.get().is_none().then_some(()))
+        }));
+        for p in &pids {
+            let _ = std::process::Command::new("kill").args(["-KILL", &p.to_string()]).status();
+        }
+        if let Err(e) = gone {
+            std::panic::resume_unwind(e);
+        }
+        ctx.timing("delete of an unreachable job -> gone", t0.elapsed());
+        let events = ctx.events("fraud");
+        assert!(
+            events.iter().any(|e| e.kind == "Warning" && e.reason == "FinalSavepointFailed"),
+            "a FinalSavepointFailed Warning Event: {events:#?}"
+        );
+    }
+
+    pub fn invalid_manifests_are_refused(ctx: &Ctx) {
+        let dir = kube::repo_root().join("examples/invalid");
+        let mut files: Vec<_> = std::fs::read_dir(&dir).expect("examples/invalid").flatten().map(|e| e.path()).collect();
+        files.sort();
+        let mut problems = Vec::new();
+        for f in &files {
+            let text = std::fs::read_to_string(f).expect("read");
+            let expect = text.lines().find_map(|l| l.strip_prefix("# expect: ")).unwrap_or_default().trim().to_string();
+            let old = text.lines().find_map(|l| l.strip_prefix("# old: ")).map(str::to_string);
+            let name = text.lines().find_map(|l| l.trim().strip_prefix("metadata: {name: ")).map(|n| n.trim_end_matches('}').trim().to_string());
+            if let Some(old) = &old {
+                // An update of an existing object: create it with the old value first.
+                let (field, value) = old.split_once(' ').expect("# old: <field> <value>");
+                let new_value = text.lines().find_map(|l| l.trim().strip_prefix(&format!("{field}: "))).expect("the field in the manifest").to_string();
+                let original = text.replace(&format!("{field}: {new_value}"), &format!("{field}: {value}"));
+                if let Err(e) = ctx.apply(&original) {
+                    problems.push(format!("{}: the old version is refused too: {e}", f.display()));
+                    continue;
+                }
+            }
+            match ctx.apply(&text) {
+                Ok(out) => problems.push(format!("{}: accepted ({}), must be refused with {expect:?}", f.display(), out.trim())),
+                Err(e) if !e.contains(&expect) => problems.push(format!("{}: refused, but without {expect:?}: {e}", f.display())),
+                Err(e) => ctx.log(&format!("refused as expected: {}: {}", f.file_name().unwrap().to_string_lossy(), e.lines().last().unwrap_or_default())),
+            }
+            if let (None, Some(n)) = (&old, &name) {
+                if ctx.k(&["get", "streamjob", n]).is_ok() {
+                    problems.push(format!("{}: streamjob {n} exists after the refusal", f.display()));
+                }
+            }
+            if let (Some(_), Some(n)) = (&old, &name) {
+                let _ = ctx.k(&["delete", "streamjob", n, "--wait=false"]);
+            }
+        }
+        assert!(files.len() >= 5, "examples/invalid has manifests");
+        assert!(problems.is_empty(), "invalid manifests:\n{}", problems.join("\n"));
+    }
+
+    pub fn bounded_nexmark_rescaled_mid_run_writes_exactly_once(ctx: &Ctx) {
+        if !ctx.needs_harness() {
+            return;
+        }
+        const EVENTS: u32 = 40_000;
+        let out = ctx.dir().join("q5-out");
+        let spec = format!(
+            "job:\n  builtin: nexmark-q5\n  params:\n    events: {EVENTS}\n    rate: 1000\n    output: {}/\nparallelism: 2\ncheckpointing:\n  interval: 1s\n  storage: {}\nrollout:\n  readinessTimeout: 60s\n  savepointTimeout: 30s\n  shutdownTimeout: 30s\n",
+            out.display(),
+            ctx.storage("q5")
+        );
+        let yaml = kube::streamjob_yaml("q5", &ctx.cluster.image, &spec);
+        // The reference: the same job, uninterrupted, embedded.
+        let reference = ctx.dir().join("q5-reference.jsonl");
+        weir_e2e::run_weir(&["run", "nexmark-q5", "--events", &EVENTS.to_string(), "--output", reference.to_str().unwrap(), "-q"]);
+        let expected = weir_e2e::sorted_lines(&reference);
+        assert!(expected.len() > 5, "the reference run has results: {expected:?}");
+        let v = deploy(ctx, "q5", &yaml);
+        let old = s(&v, "status.jobId");
+        wait_checkpoint(ctx, "q5", None);
+        let t0 = Instant::now();
+        ctx.k(&["scale", "streamjob", "q5", "--replicas=3"]).expect("scale");
+        let job = ctx.job("q5");
+        job.wait("rescaled 2 -> 3 mid-run", 2 * MIN, |v| s(v, "status.jobId") != old && s(v, "status.replicas") == "3" && ["RUNNING", "FINISHED"].contains(&s(v, "status.jobState").as_str()));
+        ctx.timing("bounded q5: rescale 2 -> 3 -> running", t0.elapsed());
+        job.wait("the bounded job finishes", 3 * MIN, |v| s(v, "status.phase") == "Finished" || s(v, "status.jobState") == "FINISHED");
+        let got = weir_e2e::committed(Path::new(&out));
+        assert_eq!(got.len(), expected.len(), "as many committed rows as the uninterrupted run (nothing lost or doubled)");
+        assert_eq!(got, expected, "the same rows as the uninterrupted run");
+    }
+
+    pub fn s3_outage_during_an_upgrade_keeps_the_old_job(ctx: &Ctx) {
+        if !ctx.needs_harness() {
+            return;
+        }
+        let (Ok(endpoint), Ok(bucket), Some(host_ip)) = (std::env::var("AWS_ENDPOINT_URL"), std::env::var("WEIR_TEST_S3_BUCKET"), ctx.cluster.host_ip.clone()) else {
+            panic!("needs the S3 test server of ./test.sh (AWS_ENDPOINT_URL, WEIR_TEST_S3_BUCKET) and WEIR_E2E_HOST_IP");
+        };
+        let upstream = endpoint.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let proxy = proxy::Proxy::start(&format!("{host_ip}:0"), &upstream);
+        ctx.log(&format!("S3 proxy {} -> {upstream}", proxy.addr));
+        ctx.must_apply(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: s3}}\nstringData:\n  AWS_ACCESS_KEY_ID: test\n  AWS_SECRET_ACCESS_KEY: test\n  AWS_REGION: us-east-1\n  AWS_ENDPOINT_URL: http://{}\n  AWS_ALLOW_HTTP: \"true\"\n",
+            proxy.addr
+        ));
+        let storage = format!("s3://{bucket}/{}/fraud", ctx.ns);
+        let rollout = "rollout:\n  readinessTimeout: 60s\n  savepointTimeout: 15s\n  shutdownTimeout: 20s\n";
+        let yaml = |rate: u32| fraud(ctx, "fraud", 1, rate, rollout).replace(&format!("storage: {}\n", ctx.storage("fraud")), &format!("storage: {storage}\n    secretRef:\n      name: s3\n"));
+        let v = deploy(ctx, "fraud", &yaml(300));
+        let id = s(&v, "status.jobId");
+        wait_checkpoint(ctx, "fraud", None);
+        proxy.cut(true);
+        ctx.log("S3 cut");
+        let t0 = Instant::now();
+        ctx.must_apply(&yaml(400));
+        let job = ctx.job("fraud");
+        let storage_error = |t: &str| {
+            let t = t.to_lowercase();
+            ["s3", "storage", "object store", "connect", "connection", "refused", "reset", "broken pipe", "timed out", "timeout"].iter().any(|w| t.contains(w))
+        };
+        let msg = ctx.wait_for("status.message or a Warning Event names the storage error", Duration::from_secs(60), || {
+            let m = job.field("status.message").unwrap_or_default();
+            if m.to_lowercase().contains("savepoint") && storage_error(&m) {
+                return Some(format!("status.message: {m}"));
+            }
+            job.events().into_iter().find(|e| e.kind == "Warning" && storage_error(&e.message)).map(|e| format!("event: {e}"))
+        });
+        ctx.log(&format!("reported: {msg}"));
+        ctx.timing("S3 cut: upgrade -> storage error reported", t0.elapsed());
+        let v = job.get().expect("job");
+        assert_eq!(s(&v, "status.jobId"), id, "the old deployment keeps running while the savepoint cannot be written");
+        assert_eq!(s(&v, "status.jobState"), "RUNNING");
+        assert!(ctx.pods("fraud").iter().all(|p| p.job_id == id && p.ready), "the old pods keep running: {:?}", ctx.pods("fraud"));
+        proxy.cut(false);
+        ctx.log("S3 restored");
+        let restored = Instant::now();
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let v = job.wait("healthy after S3 is back: Running, a new checkpoint", 2 * MIN, |v| {
+            s(v, "status.phase") == "Running"
+                && s(v, "status.jobState") == "RUNNING"
+                && s(v, "status.lastCheckpoint.jobId") == s(v, "status.jobId")
+                && at(v, "status.lastCheckpoint.timestamp").and_then(Value::as_i64).unwrap_or(0) > since
+        });
+        ctx.timing("S3 restored -> healthy", restored.elapsed());
+        ctx.log(&format!("after the outage: job {} (was {id}), deployed spec {}", s(&v, "status.jobId"), s(&v, "status.deployed.spec")));
     }
 }
 
-fn jsonpath(ns: &str, path: &str) -> Option<String> {
-    kubectl(&["-n", ns, "get", "streamjob", "fraud", "-o", &format!("jsonpath={{{path}}}")], None).ok().filter(|s| !s.is_empty())
-}
+/// A TCP proxy whose traffic can be cut (existing connections closed, new ones
+/// refused by closing them on accept).
+mod proxy {
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
 
-#[test]
-fn streamjob_runs_and_rescales_with_a_savepoint() {
-    if std::env::var_os("KUBECONFIG").is_none() {
-        eprintln!("skipped: KUBECONFIG is not set (this test needs a real Kubernetes cluster)");
-        return;
+    pub struct Proxy {
+        pub addr: String,
+        cut: Arc<AtomicBool>,
+        conns: Arc<Mutex<Vec<TcpStream>>>,
     }
-    if kubectl(&["version", "--request-timeout=5s"], None).is_err() {
-        eprintln!("skipped: KUBECONFIG is set but no cluster answers");
-        return;
+
+    impl Proxy {
+        pub fn start(listen: &str, upstream: &str) -> Proxy {
+            let l = TcpListener::bind(listen).unwrap_or_else(|e| panic!("proxy listen on {listen}: {e}"));
+            let addr = l.local_addr().expect("addr").to_string();
+            let cut = Arc::new(AtomicBool::new(false));
+            let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+            let (c2, k2, up) = (cut.clone(), conns.clone(), upstream.to_string());
+            std::thread::spawn(move || {
+                for s in l.incoming().flatten() {
+                    if c2.load(Ordering::SeqCst) {
+                        let _ = s.shutdown(Shutdown::Both);
+                        continue;
+                    }
+                    let Ok(u) = TcpStream::connect(&up) else { continue };
+                    let mut list = k2.lock().unwrap();
+                    list.retain(|x| x.peer_addr().is_ok());
+                    for x in [&s, &u] {
+                        if let Ok(c) = x.try_clone() {
+                            list.push(c);
+                        }
+                    }
+                    drop(list);
+                    for (mut a, mut b) in [(s.try_clone(), u.try_clone()), (u.try_clone(), s.try_clone())].into_iter().filter_map(|(a, b)| Some((a.ok()?, b.ok()?))) {
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut a, &mut b);
+                            let _ = b.shutdown(Shutdown::Write);
+                        });
+                    }
+                }
+            });
+            Proxy { addr, cut, conns }
+        }
+
+        pub fn cut(&self, on: bool) {
+            self.cut.store(on, Ordering::SeqCst);
+            if on {
+                for c in self.conns.lock().unwrap().drain(..) {
+                    let _ = c.shutdown(Shutdown::Both);
+                }
+            }
+        }
     }
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let image = std::env::var("WEIR_E2E_IMAGE").unwrap_or_else(|_| "ghcr.io/weir/weir:0.1.0".into());
-    let operator_image = std::env::var("WEIR_E2E_OPERATOR_IMAGE").unwrap_or_else(|_| "ghcr.io/weir/weir-operator:0.1.0".into());
-    let storage = std::env::var("WEIR_E2E_STORAGE").unwrap_or_else(|_| "file:///tmp/weir-e2e".into());
-    let ns = format!("weir-e2e-{}", std::process::id());
-
-    kubectl(&["apply", "--server-side", "-f", &format!("{root}/crds/streamjobs.weir.dev.yaml")], None).expect("install CRD");
-    kubectl(&["create", "namespace", &ns], None).expect("namespace");
-    let operator = format!(
-        r#"
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: weir-operator, namespace: {ns}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: weir-operator, namespace: {ns}}}
-rules:
-  - {{apiGroups: [weir.dev], resources: [streamjobs], verbs: [list, watch, patch]}}
-  - {{apiGroups: [weir.dev], resources: [streamjobs/status], verbs: [patch]}}
-  - {{apiGroups: [apps], resources: [statefulsets], verbs: [get, list, watch, patch]}}
-  - {{apiGroups: [""], resources: [services, configmaps], verbs: [list, watch, patch]}}
-  - {{apiGroups: [events.k8s.io], resources: [events], verbs: [create, patch]}}
-  - {{apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, create, update]}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: weir-operator, namespace: {ns}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: weir-operator}}
-subjects: [{{kind: ServiceAccount, name: weir-operator, namespace: {ns}}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: weir-operator, namespace: {ns}}}
-spec:
-  selector: {{matchLabels: {{app: weir-operator}}}}
-  template:
-    metadata: {{labels: {{app: weir-operator}}}}
-    spec:
-      serviceAccountName: weir-operator
-      containers:
-        - name: operator
-          image: {operator_image}
-          args: [run, --namespaces, {ns}, --lease-namespace, {ns}]
-"#
-    );
-    kubectl(&["apply", "-f", "-"], Some(&operator)).expect("install operator");
-
-    let minimal = std::fs::read_to_string(format!("{root}/examples/streamjobs/minimal.yaml")).expect("minimal example");
-    let job = minimal
-        .replace("ghcr.io/weir/weir:0.1.0", &image)
-        .replace("s3://weir-state/jobs/fraud", &storage)
-        .replace("    secretRef:\n      name: weir-s3\n", "");
-    kubectl(&["-n", &ns, "apply", "-f", "-"], Some(&job)).expect("apply minimal job");
-
-    let phase_is = |p: &'static str| {
-        let ns = ns.clone();
-        move || jsonpath(&ns, ".status.phase").filter(|s| s == p)
-    };
-    wait_for("phase Running", Duration::from_secs(300), phase_is("Running"));
-    let first_id = jsonpath(&ns, ".status.jobId").expect("job id");
-
-    kubectl(&["-n", &ns, "scale", "streamjob", "fraud", "--replicas=3"], None).expect("scale");
-    wait_for("a savepoint", Duration::from_secs(300), || jsonpath(&ns, ".status.lastSavepoint.url"));
-    wait_for("phase Running after rescale", Duration::from_secs(300), || {
-        jsonpath(&ns, ".status.phase").filter(|s| s == "Running").and(jsonpath(&ns, ".status.jobId")).filter(|id| *id != first_id)
-    });
-    let ready = wait_for("3 ready pods", Duration::from_secs(300), || {
-        kubectl(&["-n", &ns, "get", "statefulset", "fraud", "-o", "jsonpath={.status.readyReplicas}"], None).ok().filter(|r| r == "3")
-    });
-    assert_eq!(ready, "3");
-    let sp = jsonpath(&ns, ".status.lastSavepoint.url").expect("savepoint");
-    let restored = jsonpath(&ns, ".status.deployed.restoreFrom").expect("restored");
-    assert_eq!(restored, sp, "the rescaled job restores from the rescale savepoint (state preserved)");
-
-    let _ = kubectl(&["delete", "namespace", &ns, "--wait=false"], None);
 }
