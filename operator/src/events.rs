@@ -63,9 +63,12 @@ impl Publisher {
             let patch = serde_json::json!({"series": EventSeries { count: *count, last_observed_time: MicroTime(now) }});
             return api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ());
         }
+        // `<object>.<hex nanoseconds>`, as client-go names Events (a generateName ending
+        // in "." is refused by a real API server).
         let base = regarding.name.clone().unwrap_or_else(|| "object".into());
+        let name = format!("{base}.{:x}", now.as_nanosecond());
         let ev = KubeEvent {
-            metadata: ObjectMeta { generate_name: Some(format!("{base}.")), namespace: Some(ns), ..ObjectMeta::default() },
+            metadata: ObjectMeta { name: Some(name), namespace: Some(ns), ..ObjectMeta::default() },
             action: Some(reason.into()),
             reason: Some(reason.into()),
             note: Some(note),
