@@ -70,9 +70,14 @@ struct WorkerArgs {
     /// Exit when the job has ended instead of serving its final status until terminated.
     #[arg(long, env = "WEIR_EXIT_ON_FINISH")]
     exit_on_finish: bool,
-    /// Restarts after failures (without a completed checkpoint in between) before giving up.
-    #[arg(long, env = "WEIR_RESTART_ATTEMPTS", default_value_t = 10)]
-    restart_attempts: u32,
+    /// Restarts after failures (without a completed checkpoint in between) before the
+    /// job ends FAILED; default: keep trying (capped exponential backoff, 0.5 s to 60 s).
+    #[arg(long, env = "WEIR_RESTART_ATTEMPTS", value_name = "N")]
+    restart_attempts: Option<u32>,
+    /// A checkpoint or savepoint not complete after this many milliseconds fails
+    /// (the job keeps running).
+    #[arg(long, env = "WEIR_CHECKPOINT_TIMEOUT_MS", default_value_t = 120_000)]
+    checkpoint_timeout_ms: u64,
 }
 
 #[derive(Args)]
@@ -382,10 +387,11 @@ fn worker(a: WorkerArgs) -> Result<(), weir::JobError> {
     checkpoints.retain = a.retain.max(1);
     checkpoints.restore_from = a.restore.filter(|r| !r.is_empty());
     checkpoints.allow_non_restored_state = a.allow_non_restored_state;
+    checkpoints.timeout = std::time::Duration::from_millis(a.checkpoint_timeout_ms.max(100));
     checkpoints.restart = RestartStrategy::ExponentialBackoff {
-        attempts: a.restart_attempts,
+        attempts: a.restart_attempts.unwrap_or(u32::MAX),
         initial: std::time::Duration::from_millis(500),
-        max: std::time::Duration::from_secs(30),
+        max: std::time::Duration::from_secs(60),
     };
     let settings = WorkerSettings {
         identity,

@@ -237,3 +237,59 @@ fn corrupt_checkpoints_are_refused_and_recovery_falls_back() {
     let e = coordinator::run(&env, &s, &StopHandle::default(), |_| {}).unwrap_err().to_string();
     assert!(e.contains("q7-highest") && e.contains("--allow-non-restored-state"), "{e}");
 }
+
+/// Issue 10: with the checkpoint storage unavailable, checkpoints and a
+/// stop-with-savepoint fail but the job keeps running (no restart); once the storage
+/// is back the stop is retried and succeeds, and the output stays exactly once.
+#[test]
+fn failed_checkpoints_and_savepoints_do_not_fail_the_job() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let n = 400_000;
+    let want = {
+        let mut w = reference::q5(&generated(n));
+        w.sort();
+        w
+    };
+    let dir = tempdir("storage-down");
+    let (ckpt, out) = (dir.join("ckpt"), dir.join("out"));
+    let away = dir.join("ckpt-away");
+    let env = job("q5", 2, n, &out, Some(100_000));
+    let stop = StopHandle::default();
+    let done = Arc::new(AtomicUsize::new(0));
+    let (st, d, c2, a2) = (stop.clone(), done.clone(), ckpt.clone(), away.clone());
+    let t = std::thread::spawn(move || {
+        while d.load(Ordering::SeqCst) < 2 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // the storage goes away: its directory becomes a file (fails even for root)
+        std::fs::rename(&c2, &a2).unwrap();
+        std::fs::write(&c2, b"not a directory").unwrap();
+        let before = d.load(Ordering::SeqCst);
+        st.stop_with_savepoint();
+        std::thread::sleep(Duration::from_millis(800));
+        let during = d.load(Ordering::SeqCst) - before;
+        // and comes back
+        std::fs::remove_file(&c2).unwrap();
+        std::fs::rename(&a2, &c2).unwrap();
+        during
+    });
+    let mut s = settings(&ckpt);
+    s.restart = RestartStrategy::None; // a failed checkpoint must not need a restart
+    let report = coordinator::run(&env, &s, &stop, |_| {
+        done.fetch_add(1, Ordering::SeqCst);
+    })
+    .expect("failed checkpoints do not fail the job");
+    let during = t.join().unwrap();
+    assert_eq!(during, 0, "nothing completes while the storage is down");
+    assert_eq!(report.restarts, 0);
+    let sp = report.savepoint.expect("the stop-with-savepoint succeeded once the storage was back");
+    let partial: Vec<weir_nexmark::queries::Q5Row> = committed(&out);
+    assert!(partial.len() < want.len(), "stopped before the end");
+    let mut s = settings(&ckpt);
+    s.restore_from = Some(sp.url.clone());
+    coordinator::run(&job("q5", 2, n, &out, None), &s, &StopHandle::default(), |_| {}).unwrap();
+    let got: Vec<weir_nexmark::queries::Q5Row> = committed(&out);
+    assert_eq!(got.len(), want.len(), "nothing lost, nothing duplicated");
+    assert!(got == want, "results differ");
+}

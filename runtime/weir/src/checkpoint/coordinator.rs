@@ -25,6 +25,7 @@ use crate::stream::StreamEnv;
 #[derive(Clone, Debug)]
 pub enum RestartStrategy {
     None,
+    // `attempts: u32::MAX` = keep trying (workers on Kubernetes)
     FixedDelay { attempts: u32, delay: Duration },
     ExponentialBackoff { attempts: u32, initial: Duration, max: Duration },
 }
@@ -35,7 +36,7 @@ impl RestartStrategy {
             RestartStrategy::None => None,
             RestartStrategy::FixedDelay { attempts, delay } => (attempt < *attempts).then_some(*delay),
             RestartStrategy::ExponentialBackoff { attempts, initial, max } => {
-                (attempt < *attempts).then(|| (*initial * 2u32.saturating_pow(attempt)).min(*max))
+                (attempt < *attempts).then(|| initial.checked_mul(2u32.saturating_pow(attempt.min(31))).unwrap_or(*max).min(*max))
             }
         }
     }
@@ -117,7 +118,7 @@ struct Pending {
     barrier: Barrier,
     started: Instant,
     reports: Vec<SnapshotReport>,
-    /// The request this checkpoint answers (REST savepoints), and its target prefix.
+    /// The request this checkpoint answers (REST savepoints), and its target directory.
     request: Option<String>,
     target: Option<String>,
 }
@@ -127,8 +128,8 @@ struct Pending {
 pub enum Request {
     /// A checkpoint now (instead of waiting for the interval).
     Checkpoint,
-    /// A savepoint; `stop` = stop-with-savepoint; `target` = another storage prefix
-    /// for it; `id` names the request in [`CheckpointEvent`]s.
+    /// A savepoint; `stop` = stop-with-savepoint; `target` = the savepoint's own
+    /// directory (`<target>/_metadata`); `id` names the request in [`CheckpointEvent`]s.
     Savepoint { id: String, stop: bool, target: Option<String> },
 }
 
@@ -220,18 +221,28 @@ pub fn run(env: &StreamEnv, settings: &CheckpointSettings, stop: &StopHandle, mu
         match (outcome, result) {
             (Ok(()), Ok(())) => return Ok(report),
             (Err(e), _) | (_, Err(e)) => {
-                let Some(delay) = settings.restart.delay(attempt) else { return Err(e) };
-                attempt += 1;
-                report.restarts += 1;
-                tracing::warn!(error = %e, attempt, ?delay, "job failed; restarting from the latest checkpoint");
-                eprintln!("weir: job failed ({e}); restart {attempt} in {delay:?}");
-                std::thread::sleep(delay);
-                match storage.latest(Some(config.max_parallelism)).map_err(|e| JobError::State(e.to_string()))? {
-                    Some((dir, meta)) => {
-                        let r = RestoreState::load(&storage, &dir, &meta, &uids, settings.allow_non_restored_state).map_err(|e| JobError::State(e.to_string()))?;
-                        restore = Some(Arc::new(r));
+                let mut e = e;
+                // restart; while the newest checkpoint cannot be read (storage down),
+                // that is one more failed attempt
+                loop {
+                    let Some(delay) = settings.restart.delay(attempt) else { return Err(e) };
+                    attempt += 1;
+                    report.restarts += 1;
+                    tracing::warn!(error = %e, attempt, ?delay, "job failed; restarting from the latest checkpoint");
+                    eprintln!("weir: job failed ({e}); restart {attempt} in {delay:?}");
+                    std::thread::sleep(delay);
+                    let latest = storage.latest(Some(config.max_parallelism)).map_err(|e| e.to_string()).and_then(|l| match l {
+                        Some((dir, meta)) => RestoreState::load(&storage, &dir, &meta, &uids, settings.allow_non_restored_state).map(Some).map_err(|e| e.to_string()),
+                        None => Ok(None),
+                    });
+                    match latest {
+                        Ok(Some(r)) => {
+                            restore = Some(Arc::new(r));
+                            break;
+                        }
+                        Ok(None) => break, // nothing newer: keep the initial state (restore_from, or empty)
+                        Err(msg) => e = JobError::State(format!("cannot restore the latest checkpoint: {msg}")),
                     }
-                    None => {} // nothing newer: keep the initial state (restore_from, or empty)
                 }
             }
         }
@@ -240,7 +251,10 @@ pub fn run(env: &StreamEnv, settings: &CheckpointSettings, stop: &StopHandle, mu
 
 /// Drives checkpoints of one job attempt until the job ends or fails: triggers a
 /// barrier every interval (or on request), never two at once, completes a checkpoint
-/// when every task reported, and tells the tasks so.
+/// when every task reported (finished tasks report their final state), and tells the
+/// tasks so. A checkpoint or savepoint that fails (storage error, timeout) is reported
+/// and the job keeps running: sources paused by a failed stop-with-savepoint resume
+/// (tolerable checkpoint failures, as in Flink).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn coordinate(
     job: &impl JobHandle,
@@ -258,21 +272,23 @@ pub(crate) fn coordinate(
     let mut pending: Option<Pending> = None;
     let mut last_trigger = Instant::now();
     let mut stopping = false;
+    // after a failed stop-with-savepoint of the StopHandle (Ctrl-C), when to try again
+    let mut stop_retry: Option<Instant> = None;
     let fail_pending = |p: &Pending, observe: &mut dyn FnMut(CheckpointEvent<'_>), error: &str| {
         observe(CheckpointEvent::Failed { id: p.barrier.checkpoint_id, savepoint: p.barrier.savepoint, request: p.request.as_deref(), error });
     };
-    let result = loop {
+    loop {
         job.poll();
         if job.is_failing() {
             if let Some(p) = pending.take() {
                 fail_pending(&p, observe, "the job failed while the checkpoint was in progress");
                 discard_reports(p.reports);
             }
-            break Ok(()); // the job's own error is returned by wait()
+            return Ok(()); // the job's own error is returned by wait()
         }
         if pending.is_none() && !job.is_finished() && !stopping {
             let mut next: Option<(bool, bool, Option<String>, Option<String>)> = None; // (savepoint, stop, request, target)
-            if stop.is_requested() {
+            if stop.is_requested() && stop_retry.is_none_or(|t| Instant::now() >= t) {
                 next = Some((true, true, None, None));
             } else if let Ok(r) = requests.try_recv() {
                 next = Some(match r {
@@ -294,49 +310,65 @@ pub(crate) fn coordinate(
             }
         }
         match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(r) => {
-                match pending.as_mut().filter(|p| p.barrier.checkpoint_id == r.barrier.checkpoint_id) {
-                    Some(p) => p.reports.push(r),
-                    None => discard_reports(vec![r]),
-                }
-            }
+            Ok(r) => match pending.as_mut().filter(|p| p.barrier.checkpoint_id == r.barrier.checkpoint_id) {
+                Some(p) => p.reports.push(r),
+                None => discard_reports(vec![r]),
+            },
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {}
         }
-        if let Some(p) = pending.as_ref() {
-            if p.reports.len() == job.task_count() {
+        let failure = if let Some(p) = pending.as_ref() {
+            if p.reports.len() >= job.task_count() {
                 let p = pending.take().expect("pending");
                 let request = p.request.clone();
-                let (id, savepoint) = (p.barrier.checkpoint_id, p.barrier.savepoint);
-                let done = match write(storage, settings, job_id, config, p) {
-                    Ok(done) => done,
-                    Err(e) => {
-                        observe(CheckpointEvent::Failed { id, savepoint, request: request.as_deref(), error: &e.to_string() });
-                        job.fail(format!("checkpoint failed: {e}"));
-                        break Err(e);
+                let (id, savepoint, stop_now) = (p.barrier.checkpoint_id, p.barrier.savepoint, p.barrier.stop);
+                match write(storage, settings, job_id, config, p) {
+                    Ok(done) => {
+                        job.broadcast(TaskCommand::Complete(done.id), false);
+                        observe(CheckpointEvent::Completed { checkpoint: &done, request: request.as_deref() });
+                        if done.savepoint {
+                            report.savepoint = Some(done.clone());
+                        }
+                        report.checkpoints.push(done);
+                        None
                     }
-                };
-                job.broadcast(TaskCommand::Complete(done.id), false);
-                observe(CheckpointEvent::Completed { checkpoint: &done, request: request.as_deref() });
-                if done.savepoint {
-                    report.savepoint = Some(done.clone());
+                    Err(e) => {
+                        let error = e.to_string();
+                        observe(CheckpointEvent::Failed { id, savepoint, request: request.as_deref(), error: &error });
+                        Some((id, stop_now, error))
+                    }
                 }
-                report.checkpoints.push(done);
             } else if p.started.elapsed() > settings.timeout {
-                tracing::warn!(checkpoint = p.barrier.checkpoint_id, "checkpoint timed out; discarded");
-                fail_pending(p, observe, "timed out");
-                if p.barrier.stop {
-                    job.fail("the savepoint timed out".into());
-                }
+                let error = format!("timed out after {:?} ({} of {} tasks reported)", settings.timeout, p.reports.len(), job.task_count());
+                fail_pending(p, observe, &error);
+                let (id, stop_now) = (p.barrier.checkpoint_id, p.barrier.stop);
                 if let Some(p) = pending.take() {
                     discard_reports(p.reports);
+                }
+                Some((id, stop_now, error))
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        if let Some((id, stop_now, error)) = failure {
+            let what = if stop_now { "stop-with-savepoint" } else { "checkpoint" };
+            tracing::warn!(checkpoint = id, %error, "{what} failed; the job keeps running");
+            eprintln!("weir: {what} {id} failed ({error}); the job keeps running");
+            // sources paused by a stop barrier resume; nothing else changes
+            job.broadcast(TaskCommand::Abort(id), false);
+            if stop_now {
+                stopping = false;
+                if stop.is_requested() {
+                    stop_retry = Some(Instant::now() + settings.interval);
                 }
             }
         }
         if job.is_finished() && pending.is_none() {
             // end of input: sinks commit what they pre-committed at the end
             job.broadcast(TaskCommand::Complete(u64::MAX), false);
-            break Ok(());
+            return Ok(());
         }
         if job.is_finished() && !stopping {
             // tasks finished while a checkpoint was in flight: it cannot complete
@@ -345,8 +377,7 @@ pub(crate) fn coordinate(
                 discard_reports(p.reports);
             }
         }
-    };
-    result
+    }
 }
 
 /// Removes the local database checkpoints of reports that will not be written.
@@ -403,7 +434,23 @@ fn write(
     p: Pending,
 ) -> Result<CompletedCheckpoint, JobError> {
     let id = p.barrier.checkpoint_id;
-    let dir = if p.barrier.savepoint { layout::savepoint_dir(&format!("{id}-{}", &job_id[..8])) } else { layout::checkpoint_dir(id) };
+    // a savepoint with a target is written right into it: `<target>/_metadata`
+    let target = match &p.target {
+        Some(url) => {
+            let t = CheckpointStorage::open(url).map_err(|e| JobError::State(format!("savepoint target {url}: {e}")))?;
+            if t.has_metadata("").map_err(|e| JobError::State(e.to_string()))? {
+                return Err(JobError::State(format!("savepoint target {url} already holds a snapshot (_metadata): refusing to overwrite it")));
+            }
+            Some((t, url.clone()))
+        }
+        None => None,
+    };
+    let short_id: String = job_id.chars().take(8).collect();
+    let dir = match (&target, p.barrier.savepoint) {
+        (Some(_), _) => String::new(),
+        (None, true) => layout::savepoint_dir(&format!("{id}-{short_id}")),
+        (None, false) => layout::checkpoint_dir(id),
+    };
     let mut operators: BTreeMap<String, OperatorState> = BTreeMap::new();
     let mut files = Vec::new();
     let mut uploads = Vec::new();
@@ -454,11 +501,10 @@ fn write(
         timestamp: p.barrier.timestamp,
         operators,
     };
-    let target = match &p.target {
-        Some(url) => Some(CheckpointStorage::open(url).map_err(|e| JobError::State(format!("savepoint target {url}: {e}")))?),
-        None => None,
+    let (storage, url) = match &target {
+        Some((t, url)) => (t, url.clone()),
+        None => (storage, storage.url_of(&dir)),
     };
-    let storage = target.as_ref().unwrap_or(storage);
     let bytes = uploaded + storage.write_snapshot(&dir, files, &meta).map_err(|e| JobError::State(e.to_string()))?;
     if !p.barrier.savepoint {
         storage.set_latest(id).map_err(|e| JobError::State(e.to_string()))?;
@@ -466,5 +512,5 @@ fn write(
             tracing::warn!(error = %e, "could not delete old checkpoints");
         }
     }
-    Ok(CompletedCheckpoint { id, url: storage.url_of(&dir), bytes, duration: p.started.elapsed(), savepoint: p.barrier.savepoint })
+    Ok(CompletedCheckpoint { id, url, bytes, duration: p.started.elapsed(), savepoint: p.barrier.savepoint })
 }

@@ -27,6 +27,15 @@ pub fn dispose_savepoint(url: &str) -> Result<(), StorageError> {
     s.delete_dir("")
 }
 
+/// Loads the state at restore URL `url` (a savepoint, a checkpoint, or a
+/// `…/checkpoints/_latest` pointer) for a job whose operators have `uids`.
+pub fn load_restore_state(url: &str, max_parallelism: u32, uids: &[String], allow_non_restored: bool) -> Result<restore::RestoreState, restore::RestoreError> {
+    let url = resolve_restore_url(url, max_parallelism)?;
+    let s = CheckpointStorage::open(&url)?;
+    let meta = s.read_metadata("", Some(max_parallelism))?;
+    restore::RestoreState::load(&s, "", &meta, uids, allow_non_restored)
+}
+
 /// Resolves a restore URL: a `…/checkpoints/_latest` pointer (what the operator passes
 /// for a last-state upgrade) becomes the URL of the newest complete checkpoint under
 /// that prefix; any other URL is returned as it is.

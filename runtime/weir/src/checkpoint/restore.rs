@@ -44,6 +44,13 @@ pub enum RestoreError {
     Corrupt { url: String, uid: String, reason: String },
 }
 
+impl RestoreError {
+    /// The store could not be reached: trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, RestoreError::Storage(e) if e.is_transient())
+    }
+}
+
 impl RestoreState {
     /// Loads snapshot `dir` of `storage` for a job whose operators have `uids`.
     pub fn load(

@@ -37,6 +37,18 @@ pub enum StorageError {
     Local { path: std::path::PathBuf, #[source] source: std::io::Error },
 }
 
+impl StorageError {
+    /// A failure to reach the store (network, permissions, a store that is down) that
+    /// may go away by itself, unlike a bad URL or a missing or corrupt snapshot.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StorageError::Store { source, .. } => !matches!(source, object_store::Error::NotFound { .. }),
+            StorageError::Runtime(_) | StorageError::Local { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 /// Checkpoints and savepoints of one job under one URL prefix.
 pub struct CheckpointStorage {
     store: Arc<dyn ObjectStore>,
@@ -52,6 +64,15 @@ impl std::fmt::Debug for CheckpointStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CheckpointStorage").field("url", &self.url).finish()
     }
+}
+
+/// Retries of remote stores: bounded well below the checkpoint timeout, so that an
+/// unreachable store fails a checkpoint in seconds instead of blocking the
+/// coordinator for minutes (object_store's default is 10 retries within 3 minutes).
+/// `WEIR_STORAGE_RETRY_TIMEOUT_MS` overrides the bound.
+fn retry_config() -> object_store::RetryConfig {
+    let timeout = std::env::var("WEIR_STORAGE_RETRY_TIMEOUT_MS").ok().and_then(|v| v.parse().ok()).map(std::time::Duration::from_millis);
+    object_store::RetryConfig { max_retries: 4, retry_timeout: timeout.unwrap_or(std::time::Duration::from_secs(20)), ..Default::default() }
 }
 
 fn build_store(url: &str) -> Result<(Arc<dyn ObjectStore>, Path, String), StorageError> {
@@ -74,17 +95,17 @@ fn build_store(url: &str) -> Result<(Arc<dyn ObjectStore>, Path, String), Storag
         }
         "s3" | "s3a" => {
             let bucket = parsed.host_str().ok_or_else(|| bad("no bucket".into()))?;
-            let s3 = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).build().map_err(|e| bad(e.to_string()))?;
+            let s3 = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry_config()).build().map_err(|e| bad(e.to_string()))?;
             Ok((Arc::new(s3), Path::from(parsed.path().trim_matches('/')), url.trim_end_matches('/').to_string()))
         }
         "gs" => {
             let bucket = parsed.host_str().ok_or_else(|| bad("no bucket".into()))?;
-            let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket).build().map_err(|e| bad(e.to_string()))?;
+            let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket).with_retry(retry_config()).build().map_err(|e| bad(e.to_string()))?;
             Ok((Arc::new(gcs), Path::from(parsed.path().trim_matches('/')), url.trim_end_matches('/').to_string()))
         }
         "az" | "abfs" | "abfss" => {
             let container = parsed.host_str().ok_or_else(|| bad("no container".into()))?;
-            let az = object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(container).build().map_err(|e| bad(e.to_string()))?;
+            let az = object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(container).with_retry(retry_config()).build().map_err(|e| bad(e.to_string()))?;
             Ok((Arc::new(az), Path::from(parsed.path().trim_matches('/')), url.trim_end_matches('/').to_string()))
         }
         other => Err(bad(format!("unknown scheme '{other}' (use file://, s3://, gs:// or az://)"))),
@@ -210,6 +231,11 @@ impl CheckpointStorage {
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(source) => Err(StorageError::Store { what: "checking", url: self.url_of(rel), source }),
         }
+    }
+
+    /// Whether snapshot directory `dir` has a `_metadata` (a complete snapshot).
+    pub fn has_metadata(&self, dir: &str) -> Result<bool, StorageError> {
+        self.exists(&format!("{dir}/{}", layout::METADATA))
     }
 
     /// Reads `range` of a state file of snapshot directory `dir`.

@@ -36,6 +36,8 @@ pub(crate) enum Control {
     Failed(String),
     /// 0 → workers: the job is over.
     Shutdown,
+    /// 0 → workers: checkpoint `id` failed; sources paused by a stop-with-savepoint resume.
+    Abort(u64),
 }
 
 impl Control {

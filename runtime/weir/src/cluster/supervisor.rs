@@ -46,6 +46,8 @@ fn spawn(spec: &ClusterSpec, ordinal: u32) -> Result<Child, JobError> {
         .env("WEIR_PORT_BASE", spec.data_port.to_string())
         .env("WEIR_HTTP_PORT", (spec.rest_port as u32 + ordinal).to_string())
         .env("WEIR_EXIT_ON_FINISH", "true")
+        // on a laptop a job that keeps failing should end (pods keep trying instead)
+        .env("WEIR_RESTART_ATTEMPTS", std::env::var("WEIR_RESTART_ATTEMPTS").unwrap_or_else(|_| "10".into()))
         .env(weir_api::env::CHECKPOINT_URL, &spec.checkpoint_url);
     match &spec.restore_from {
         Some(r) => cmd.env(weir_api::env::RESTORE_FROM, r),

@@ -143,11 +143,23 @@ fn dial(addr: &str, deadline: Option<Instant>, shutdown: &StopHandle) -> Option<
     }
 }
 
-fn load_restore(url: &Option<String>, env: &StreamEnv, settings: &CheckpointSettings) -> Result<Option<Arc<RestoreState>>, JobError> {
+fn load_restore(url: &Option<String>, env: &StreamEnv, settings: &CheckpointSettings) -> Result<Option<Arc<RestoreState>>, crate::checkpoint::restore::RestoreError> {
     let Some(url) = url else { return Ok(None) };
-    let (s, meta) = coordinator::open_snapshot(url, env.config().max_parallelism)?;
-    let r = RestoreState::load(&s, "", &meta, &env.uids(), settings.allow_non_restored_state).map_err(|e| JobError::State(e.to_string()))?;
+    let r = crate::checkpoint::load_restore_state(url, env.config().max_parallelism, &env.uids(), settings.allow_non_restored_state)?;
     Ok(Some(Arc::new(r)))
+}
+
+/// Why an epoch could not start or ended.
+struct Failure {
+    message: String,
+    /// Retrying cannot help (a bad restore URL, a missing or corrupt snapshot).
+    permanent: bool,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure { message, permanent: false }
+    }
 }
 
 /// Whether some / all of the local tasks have finished their input.
@@ -169,64 +181,85 @@ struct Coordinator<'a> {
 impl Coordinator<'_> {
     fn run(&self) -> Result<(), JobError> {
         let cs = &self.settings.checkpoints;
-        let id = &self.settings.identity;
-        let config = self.env.config().clone();
-        let storage = CheckpointStorage::open(&cs.storage).map_err(|e| JobError::State(e.to_string()))?;
+        let storage = CheckpointStorage::open(&cs.storage).map_err(|e| JobError::State(format!("{}: {e}", weir_api::env::CHECKPOINT_URL)))?;
         let job_id = self.settings.job_id.clone().unwrap_or_else(coordinator::random_id);
         self.board.set_job_id(&job_id);
-        let mut next_id = storage.list_checkpoints().map_err(|e| JobError::State(e.to_string()))?.last().copied().unwrap_or(0) + 1;
-        // a restarted worker 0 resumes this deployment from its newest checkpoint
-        let mut restore_url = match storage.latest(Some(config.max_parallelism)).map_err(|e| JobError::State(e.to_string()))? {
-            Some((dir, _)) => Some(storage.url_of(&dir)),
-            None => cs.restore_from.clone(),
-        };
+        let mut next_id: Option<u64> = None;
         let mut epoch = 0u64;
         let mut failures = 0u32;
         let mut report = RunReport::default();
         loop {
-            self.board.set_state(rest::restarting_state(epoch as u32), None);
-            let Some(mut conns) = self.gather(epoch) else { return Err(JobError::Cancelled) };
-            epoch += 1;
-            let restore = load_restore(&restore_url, self.env, cs)?;
-            tracing::info!(epoch, restore = ?restore_url, "starting the job on {} workers", id.workers);
-            let start = Control::Start { epoch, job_id: job_id.clone(), restore: restore_url.clone() };
-            let mut lost = None;
-            for (o, c) in conns.iter_mut().enumerate() {
-                if let Some(c) = c {
-                    if let Err(e) = start.write_to(c) {
-                        lost = Some(format!("worker {o}: {e}"));
-                    }
-                }
-            }
             let checkpoints_before = report.checkpoints.len();
-            let outcome = match lost {
-                Some(l) => Err(l),
-                None => self.attempt(conns, restore, &storage, &job_id, &mut next_id, &mut report),
-            };
-            match outcome {
+            let outcome = self.epoch(&storage, &job_id, &mut next_id, &mut epoch, &mut report);
+            let failure = match outcome {
                 Ok(()) => return Ok(()),
-                Err(msg) => {
-                    if self.shutdown.is_requested() {
-                        return Err(JobError::Cancelled);
-                    }
-                    if report.checkpoints.len() > checkpoints_before {
-                        failures = 0; // it made progress: a fresh run of backoff
-                    }
-                    let Some(delay) = cs.restart.delay(failures) else {
-                        return Err(JobError::TaskFailed(msg));
-                    };
-                    failures += 1;
-                    self.board.restarted();
-                    self.board.set_state(JobState::Restarting, Some(msg.clone()));
-                    tracing::warn!(error = %msg, ?delay, "job failed; restarting all workers from the latest checkpoint");
-                    eprintln!("weir: job failed ({msg}); restarting in {delay:?}");
-                    std::thread::sleep(delay);
-                    if let Some((dir, _)) = storage.latest(Some(config.max_parallelism)).map_err(|e| JobError::State(e.to_string()))? {
-                        restore_url = Some(storage.url_of(&dir));
-                    }
+                Err(f) => f,
+            };
+            if self.shutdown.is_requested() {
+                return Err(JobError::Cancelled);
+            }
+            if failure.permanent {
+                return Err(JobError::State(failure.message));
+            }
+            if report.checkpoints.len() > checkpoints_before {
+                failures = 0; // it made progress: a fresh run of backoff
+            }
+            let msg = failure.message;
+            let Some(delay) = cs.restart.delay(failures) else {
+                return Err(JobError::TaskFailed(msg));
+            };
+            failures += 1;
+            self.board.restarted();
+            self.board.set_state(JobState::Restarting, Some(msg.clone()));
+            tracing::warn!(error = %msg, ?delay, attempt = failures, "job failed; restarting all workers from the latest checkpoint");
+            eprintln!("weir: job failed ({msg}); restarting in {delay:?}");
+            let until = Instant::now() + delay;
+            while Instant::now() < until {
+                if self.shutdown.is_requested() {
+                    return Err(JobError::Cancelled);
+                }
+                std::thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
+            }
+        }
+    }
+
+    /// One epoch: find the state to start from (the newest complete checkpoint of this
+    /// deployment, else the configured restore), gather the workers, run the job.
+    fn epoch(&self, storage: &CheckpointStorage, job_id: &str, next_id: &mut Option<u64>, epoch: &mut u64, report: &mut RunReport) -> Result<(), Failure> {
+        let cs = &self.settings.checkpoints;
+        let id = &self.settings.identity;
+        let max = self.env.config().max_parallelism;
+        let storage_failure = |e: crate::checkpoint::StorageError| Failure { permanent: !e.is_transient(), message: format!("checkpoint storage: {e}") };
+        let next = match *next_id {
+            Some(n) => n,
+            None => storage.list_checkpoints().map_err(storage_failure)?.last().copied().unwrap_or(0) + 1,
+        };
+        *next_id = Some(next);
+        // a restarted worker 0 resumes this deployment from its newest checkpoint
+        let restore_url = match storage.latest(Some(max)).map_err(storage_failure)? {
+            Some((dir, _)) => Some(storage.url_of(&dir)),
+            None => cs.restore_from.clone(),
+        };
+        let restore = load_restore(&restore_url, self.env, cs).map_err(|e| {
+            let from = if restore_url == cs.restore_from { format!(" ({})", weir_api::env::RESTORE_FROM) } else { String::new() };
+            Failure { permanent: !e.is_transient(), message: format!("restoring from {}{from}: {e}", restore_url.as_deref().unwrap_or("?")) }
+        })?;
+        self.board.set_state(if *epoch == 0 { JobState::Created } else { JobState::Restarting }, None);
+        let Some(mut conns) = self.gather(*epoch) else { return Err(Failure { message: "terminated".into(), permanent: true }) };
+        *epoch += 1;
+        tracing::info!(epoch = *epoch, restore = ?restore_url, "starting the job on {} workers", id.workers);
+        let start = Control::Start { epoch: *epoch, job_id: job_id.to_string(), restore: restore_url.clone() };
+        for (o, c) in conns.iter_mut().enumerate() {
+            if let Some(c) = c {
+                if let Err(e) = start.write_to(c) {
+                    return Err(format!("worker {o}: {e}").into());
                 }
             }
         }
+        let mut n = next;
+        let r = self.attempt(conns, restore, storage, job_id, &mut n, report);
+        *next_id = Some(n);
+        r.map_err(Failure::from)
     }
 
     /// Waits for a hello from every other worker; the newest connection per worker wins.
@@ -387,6 +420,7 @@ impl JobHandle for ClusterJob<'_> {
         let msg = match cmd {
             TaskCommand::Trigger(b) => Control::Trigger(b),
             TaskCommand::Complete(id) => Control::Complete(id),
+            TaskCommand::Abort(id) => Control::Abort(id),
         };
         let bytes = msg.encode();
         for w in 1..self.workers {
@@ -536,7 +570,7 @@ impl Follower<'_> {
         let id = self.settings.identity.clone();
         let mut conns = self.mesh(&conn0, epoch)?;
         conns[0] = Some(conn0);
-        let restore = load_restore(restore_url, self.env, &self.settings.checkpoints).map_err(|e| e.to_string())?;
+        let restore = load_restore(restore_url, self.env, &self.settings.checkpoints).map_err(|e| format!("restoring from {}: {e}", restore_url.as_deref().unwrap_or("?")))?;
         let placement = Placement { worker: id.ordinal, workers: id.workers };
         let Attempt { job, network, events, reports: (_, reports) } = Attempt::launch(self.env, self.board, placement, restore, conns)?;
         network.send_control(0, &Control::Ready { tasks: job.task_count() as u32 }.encode());
@@ -624,6 +658,7 @@ fn relay(job: &RunningJob, net: &Network, events: &Receiver<NetEvent>, reports: 
             Ok(NetEvent::Control { from: 0, payload }) => match Control::decode(&payload)? {
                 Control::Trigger(b) => job.broadcast(TaskCommand::Trigger(b), false),
                 Control::Complete(id) => job.broadcast(TaskCommand::Complete(id), false),
+                Control::Abort(id) => job.broadcast(TaskCommand::Abort(id), false),
                 Control::Shutdown => return Ok(()),
                 other => tracing::warn!(?other, "unexpected control message from worker 0"),
             },

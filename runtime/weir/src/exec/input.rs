@@ -177,6 +177,7 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
             if let Some(c) = &cmds {
                 match oper.recv(c) {
                     Ok(TaskCommand::Complete(id)) => head.checkpoint_complete(id),
+                    Ok(TaskCommand::Abort(_)) => {}
                     Ok(TaskCommand::Trigger(b)) => {
                         if b.checkpoint_id > reported {
                             triggered = Some(b);
@@ -230,6 +231,10 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
             }
         };
         if let Some(ctl) = ctl {
+            if stopping && matches!(ctl, Ctl::Watermark(_) | Ctl::Barrier(_)) {
+                // the stop-with-savepoint failed and the sources resumed
+                stopping = false;
+            }
             let update = match ctl {
                 Ctl::Watermark(w) => tracker.on_watermark(ch, w),
                 Ctl::Idle(i) => tracker.on_idle(ch, i),
@@ -326,6 +331,7 @@ pub(crate) fn run<A: crate::Data, B: crate::Data>(
             match cmd {
                 TaskCommand::Complete(id) => head.checkpoint_complete(id),
                 TaskCommand::Trigger(b) => final_snapshot(head, b, &mut reported),
+                TaskCommand::Abort(_) => {}
             }
         }
     }

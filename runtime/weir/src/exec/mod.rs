@@ -191,6 +191,9 @@ pub(crate) enum TaskCommand {
     Trigger(Barrier),
     /// Checkpoint `n` is complete: commit what was pre-committed for it.
     Complete(u64),
+    /// Checkpoint `n` failed (storage error, timeout): sources paused by its
+    /// stop-with-savepoint barrier resume.
+    Abort(u64),
 }
 
 /// One task's contribution to a checkpoint.

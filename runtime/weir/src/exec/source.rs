@@ -32,6 +32,9 @@ pub(crate) fn run<T: crate::Data>(env: TaskEnv, mut source: Box<dyn Source<T>>, 
     let mut marked_idle = false;
     let mut emitted_wm = i64::MIN;
     let mut stopped = false;
+    // after a stop-with-savepoint barrier the source pauses until that savepoint
+    // completes (then it ends) or fails (then it resumes: the job keeps running)
+    let mut paused: Option<u64> = None;
     loop {
         if env.control.is_cancelled() {
             return;
@@ -44,15 +47,31 @@ pub(crate) fn run<T: crate::Data>(env: TaskEnv, mut source: Box<dyn Source<T>>, 
                             return;
                         }
                         if b.stop {
+                            paused = Some(b.checkpoint_id);
+                        }
+                    }
+                    TaskCommand::Complete(id) => {
+                        head.checkpoint_complete(id);
+                        if paused.is_some_and(|p| id >= p) {
                             stopped = true;
                         }
                     }
-                    TaskCommand::Complete(id) => head.checkpoint_complete(id),
+                    TaskCommand::Abort(id) => {
+                        if paused == Some(id) {
+                            tracing::info!(task = %env.info.operator, subtask = env.info.subtask, checkpoint = id, "the stop-with-savepoint failed; resuming");
+                            paused = None;
+                        }
+                    }
                 }
             }
         }
         if stopped {
             break;
+        }
+        if paused.is_some() {
+            head.flush();
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
         }
         let (status, explicit_wm) = {
             let mut out = SourceOutput { buf: &mut buf, limit: BATCH_SIZE, watermark: None };
@@ -151,6 +170,7 @@ pub(crate) fn run<T: crate::Data>(env: TaskEnv, mut source: Box<dyn Source<T>>, 
                         return;
                     }
                 }
+                TaskCommand::Abort(_) => {}
             }
         }
     }
