@@ -192,6 +192,9 @@ pub struct CheckpointInfo {
     pub url: String,
     /// Trigger (or completion) time, epoch milliseconds.
     pub timestamp: i64,
+    /// Why it failed (set when `FAILED`), e.g. the storage error naming the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `GET /v1/checkpoints`: recent checkpoints, newest last.
@@ -322,15 +325,15 @@ mod tests {
     fn checkpoint_list_round_trips() {
         let l = CheckpointList {
             checkpoints: vec![
-                CheckpointInfo { id: 3, status: OperationStatus::Completed, savepoint: false, bytes: 10, duration_ms: 25, url: "file:///c/chk-3".into(), timestamp: 5 },
-                CheckpointInfo { id: 4, status: OperationStatus::InProgress, savepoint: true, bytes: 0, duration_ms: 0, url: "file:///c/sp-4".into(), timestamp: 6 },
+                CheckpointInfo { id: 3, status: OperationStatus::Completed, savepoint: false, bytes: 10, duration_ms: 25, url: "file:///c/chk-3".into(), timestamp: 5, error: None },
+                CheckpointInfo { id: 4, status: OperationStatus::Failed, savepoint: true, bytes: 0, duration_ms: 0, url: String::new(), timestamp: 6, error: Some("writing s3://b/sp: connection refused".into()) },
             ],
         };
         round_trip(
             &l,
             json!({"checkpoints":[
                 {"id":3,"status":"COMPLETED","savepoint":false,"bytes":10,"durationMs":25,"url":"file:///c/chk-3","timestamp":5},
-                {"id":4,"status":"IN_PROGRESS","savepoint":true,"bytes":0,"durationMs":0,"url":"file:///c/sp-4","timestamp":6}]}),
+                {"id":4,"status":"FAILED","savepoint":true,"bytes":0,"durationMs":0,"url":"","timestamp":6,"error":"writing s3://b/sp: connection refused"}]}),
         );
     }
 

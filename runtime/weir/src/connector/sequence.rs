@@ -229,7 +229,7 @@ mod tests {
         #[test]
         fn repeated_rescales_produce_every_number_once(p1 in 1u32..5, p2 in 1u32..7, p3 in 1u32..7, end in 0u64..300, stop in 0u64..40) {
             let mut seen = vec![0u32; end as usize];
-            let mut snap = |subs: &mut Vec<SequenceSplits>, seen: &mut Vec<u32>| -> Vec<Vec<u8>> {
+            let snap = |subs: &mut Vec<SequenceSplits>, seen: &mut Vec<u32>| -> Vec<Vec<u8>> {
                 for s in subs.iter_mut() {
                     s.take_run(stop, |n| seen[n as usize] += 1);
                 }

@@ -13,6 +13,20 @@ use crate::record::now_ms;
 
 /// Checkpoints listed by `GET /v1/checkpoints`.
 const HISTORY: usize = 32;
+/// Finished (completed or failed) savepoint requests remembered for repeated requests
+/// and `GET /v1/savepoints/{id}`; requests in progress are always kept.
+const SAVEPOINT_HISTORY: usize = 100;
+
+/// The answer to a savepoint request ([`StatusBoard::register_savepoint`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registered {
+    /// A new request with this id: send it to the coordinator.
+    New(String),
+    /// A request with this id exists already (any state): the same savepoint.
+    Existing(String),
+    /// A stop-with-savepoint with another id is in progress.
+    StopInProgress(String),
+}
 
 /// The shared status of one job (one per process).
 pub struct StatusBoard {
@@ -26,6 +40,10 @@ struct Board {
     ready: bool,
     checkpoints: VecDeque<CheckpointInfo>,
     savepoints: HashMap<String, SavepointStatus>,
+    /// Ids of finished savepoint requests, oldest first (bounded by SAVEPOINT_HISTORY).
+    finished_savepoints: VecDeque<String>,
+    /// The stop-with-savepoint request in progress, if any.
+    stop_request: Option<String>,
     next_request: u64,
     tasks: Vec<Arc<TaskMetrics>>,
     /// Bytes sent/received per peer worker over the data port.
@@ -50,6 +68,8 @@ impl StatusBoard {
                 ready: false,
                 checkpoints: VecDeque::new(),
                 savepoints: HashMap::new(),
+                finished_savepoints: VecDeque::new(),
+                stop_request: None,
                 next_request: 1,
                 tasks: Vec::new(),
                 network: Vec::new(),
@@ -84,9 +104,9 @@ impl StatusBoard {
         b.ready = state == JobState::Running;
         if state.is_terminal() {
             // requests nobody will serve any more
-            for s in b.savepoints.values_mut().filter(|s| s.status == OperationStatus::InProgress) {
-                s.status = OperationStatus::Failed;
-                s.error = Some(format!("the job ended ({state}) before the savepoint was taken"));
+            let open: Vec<String> = b.savepoints.values().filter(|s| s.status == OperationStatus::InProgress).map(|s| s.id.clone()).collect();
+            for id in open {
+                b.finish_savepoint(&id, None, Some(format!("the job ended ({state}) before the savepoint was taken")));
             }
         }
     }
@@ -124,11 +144,44 @@ impl StatusBoard {
     /// Registers a savepoint request; returns its id (`IN_PROGRESS` until the
     /// coordinator reports on it).
     pub fn new_savepoint_request(&self) -> String {
+        match self.register_savepoint(None, false) {
+            Registered::New(id) | Registered::Existing(id) | Registered::StopInProgress(id) => id,
+        }
+    }
+
+    /// Registers savepoint request `request_id` (the client's idempotency key; a fresh
+    /// `sp-req-<n>` without one). A known id is the same savepoint, whatever its
+    /// state; a second stop-with-savepoint while one is in progress is refused.
+    pub fn register_savepoint(&self, request_id: Option<&str>, stop: bool) -> Registered {
         let mut b = self.lock();
-        let id = format!("sp-req-{}", b.next_request);
-        b.next_request += 1;
+        if let Some(id) = request_id {
+            if b.savepoints.contains_key(id) {
+                return Registered::Existing(id.to_string());
+            }
+        }
+        if stop {
+            if let Some(other) = b.stop_request.clone() {
+                return Registered::StopInProgress(other);
+            }
+        }
+        let id = match request_id {
+            Some(id) => id.to_string(),
+            None => {
+                let id = format!("sp-req-{}", b.next_request);
+                b.next_request += 1;
+                id
+            }
+        };
         b.savepoints.insert(id.clone(), SavepointStatus { id: id.clone(), status: OperationStatus::InProgress, url: None, error: None });
-        id
+        if stop {
+            b.stop_request = Some(id.clone());
+        }
+        Registered::New(id)
+    }
+
+    /// Savepoint request `id` could not even be started.
+    pub fn fail_savepoint_request(&self, id: &str, error: &str) {
+        self.lock().finish_savepoint(id, None, Some(error.to_string()));
     }
 
     pub fn new_checkpoint_request(&self) -> String {
@@ -156,13 +209,13 @@ impl StatusBoard {
                     duration_ms: c.duration.as_millis() as u64,
                     url: c.url.clone(),
                     timestamp: ts,
+                    error: None,
                 });
                 if !c.savepoint {
                     b.job.last_checkpoint = Some(CheckpointRef { id: c.id, url: c.url.clone(), timestamp: ts, bytes: c.bytes });
                 }
-                if let Some(r) = request.and_then(|r| b.savepoints.get_mut(r)) {
-                    r.status = OperationStatus::Completed;
-                    r.url = Some(c.url.clone());
+                if let Some(r) = request {
+                    b.finish_savepoint(r, Some(c.url.clone()), None);
                 }
                 self.metrics.completed(c.duration.as_secs_f64(), c.bytes, ts);
             }
@@ -175,16 +228,38 @@ impl StatusBoard {
                     duration_ms: 0,
                     url: String::new(),
                     timestamp: now_ms(),
+                    error: Some(error.to_string()),
                 });
-                if let Some(r) = request.and_then(|r| b.savepoints.get_mut(r)) {
-                    r.status = OperationStatus::Failed;
-                    r.error = Some(error.to_string());
+                if let Some(r) = request {
+                    b.finish_savepoint(r, None, Some(error.to_string()));
                 }
                 self.metrics.failed();
             }
         }
         while b.checkpoints.len() > HISTORY {
             b.checkpoints.pop_front();
+        }
+    }
+}
+
+impl Board {
+    /// Savepoint request `id` completed (`url`) or failed (`error`).
+    fn finish_savepoint(&mut self, id: &str, url: Option<String>, error: Option<String>) {
+        let Some(r) = self.savepoints.get_mut(id) else { return };
+        if r.status != OperationStatus::InProgress {
+            return;
+        }
+        r.status = if error.is_some() { OperationStatus::Failed } else { OperationStatus::Completed };
+        r.url = url;
+        r.error = error;
+        if self.stop_request.as_deref() == Some(id) {
+            self.stop_request = None;
+        }
+        self.finished_savepoints.push_back(id.to_string());
+        while self.finished_savepoints.len() > SAVEPOINT_HISTORY {
+            if let Some(old) = self.finished_savepoints.pop_front() {
+                self.savepoints.remove(&old);
+            }
         }
     }
 }
@@ -219,5 +294,37 @@ mod tests {
         assert_eq!(b.savepoint(&id).unwrap().status, OperationStatus::Failed);
         assert_eq!(b.job().error.as_deref(), Some("boom"));
         assert!(!b.is_ready());
+    }
+
+    #[test]
+    fn request_ids_make_savepoint_requests_idempotent() {
+        let b = StatusBoard::new("q5", 1, 720);
+        assert_eq!(b.register_savepoint(Some("j1-sp-1"), false), Registered::New("j1-sp-1".into()));
+        assert_eq!(b.register_savepoint(Some("j1-sp-1"), false), Registered::Existing("j1-sp-1".into()));
+        let c = CompletedCheckpoint { id: 7, url: "file:///x/sp".into(), bytes: 10, duration: std::time::Duration::from_millis(5), savepoint: true };
+        b.on_event(&CheckpointEvent::Completed { checkpoint: &c, request: Some("j1-sp-1") });
+        assert_eq!(b.register_savepoint(Some("j1-sp-1"), true), Registered::Existing("j1-sp-1".into()), "completed: still the same savepoint");
+        // one stop at a time
+        assert_eq!(b.register_savepoint(Some("stop-1"), true), Registered::New("stop-1".into()));
+        assert_eq!(b.register_savepoint(Some("stop-2"), true), Registered::StopInProgress("stop-1".into()));
+        assert_eq!(b.register_savepoint(None, true), Registered::StopInProgress("stop-1".into()));
+        assert_eq!(b.register_savepoint(Some("stop-1"), true), Registered::Existing("stop-1".into()));
+        b.on_event(&CheckpointEvent::Failed { id: 8, savepoint: true, request: Some("stop-1"), error: "writing s3://b/sp: refused" });
+        assert_eq!(b.savepoint("stop-1").unwrap().status, OperationStatus::Failed);
+        assert_eq!(b.checkpoints()[0].error.as_deref(), Some("writing s3://b/sp: refused"));
+        assert_eq!(b.register_savepoint(Some("stop-2"), true), Registered::New("stop-2".into()), "the failed stop is over");
+    }
+
+    #[test]
+    fn finished_savepoints_are_remembered_up_to_a_bound() {
+        let b = StatusBoard::new("q5", 1, 720);
+        for i in 0..(SAVEPOINT_HISTORY + 10) {
+            let id = format!("r-{i}");
+            b.register_savepoint(Some(&id), false);
+            b.on_event(&CheckpointEvent::Failed { id: i as u64, savepoint: true, request: Some(&id), error: "x" });
+        }
+        assert!(b.savepoint("r-0").is_none(), "the oldest are forgotten");
+        assert!(b.savepoint(&format!("r-{}", SAVEPOINT_HISTORY + 9)).is_some());
+        assert_eq!(b.lock().savepoints.len(), SAVEPOINT_HISTORY);
     }
 }

@@ -137,15 +137,48 @@ fn validate_target(t: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest accepted `requestId`.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// A request id names a savepoint in URLs: 1 to 128 of `[A-Za-z0-9._-]`.
+fn validate_request_id(id: &str) -> Result<(), String> {
+    let ok_chars = id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if id.is_empty() || id.len() > MAX_REQUEST_ID_LEN || !ok_chars || id == "." || id == ".." {
+        return Err(format!("requestId '{}' must be 1 to {MAX_REQUEST_ID_LEN} characters of A-Z a-z 0-9 . _ - (and not . or ..)", id.escape_debug()));
+    }
+    Ok(())
+}
+
+/// Whether savepoint target `url` already holds a snapshot (a `_metadata`).
+/// An unreachable store is not an answer: the savepoint itself will report it.
+async fn target_taken(url: &str) -> bool {
+    let url = url.to_string();
+    let check = tokio::task::spawn_blocking(move || crate::checkpoint::CheckpointStorage::open(&url).and_then(|s| s.has_metadata("")));
+    matches!(tokio::time::timeout(std::time::Duration::from_secs(10), check).await, Ok(Ok(Ok(true))))
+}
+
+fn accepted(id: String) -> Response {
+    (StatusCode::ACCEPTED, Json(Triggered { id })).into_response()
+}
+
 async fn trigger_savepoint(State(s): State<RestState>, body: Result<Json<SavepointRequest>, axum::extract::rejection::JsonRejection>) -> Response {
     let tx = match coordinator(&s) {
-        Ok(tx) => tx,
+        Ok(tx) => tx.clone(),
         Err(r) => return r,
     };
     let Json(req) = match body {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"stop\": bool, \"target\": url?}}: {e}")),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"stop\": bool, \"target\": url?, \"requestId\": string?}}: {e}")),
     };
+    if let Some(id) = &req.request_id {
+        if let Err(e) = validate_request_id(id) {
+            return error(StatusCode::BAD_REQUEST, e);
+        }
+        // a repeated request: the same savepoint, whatever its state (even once the job ended)
+        if s.board.savepoint(id).is_some() {
+            return accepted(id.clone());
+        }
+    }
     if let Some(t) = &req.target {
         if let Err(e) = validate_target(t) {
             return error(StatusCode::BAD_REQUEST, e);
@@ -154,11 +187,23 @@ async fn trigger_savepoint(State(s): State<RestState>, body: Result<Json<Savepoi
     if let Err(r) = running(&s) {
         return r;
     }
-    let id = s.board.new_savepoint_request();
+    if let Some(t) = &req.target {
+        if target_taken(t).await {
+            return error(StatusCode::CONFLICT, format!("target '{t}' already holds a savepoint (_metadata): a target is the savepoint's own directory, choose a new one"));
+        }
+    }
+    let id = match s.board.register_savepoint(req.request_id.as_deref(), req.stop) {
+        board::Registered::New(id) => id,
+        board::Registered::Existing(id) => return accepted(id),
+        board::Registered::StopInProgress(other) => {
+            return error(StatusCode::CONFLICT, format!("a stop-with-savepoint is already in progress (request '{other}'); ask for its status at {}", paths::savepoint(&other)));
+        }
+    };
     if tx.send(Request::Savepoint { id: id.clone(), stop: req.stop, target: req.target }).is_err() {
+        s.board.fail_savepoint_request(&id, "the coordinator is not running");
         return error(StatusCode::SERVICE_UNAVAILABLE, "the coordinator is not running");
     }
-    (StatusCode::ACCEPTED, Json(Triggered { id })).into_response()
+    accepted(id)
 }
 
 async fn savepoint(State(s): State<RestState>, Path(id): Path<String>) -> Response {
@@ -199,6 +244,90 @@ pub fn restarting_state(restarts: u32) -> JobState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::checkpoint::coordinator::{CheckpointEvent, CompletedCheckpoint};
+    use crate::rest::client::request;
+    use weir_api::{OperationStatus, SavepointStatus};
+
+    fn server() -> (String, Arc<StatusBoard>, crossbeam_channel::Receiver<Request>) {
+        let board = StatusBoard::new("q5", 2, 720);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let state = RestState { board: board.clone(), requests: Some(tx), exporter: Arc::default() };
+        let addr = serve("127.0.0.1:0".parse().unwrap(), state).unwrap();
+        (addr.to_string(), board, rx)
+    }
+
+    fn post(addr: &str, body: &str) -> (u16, serde_json::Value) {
+        let (code, body) = request(addr, "POST", paths::SAVEPOINTS, Some(body)).unwrap();
+        (code, serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}")))
+    }
+
+    #[test]
+    fn savepoint_requests_are_idempotent_by_request_id() {
+        let (addr, board, rx) = server();
+        let (code, body) = post(&addr, r#"{"stop": true, "requestId": "j1-sp-1"}"#);
+        assert_eq!((code, body), (202, serde_json::json!({"id": "j1-sp-1"})));
+        match rx.try_recv() {
+            Ok(Request::Savepoint { id, stop: true, target: None }) => assert_eq!(id, "j1-sp-1"),
+            other => panic!("{other:?}"),
+        }
+        // the client lost the answer and asks again: the same savepoint, no second one
+        assert_eq!(post(&addr, r#"{"stop": true, "requestId": "j1-sp-1"}"#), (202, serde_json::json!({"id": "j1-sp-1"})));
+        assert!(rx.try_recv().is_err(), "no second savepoint");
+        // another stop while this one is in flight
+        let (code, body) = post(&addr, r#"{"stop": true, "requestId": "j1-sp-2"}"#);
+        assert_eq!(code, 409);
+        assert!(body["error"].as_str().unwrap().contains("j1-sp-1"), "{body}");
+        // completed: still the same answer, and its status names it
+        let c = CompletedCheckpoint { id: 4, url: "s3://b/savepoints/sp-j1-1".into(), bytes: 1, duration: std::time::Duration::ZERO, savepoint: true };
+        board.on_event(&CheckpointEvent::Completed { checkpoint: &c, request: Some("j1-sp-1") });
+        board.set_state(JobState::Finished, None);
+        assert_eq!(post(&addr, r#"{"stop": true, "requestId": "j1-sp-1"}"#), (202, serde_json::json!({"id": "j1-sp-1"})));
+        assert!(rx.try_recv().is_err());
+        let (code, body) = request(&addr, "GET", &paths::savepoint("j1-sp-1"), None).unwrap();
+        let st: SavepointStatus = serde_json::from_str(&body).unwrap();
+        assert_eq!((code, st.status, st.url.as_deref()), (200, OperationStatus::Completed, Some("s3://b/savepoints/sp-j1-1")));
+        // a new request once the job ended is refused
+        assert_eq!(post(&addr, r#"{"requestId": "j1-sp-3"}"#).0, 409);
+    }
+
+    #[test]
+    fn failed_savepoints_stay_failed_for_repeated_requests() {
+        let (addr, board, rx) = server();
+        assert_eq!(post(&addr, r#"{"requestId": "x.1"}"#).0, 202);
+        assert!(rx.try_recv().is_ok());
+        board.on_event(&CheckpointEvent::Failed { id: 3, savepoint: true, request: Some("x.1"), error: "writing s3://b/sp/_metadata: connection refused" });
+        assert_eq!(post(&addr, r#"{"requestId": "x.1"}"#), (202, serde_json::json!({"id": "x.1"})));
+        assert!(rx.try_recv().is_err());
+        let (_, body) = request(&addr, "GET", &paths::savepoint("x.1"), None).unwrap();
+        let st: SavepointStatus = serde_json::from_str(&body).unwrap();
+        assert_eq!(st.status, OperationStatus::Failed);
+        assert!(st.error.unwrap().contains("s3://b/sp"));
+        let (_, body) = request(&addr, "GET", paths::CHECKPOINTS, None).unwrap();
+        let list: CheckpointList = serde_json::from_str(&body).unwrap();
+        assert_eq!(list.checkpoints[0].status, OperationStatus::Failed);
+        assert!(list.checkpoints[0].error.as_deref().unwrap().contains("connection refused"));
+    }
+
+    #[test]
+    fn bad_request_ids_and_taken_targets_are_refused() {
+        let (addr, _board, rx) = server();
+        for bad in [r#""""#, r#""a b""#, r#""a/b""#, r#"".."""#, &format!("\"{}\"", "a".repeat(129))] {
+            let (code, body) = post(&addr, &format!(r#"{{"requestId": {bad}}}"#));
+            assert_eq!(code, 400, "{bad}: {body}");
+            assert!(body["error"].as_str().unwrap().contains("requestId"), "{body}");
+        }
+        assert_eq!(post(&addr, &format!(r#"{{"requestId": "{}"}}"#, "a".repeat(128))).0, 202);
+        assert!(rx.try_recv().is_ok());
+        let dir = std::env::temp_dir().join(format!("weir-rest-taken-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("_metadata"), "{}").unwrap();
+        let (code, body) = post(&addr, &format!(r#"{{"target": "file://{}", "requestId": "t-1"}}"#, dir.display()));
+        assert_eq!(code, 409, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("_metadata"), "{body}");
+        assert!(rx.try_recv().is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn targets_are_validated() {
