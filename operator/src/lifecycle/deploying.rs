@@ -111,7 +111,11 @@ fn fail(ctx: &mut Ctx<'_>, t: &Transition, job_id: &str, why: String) {
     let can_roll_back = rollout.rollback
         && !matches!(t.kind, TransitionKind::Rollback | TransitionKind::Deploy | TransitionKind::Resume)
         && stable.as_ref().is_some_and(|s| s.spec != t.target_spec || s.generation != t.target_generation);
-    ctx.status.failed_generation = Some(t.target_generation);
+    // A failed rollback deploys the stable generation: the generation that failed (and
+    // must not be retried until the spec or restartNonce changes) stays the upgrade's.
+    if t.kind != TransitionKind::Rollback || ctx.status.failed_generation.is_none() {
+        ctx.status.failed_generation = Some(if t.kind == TransitionKind::Rollback { ctx.input.generation } else { t.target_generation });
+    }
     match stable {
         Some(stable) if can_roll_back => {
             let now = ctx.now();

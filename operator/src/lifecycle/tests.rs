@@ -270,6 +270,42 @@ fn cases() -> Vec<Case> {
             ..Default::default()
         },
         Case {
+            name: "a rollback that fails too leaves the upgrade's generation failed (not retried in a loop)",
+            status: StreamJobStatus {
+                failed_generation: Some(2),
+                ..in_stage(
+                    Stage::Deploying,
+                    Some(Transition { job_id: Some("j3".into()), ..transition(TransitionKind::Rollback, &spec(), 1) }),
+                )
+            },
+            spec: upgraded.clone(),
+            generation: 2,
+            observed: up(2, "j3", JobState::Failed),
+            stage: Stage::Failed,
+            actions: &["apply(2)"],
+            events: &["DeploymentFailed", "StageChanged"],
+            check: |s| {
+                assert_eq!(s.status.failed_generation, Some(2));
+                // The next reconcile in Failed does not start the failed generation again.
+                let observed = up(2, "j3", JobState::Failed);
+                let input = Input {
+                    name: "fraud",
+                    namespace: "prod",
+                    generation: 2,
+                    spec: &with(|s| s.image = "weir:2".into()),
+                    status: &s.status,
+                    observed: &observed,
+                    now: T0 + 5_000,
+                    deleting: false,
+                    fresh_job_id: "j4",
+                };
+                let next = step(&input);
+                assert_eq!(next.status.stage, Some(Stage::Failed));
+                assert!(next.status.transition.is_none(), "{:?}", next.status.transition);
+            },
+            ..Default::default()
+        },
+        Case {
             name: "a FAILED first deployment reports the runtime's error",
             status: StreamJobStatus {
                 stage: Some(Stage::Deploying),
