@@ -354,11 +354,42 @@ fn run_checkpointed(resolved: &cli::ResolvedJob, dir: String, c: CheckpointOpts)
     Ok(())
 }
 
-/// `weir worker`: one pod of a distributed job.
+/// `weir worker`: one pod of a distributed job. The HTTP server starts first, so that
+/// a job that cannot be loaded (bad job file, unknown job, bad environment) is reported
+/// as `FAILED` through `/v1/job` and the termination log instead of crash-looping.
 fn worker(a: WorkerArgs) -> Result<(), weir::JobError> {
-    use weir::checkpoint::coordinator::{CheckpointSettings, RestartStrategy, StopHandle};
-    use weir::cluster::{WorkerIdentity, WorkerSettings};
-    let identity = WorkerIdentity::from_env().map_err(|e| weir::JobError::Invalid(e.to_string()))?;
+    use weir::checkpoint::coordinator::StopHandle;
+    use weir::cluster::WorkerServer;
+    let shutdown = StopHandle::default();
+    let s = shutdown.clone();
+    ctrlc::set_handler(move || s.stop_with_savepoint()).map_err(|e| weir::JobError::Invalid(format!("cannot install the signal handler: {e}")))?;
+    let env_var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    // what the board can say before the job is loaded
+    let name = env_var(weir_api::env::JOB_NAME).unwrap_or_else(|| "unknown".into());
+    let parallelism = env_var(weir_api::env::PARALLELISM).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let max_parallelism = env_var(weir_api::env::MAX_PARALLELISM).and_then(|p| p.parse().ok()).unwrap_or(weir_api::DEFAULT_MAX_PARALLELISM);
+    let identity = weir::cluster::WorkerIdentity::from_env();
+    // the REST API on worker 0, or anywhere when the identity itself is wrong
+    let api = identity.as_ref().map_or(true, |i| i.ordinal == 0);
+    let board = weir::rest::board::StatusBoard::new(&name, parallelism, max_parallelism);
+    if let Some(id) = a.job_id.as_deref().filter(|j| !j.is_empty()) {
+        board.set_job_id(id);
+    }
+    let server = WorkerServer::start(std::net::SocketAddr::from(([0, 0, 0, 0], a.http_port)), board, api)?;
+    match load_worker(a, identity) {
+        Ok((env, settings)) => weir::cluster::run_worker_on(&env, &settings, &shutdown, server),
+        Err(e) => Err(server.fail(e, &shutdown)),
+    }
+}
+
+/// Loads the job of a worker and its settings from the arguments and environment.
+fn load_worker(
+    a: WorkerArgs,
+    identity: Result<weir::cluster::WorkerIdentity, weir::cluster::ClusterError>,
+) -> Result<(weir::StreamEnv, weir::cluster::WorkerSettings), weir::JobError> {
+    use weir::checkpoint::coordinator::{CheckpointSettings, RestartStrategy};
+    use weir::cluster::WorkerSettings;
+    let identity = identity.map_err(|e| weir::JobError::Invalid(e.to_string()))?;
     let mut overrides: Overrides = a.opts.into();
     if overrides.parallelism.is_some_and(|p| p != identity.workers) {
         return Err(weir::JobError::Invalid(format!("--parallelism must equal WEIR_PARALLELISM ({}) for a worker", identity.workers)));
@@ -372,6 +403,9 @@ fn worker(a: WorkerArgs) -> Result<(), weir::JobError> {
     if let Ok(m) = std::env::var(weir_api::env::MAX_PARALLELISM) {
         overrides.max_parallelism = Some(m.parse().map_err(|_| weir::JobError::Invalid(format!("{}={m} is not a number", weir_api::env::MAX_PARALLELISM)))?);
     }
+    if !std::path::Path::new(&a.job).exists() && (a.job.contains('/') || a.job.ends_with(".yaml") || a.job.ends_with(".yml")) {
+        return Err(weir::JobError::Invalid(format!("job file {} does not exist (WEIR_JOB_FILE; the operator mounts the job's ConfigMap at {})", a.job, weir_api::JOB_FILE_DIR)));
+    }
     let resolved = cli::resolve(&a.job, &overrides)?;
     let env = cli::build(&resolved)?;
     let storage = match a.checkpoint_dir {
@@ -382,10 +416,15 @@ fn worker(a: WorkerArgs) -> Result<(), weir::JobError> {
             d.display().to_string()
         }
     };
+    check_url(weir_api::env::CHECKPOINT_URL, &storage)?;
+    let restore = a.restore.filter(|r| !r.is_empty());
+    if let Some(r) = &restore {
+        check_url(weir_api::env::RESTORE_FROM, r)?;
+    }
     let mut checkpoints = CheckpointSettings::new(storage);
     checkpoints.interval = std::time::Duration::from_millis(a.checkpoint_interval_ms.max(10));
     checkpoints.retain = a.retain.max(1);
-    checkpoints.restore_from = a.restore.filter(|r| !r.is_empty());
+    checkpoints.restore_from = restore;
     checkpoints.allow_non_restored_state = a.allow_non_restored_state;
     checkpoints.timeout = std::time::Duration::from_millis(a.checkpoint_timeout_ms.max(100));
     checkpoints.restart = RestartStrategy::ExponentialBackoff {
@@ -400,10 +439,21 @@ fn worker(a: WorkerArgs) -> Result<(), weir::JobError> {
         http: std::net::SocketAddr::from(([0, 0, 0, 0], a.http_port)),
         exit_on_finish: a.exit_on_finish,
     };
-    let shutdown = StopHandle::default();
-    let s = shutdown.clone();
-    ctrlc::set_handler(move || s.stop_with_savepoint()).map_err(|e| weir::JobError::Invalid(format!("cannot install the signal handler: {e}")))?;
-    weir::cluster::run_worker(&env, &settings, &shutdown)
+    Ok((env, settings))
+}
+
+/// A storage URL from the environment must be one the runtime can open: a clear
+/// error naming the variable otherwise.
+fn check_url(var: &str, url: &str) -> Result<(), weir::JobError> {
+    const SCHEMES: [&str; 7] = ["file", "s3", "s3a", "gs", "az", "abfs", "abfss"];
+    if !url.contains("://") {
+        return if std::path::Path::new(url).is_absolute() { Ok(()) } else { Err(weir::JobError::Invalid(format!("{var}={url}: not a URL (file://, s3://, gs://, az://) nor an absolute path"))) };
+    }
+    match url::Url::parse(url) {
+        Ok(u) if SCHEMES.contains(&u.scheme()) => Ok(()),
+        Ok(u) => Err(weir::JobError::Invalid(format!("{var}={url}: unknown scheme '{}' (use file://, s3://, gs:// or az://)", u.scheme()))),
+        Err(e) => Err(weir::JobError::Invalid(format!("{var}={url}: not a valid URL: {e}"))),
+    }
 }
 
 /// `weir cluster`: the workers of a job as processes on this machine.

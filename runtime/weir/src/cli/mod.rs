@@ -42,13 +42,18 @@ pub fn resolve(spec: &str, o: &Overrides) -> Result<ResolvedJob, JobError> {
     } else {
         None
     };
+    let from_file = file.is_some();
     let (name, mut params, p, m, job_name, backend) = match file {
         Some(f) => (f.job.clone(), f.params, f.parallelism, f.max_parallelism, f.name.unwrap_or(f.job), f.state_backend),
         None => (spec.to_string(), JobParams::default(), None, None, spec.to_string(), None),
     };
     let job = jobs::find(&name).ok_or_else(|| {
         let names: Vec<&str> = jobs::builtins().iter().map(|j| j.name).collect();
-        JobError::Invalid(format!("unknown job '{name}': not a built-in job ({}) nor a job file", names.join(", ")))
+        if from_file {
+            JobError::Invalid(format!("job file {spec}: unknown job '{name}' (known: {})", names.join(", ")))
+        } else {
+            JobError::Invalid(format!("unknown job '{name}': not a built-in job ({}) nor a job file", names.join(", ")))
+        }
     })?;
     if o.events.is_some() {
         params.events = o.events;

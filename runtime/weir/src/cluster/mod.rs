@@ -9,7 +9,7 @@ pub mod supervisor;
 pub mod worker;
 
 pub use identity::WorkerIdentity;
-pub use worker::{WorkerSettings, run_worker};
+pub use worker::{WorkerServer, WorkerSettings, run_worker, run_worker_on, write_termination_log};
 
 /// Why a worker cannot start.
 #[derive(Debug, thiserror::Error)]

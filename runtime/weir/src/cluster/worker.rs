@@ -51,30 +51,107 @@ pub struct WorkerSettings {
     pub exit_on_finish: bool,
 }
 
+/// The HTTP server of a worker (health, metrics, and the REST API on worker 0),
+/// started before the job is loaded, so that a job that cannot even start is
+/// reported (`GET /v1/job` = `FAILED` with the error) instead of crash-looping.
+pub struct WorkerServer {
+    pub board: Arc<StatusBoard>,
+    pub addr: SocketAddr,
+    requests: Receiver<Request>,
+}
+
+impl WorkerServer {
+    /// Serves on `http`; `api`: also the REST API (worker 0).
+    pub fn start(http: SocketAddr, board: Arc<StatusBoard>, api: bool) -> Result<Self, JobError> {
+        let (req_tx, requests) = unbounded();
+        let rest = RestState { board: board.clone(), requests: api.then_some(req_tx), exporter: Arc::default() };
+        let addr = rest::serve(http, rest).map_err(|e| JobError::Invalid(format!("cannot serve HTTP on {http} (WEIR_HTTP_PORT): {e}")))?;
+        Ok(WorkerServer { board, addr, requests })
+    }
+
+    /// The job cannot run: reports `error` (job `FAILED`, not ready, the message in the
+    /// termination log) and keeps serving until terminated. Returns the error.
+    pub fn fail(&self, error: JobError, shutdown: &StopHandle) -> JobError {
+        let msg = error.to_string();
+        tracing::error!(error = %msg, "the job cannot run; serving its status until terminated");
+        eprintln!("weir: error: {msg}");
+        self.board.set_state(JobState::Failed, Some(msg.clone()));
+        write_termination_log(&msg);
+        while !shutdown.is_requested() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        error
+    }
+}
+
+/// Writes `msg` where Kubernetes reads a container's termination message
+/// (`WEIR_TERMINATION_LOG`, default `/dev/termination-log` when it exists and is
+/// writable), so that it shows in the pod's `lastState`.
+pub fn write_termination_log(msg: &str) {
+    use std::io::Write;
+    let (path, create) = match std::env::var("WEIR_TERMINATION_LOG") {
+        Ok(p) if !p.is_empty() => (p, true),
+        _ => ("/dev/termination-log".to_string(), false),
+    };
+    // Kubernetes keeps at most 4096 bytes
+    let mut end = msg.len().min(4000);
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    match std::fs::OpenOptions::new().write(true).truncate(true).create(create).open(&path) {
+        Ok(mut f) => {
+            if let Err(e) = f.write_all(msg[..end].as_bytes()) {
+                tracing::debug!(%path, error = %e, "cannot write the termination log");
+            }
+        }
+        Err(e) => tracing::debug!(%path, error = %e, "no termination log"),
+    }
+}
+
 /// Runs this worker's share of `env` until the job ends.
 pub fn run_worker(env: &StreamEnv, settings: &WorkerSettings, shutdown: &StopHandle) -> Result<(), JobError> {
     let id = &settings.identity;
-    id.validate().map_err(|e| JobError::Invalid(e.to_string()))?;
     let config = env.config();
-    if config.parallelism != id.workers {
-        return Err(JobError::Invalid(format!("the job's parallelism {} differs from the number of workers {}", config.parallelism, id.workers)));
-    }
     let board = StatusBoard::new(&config.name, id.workers, config.max_parallelism);
-    let (req_tx, req_rx) = unbounded();
-    let rest = RestState { board: board.clone(), requests: (id.ordinal == 0).then_some(req_tx), exporter: Arc::default() };
-    let http = rest::serve(settings.http, rest).map_err(|e| JobError::Invalid(format!("cannot serve HTTP on {}: {e}", settings.http)))?;
-    tracing::info!(worker = id.ordinal, workers = id.workers, %http, "worker started");
-    let port = id.listen_port().map_err(|e| JobError::Invalid(e.to_string()))?;
-    let listener = TcpListener::bind(("0.0.0.0", port)).map_err(|e| JobError::Invalid(format!("cannot listen for peers on port {port}: {e}")))?;
+    let server = WorkerServer::start(settings.http, board, id.ordinal == 0)?;
+    run_worker_on(env, settings, shutdown, server)
+}
+
+/// Runs this worker's share of `env` on an HTTP server already started.
+pub fn run_worker_on(env: &StreamEnv, settings: &WorkerSettings, shutdown: &StopHandle, server: WorkerServer) -> Result<(), JobError> {
+    let id = &settings.identity;
+    let config = env.config();
+    if let Some(j) = &settings.job_id {
+        server.board.set_job_id(j);
+    }
+    server.board.configure(&config.name, id.workers, config.max_parallelism);
+    let checked = id.validate().map_err(|e| JobError::Invalid(e.to_string())).and_then(|()| {
+        if config.parallelism != id.workers {
+            return Err(JobError::Invalid(format!("the job's parallelism {} differs from the number of workers {} ({})", config.parallelism, id.workers, weir_api::env::PARALLELISM)));
+        }
+        let port = id.listen_port().map_err(|e| JobError::Invalid(e.to_string()))?;
+        TcpListener::bind(("0.0.0.0", port)).map_err(|e| JobError::Invalid(format!("cannot listen for peers on port {port}: {e}")))
+    });
+    let listener = match checked {
+        Ok(l) => l,
+        Err(e) => return Err(server.fail(e, shutdown)),
+    };
+    let board = server.board.clone();
+    tracing::info!(worker = id.ordinal, workers = id.workers, http = %server.addr, "worker started");
     let incoming = accept_hellos(listener);
     let result = if id.ordinal == 0 {
-        Coordinator { env, settings, board: &board, requests: &req_rx, incoming: &incoming, shutdown }.run()
+        Coordinator { env, settings, board: &board, requests: &server.requests, incoming: &incoming, shutdown }.run()
     } else {
         Follower { env, settings, board: &board, incoming: &incoming, early: Vec::new(), shutdown }.run()
     };
     match &result {
         Ok(()) => board.set_state(JobState::Finished, None),
-        Err(e) => board.set_state(JobState::Failed, Some(e.to_string())),
+        Err(e) => {
+            board.set_state(JobState::Failed, Some(e.to_string()));
+            if !matches!(e, JobError::Cancelled) {
+                write_termination_log(&e.to_string());
+            }
+        }
     }
     // keep answering clients (final job state, savepoint status): until terminated,
     // or for a short grace period when asked to exit

@@ -87,6 +87,14 @@ impl StatusBoard {
         self.lock().job.clone()
     }
 
+    /// The job's name and parallelism, once the job is loaded.
+    pub fn configure(&self, name: &str, parallelism: u32, max_parallelism: u32) {
+        let mut b = self.lock();
+        b.job.name = name.to_string();
+        b.job.parallelism = parallelism;
+        b.job.max_parallelism = max_parallelism;
+    }
+
     pub fn set_job_id(&self, id: &str) {
         self.lock().job.id = id.to_string();
     }
