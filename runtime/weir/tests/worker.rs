@@ -185,3 +185,106 @@ fn savepoints_go_into_their_target_and_restore_from_it() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A TCP proxy in front of the S3 test server that can take the storage "down"
+/// (refusing and cutting connections) and bring it back.
+struct Proxy {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    fn start(upstream: String) -> Proxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = up.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { continue };
+                if !flag.load(Ordering::SeqCst) {
+                    continue; // dropped: connection reset
+                }
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else { continue };
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)] {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
+                        let mut buf = [0u8; 16384];
+                        while flag.load(Ordering::SeqCst) {
+                            match from.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                                Err(_) => break,
+                            }
+                        }
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { port, up }
+    }
+    fn set_up(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Issue 10: with the S3 storage unreachable a worker keeps retrying (RESTARTING,
+/// with the storage error), a stop-with-savepoint fails without failing the job, and
+/// when the storage is back the job runs and stops with a savepoint by itself.
+#[test]
+fn a_storage_outage_is_retried_and_survived() {
+    let bucket = match std::env::var("WEIR_TEST_S3_BUCKET") {
+        Ok(b) => b,
+        Err(_) if std::env::var_os("CI").is_some() => panic!("WEIR_TEST_S3_BUCKET is not set: CI must run the tests through ./test.sh"),
+        Err(_) => return eprintln!("skipped: no S3 test server (run ./test.sh, which starts one)"),
+    };
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL of the test server");
+    let proxy = Proxy::start(endpoint.trim_start_matches("http://").trim_end_matches('/').to_string());
+    let dir = tempdir("outage");
+    let file = dir.join("job.yaml");
+    std::fs::write(&file, "job: nexmark-q5\nparallelism: 1\nparams:\n  rate: 20000\n").unwrap();
+    let url = format!("s3://{bucket}/outage-{}", std::process::id());
+    let proxy_url = format!("http://127.0.0.1:{}", proxy.port);
+    let env = [
+        ("WEIR_CHECKPOINT_URL", url.as_str()),
+        ("AWS_ENDPOINT_URL", proxy_url.as_str()),
+        ("WEIR_STORAGE_RETRY_TIMEOUT_MS", "500"),
+        ("WEIR_CHECKPOINT_TIMEOUT_MS", "5000"),
+    ];
+    let mut w = Worker::spawn(&file.to_string_lossy(), &dir, &env);
+    // storage down from the start: retried, reported, never FAILED
+    w.wait_for("RESTARTING with the storage error", Duration::from_secs(60), |w| {
+        w.job().is_some_and(|j| j.state == JobState::Restarting && j.restarts >= 2 && j.error.as_deref().is_some_and(|e| e.contains(&url)))
+    });
+    proxy.set_up(true);
+    w.wait_for("RUNNING with a checkpoint", Duration::from_secs(90), |w| w.job().is_some_and(|j| j.state == JobState::Running && j.last_checkpoint.is_some()));
+    // storage down again: the stop-with-savepoint fails, the job keeps running
+    proxy.set_up(false);
+    assert_eq!(savepoint(&w, r#"{"stop": true, "requestId": "stop-1"}"#).0, 202);
+    let st = wait_savepoint(&w, "stop-1");
+    assert_eq!(st.status, OperationStatus::Failed, "{st:?}");
+    assert!(st.error.as_deref().unwrap_or("").contains(&url), "the error names the storage: {st:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    let job = w.job().unwrap();
+    assert_eq!(job.state, JobState::Running, "a failed savepoint does not fail the job: {job:?}");
+    let (_, body) = w.get(paths::CHECKPOINTS).unwrap();
+    let list: weir_api::CheckpointList = serde_json::from_str(&body).unwrap();
+    assert!(list.checkpoints.iter().any(|c| c.status == OperationStatus::Failed && c.savepoint), "{body}");
+    // back again: a new stop succeeds
+    proxy.set_up(true);
+    assert_eq!(savepoint(&w, r#"{"stop": true, "requestId": "stop-2"}"#).0, 202);
+    let st = wait_savepoint(&w, "stop-2");
+    assert_eq!(st.status, OperationStatus::Completed, "{st:?}");
+    w.wait_for("FINISHED", Duration::from_secs(30), |w| w.job().is_some_and(|j| j.state == JobState::Finished));
+    w.terminate();
+}
