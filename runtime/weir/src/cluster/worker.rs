@@ -100,7 +100,7 @@ pub fn write_termination_log(msg: &str) {
     }
     match std::fs::OpenOptions::new().write(true).truncate(true).create(create).open(&path) {
         Ok(mut f) => {
-            if let Err(e) = f.write_all(msg[..end].as_bytes()) {
+            if let Err(e) = f.write_all(&msg.as_bytes()[..end]) {
                 tracing::debug!(%path, error = %e, "cannot write the termination log");
             }
         }
@@ -327,10 +327,10 @@ impl Coordinator<'_> {
         tracing::info!(epoch = *epoch, restore = ?restore_url, "starting the job on {} workers", id.workers);
         let start = Control::Start { epoch: *epoch, job_id: job_id.to_string(), restore: restore_url.clone() };
         for (o, c) in conns.iter_mut().enumerate() {
-            if let Some(c) = c {
-                if let Err(e) = start.write_to(c) {
-                    return Err(format!("worker {o}: {e}").into());
-                }
+            if let Some(c) = c
+                && let Err(e) = start.write_to(c)
+            {
+                return Err(format!("worker {o}: {e}").into());
             }
         }
         let mut n = next;

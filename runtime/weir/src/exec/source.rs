@@ -11,8 +11,13 @@ use crate::time::{MAX_WATERMARK, WatermarkGenerator, WatermarkStrategy};
 
 pub(crate) fn run<T: crate::Data>(env: TaskEnv, mut source: Box<dyn Source<T>>, strategy: WatermarkStrategy<T>, mut head: BoxDown<T>) {
     let ctx = SourceContext { subtask: env.info.subtask, parallelism: env.info.parallelism };
+    // restored with fewer splits than subtasks, this one got none: while it has
+    // nothing to read it is idle at once (it must not hold back the watermark)
+    let mut owns_no_split = false;
     if let Some(r) = &env.restore {
         if let Some(splits) = r.operator(&env.info.uid, env.info.subtask, env.info.parallelism, source.redistribution()) {
+            let any = r.operator(&env.info.uid, 0, 1, crate::checkpoint::restore::Redistribution::Union).is_some_and(|all| !all.is_empty());
+            owns_no_split = splits.is_empty() && any;
             if let Err(e) = source.restore(splits) {
                 env.control.fail(format!("{} (subtask {}): restoring its position: {e}", env.info.operator, env.info.subtask));
                 return;
@@ -127,11 +132,10 @@ pub(crate) fn run<T: crate::Data>(env: TaskEnv, mut source: Box<dyn Source<T>>, 
                 head.flush();
                 last_flush = Instant::now();
                 let since = *idle_since.get_or_insert_with(Instant::now);
-                if let Some(t) = strategy.idle_timeout {
-                    if !marked_idle && since.elapsed() >= t {
-                        marked_idle = true;
-                        head.idle(true);
-                    }
+                let timed_out = strategy.idle_timeout.is_some_and(|t| since.elapsed() >= t);
+                if !marked_idle && (timed_out || owns_no_split) {
+                    marked_idle = true;
+                    head.idle(true);
                 }
                 if let Some(d) = head.next_deadline() {
                     let now = now_ms();

@@ -162,15 +162,13 @@ impl StatusBoard {
     /// state; a second stop-with-savepoint while one is in progress is refused.
     pub fn register_savepoint(&self, request_id: Option<&str>, stop: bool) -> Registered {
         let mut b = self.lock();
-        if let Some(id) = request_id {
-            if b.savepoints.contains_key(id) {
-                return Registered::Existing(id.to_string());
-            }
+        if let Some(id) = request_id
+            && b.savepoints.contains_key(id)
+        {
+            return Registered::Existing(id.to_string());
         }
-        if stop {
-            if let Some(other) = b.stop_request.clone() {
-                return Registered::StopInProgress(other);
-            }
+        if stop && let Some(other) = b.stop_request.clone() {
+            return Registered::StopInProgress(other);
         }
         let id = match request_id {
             Some(id) => id.to_string(),

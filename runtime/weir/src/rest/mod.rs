@@ -187,10 +187,10 @@ async fn trigger_savepoint(State(s): State<RestState>, body: Result<Json<Savepoi
     if let Err(r) = running(&s) {
         return r;
     }
-    if let Some(t) = &req.target {
-        if target_taken(t).await {
-            return error(StatusCode::CONFLICT, format!("target '{t}' already holds a savepoint (_metadata): a target is the savepoint's own directory, choose a new one"));
-        }
+    if let Some(t) = &req.target
+        && target_taken(t).await
+    {
+        return error(StatusCode::CONFLICT, format!("target '{t}' already holds a savepoint (_metadata): a target is the savepoint's own directory, choose a new one"));
     }
     let id = match s.board.register_savepoint(req.request_id.as_deref(), req.stop) {
         board::Registered::New(id) => id,
