@@ -545,7 +545,15 @@ pub fn operator_pods(c: &Cluster) -> Vec<String> {
 
 /// Lines of the operator log that mention `forbidden` (RBAC denials).
 pub fn forbidden_lines(log: &str) -> Vec<String> {
-    log.lines().filter(|l| l.to_lowercase().contains("forbidden")).map(str::to_string).collect()
+    log.lines().filter(|l| is_rbac_denial(l)).map(str::to_string).collect()
+}
+
+/// An authorization refusal (`... is forbidden: User "..." cannot <verb> resource ...`),
+/// not the other 403s a real API server gives (a namespace being terminated refuses
+/// new Events with "forbidden" too).
+pub fn is_rbac_denial(line: &str) -> bool {
+    let l = line.to_lowercase();
+    l.contains("forbidden") && l.contains("cannot ") && l.contains("resource")
 }
 
 // ---------------------------------------------------------------- files

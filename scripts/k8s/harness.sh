@@ -66,6 +66,9 @@ case "$cmd" in
     done
     # Reset first: a clean cluster, and no pods or netns left by a killed earlier run.
     "$K" reset >&2
+    # reset keeps the logs: drop the pods' logs of earlier runs (named <ns>_<pod>_<container>.log;
+    # the control plane's own logs stay), so the tests read only this run's.
+    find "$K8S_HARNESS_HOME/logs" -maxdepth 1 -name '*_*_*.log' -delete 2>/dev/null || true
     mkdir -p "$snapshot"
     # A copy: pods started later in the run use the binaries the run started with.
     cp -f "$bin_dir/weir" "$snapshot/weir.new" && mv -f "$snapshot/weir.new" "$snapshot/weir"

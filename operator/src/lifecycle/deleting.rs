@@ -1,7 +1,9 @@
 //! Stage `Deleting`: the StreamJob has a deletionTimestamp. When the upgrade mode keeps
-//! state and the job runs, stop it with a final savepoint (bounded by
-//! `rollout.shutdownTimeout`), then remove the finalizer; owner references let the
-//! garbage collector delete the StatefulSet, Services and ConfigMap.
+//! state and the job may still run (it runs, or its pods exist and it has not ended —
+//! it may just not answer right now), stop it with a final savepoint, bounded by
+//! `rollout.shutdownTimeout`: a job that does not answer in time is deleted with a
+//! `FinalSavepointFailed` Warning naming the newest checkpoint. Then the finalizer
+//! goes; owner references let the garbage collector delete the owned objects.
 
 use weir_api::JobState;
 
@@ -14,10 +16,13 @@ pub(super) fn next(ctx: &mut Ctx<'_>) {
     let t = ctx.status.transition.clone().filter(|t| t.kind == TransitionKind::Delete);
     let Some(t) = t else {
         let deployed_id = ctx.deployed_job_id();
-        let running = ctx.job_is(deployed_id.as_deref()).is_some_and(|j| j.state == JobState::Running);
+        let job = ctx.job_is(deployed_id.as_deref());
+        let running = job.is_some_and(|j| j.state == JobState::Running);
+        let pods_exist = ctx.input.observed.pods.as_ref().is_some_and(|p| p.current > 0);
+        let may_run = running || (pods_exist && !job.is_some_and(|j| j.state.is_terminal()));
         let deployed_spec = ctx.deployed_spec();
         let keeps_state = ctx.spec().upgrade_mode != UpgradeMode::Stateless;
-        let target = if keeps_state && running { ctx.savepoint_target(&deployed_spec) } else { None };
+        let target = if keeps_state && may_run && ctx.status.deployed.is_some() { ctx.savepoint_target(&deployed_spec) } else { None };
         let Some(super::SavepointTarget { url: target, request_id }) = target else {
             ctx.status.transition = None;
             let why = if !keeps_state {
@@ -45,8 +50,14 @@ pub(super) fn next(ctx: &mut Ctx<'_>) {
             stage_started_at: now,
             reason: Some("StreamJob deleted".into()),
         });
-        ctx.actions.push(Action::TriggerSavepoint { stop: true, target: target.clone(), request_id });
-        ctx.event("FinalSavepoint", format!("deleting: stop with a final savepoint to {target}"));
+        if running {
+            ctx.actions.push(Action::TriggerSavepoint { stop: true, target: target.clone(), request_id });
+            ctx.event("FinalSavepoint", format!("deleting: stop with a final savepoint to {target}"));
+        } else {
+            // Asked as soon as the job answers again (the request id is recorded).
+            let timeout = ctx.spec().rollout().shutdown_timeout;
+            ctx.warn("FinalSavepointWaiting", format!("deleting: the job does not answer; waiting up to {timeout} (rollout.shutdownTimeout) to take a final savepoint to {target}"));
+        }
         ctx.poll();
         return;
     };

@@ -779,6 +779,48 @@ fn cases() -> Vec<Case> {
             ..Default::default()
         },
         Case {
+            name: "delete of a job that does not answer: wait for it (request id recorded), no trigger yet",
+            deleting: true,
+            observed: obs(Some((2, 2, 0)), JobObserved::Unreachable("connection refused".into()), None),
+            stage: Stage::Deleting,
+            events: &["FinalSavepointWaiting", "StageChanged"],
+            check: |s| {
+                let t = s.status.transition.as_ref().unwrap();
+                assert_eq!(t.kind, TransitionKind::Delete);
+                assert_eq!(t.savepoint_trigger.as_deref(), Some("sp-j1-1"));
+            },
+            ..Default::default()
+        },
+        Case {
+            name: "delete of a job that answers again: the recorded request is sent",
+            deleting: true,
+            status: in_stage(Stage::Deleting, Some(transition(TransitionKind::Delete, &spec(), 1))),
+            observed: Observed { savepoint_missing: true, ..up(2, "j1", JobState::Running) },
+            stage: Stage::Deleting,
+            actions: &["stop-with-savepoint"],
+            ..Default::default()
+        },
+        Case {
+            name: "delete of a job that never answers: FinalSavepointFailed after shutdownTimeout, then deleted",
+            deleting: true,
+            status: in_stage(Stage::Deleting, Some(transition(TransitionKind::Delete, &spec(), 1))),
+            observed: obs(Some((2, 2, 0)), JobObserved::Unreachable("connection refused".into()), None),
+            now: T0 + 301_000,
+            stage: Stage::Deleting,
+            actions: &["remove-finalizer"],
+            events: &["FinalSavepointFailed"],
+            ..Default::default()
+        },
+        Case {
+            name: "delete of a job that ended: nothing to save",
+            deleting: true,
+            observed: up(2, "j1", JobState::Finished),
+            stage: Stage::Deleting,
+            actions: &["remove-finalizer"],
+            events: &["Deleted", "StageChanged"],
+            ..Default::default()
+        },
+        Case {
             name: "delete stateless: no savepoint",
             spec: with(|s| s.upgrade_mode = UpgradeMode::Stateless),
             deleting: true,
