@@ -87,6 +87,16 @@ pub mod env {
     pub const CHECKPOINT_RETAIN: &str = "WEIR_CHECKPOINT_RETAIN";
     /// Path of the job file (default [`JOB_FILE_PATH`](crate::JOB_FILE_PATH)).
     pub const JOB_FILE: &str = "WEIR_JOB_FILE";
+    /// Optional: restarts after failures (without a completed checkpoint in between)
+    /// before the job ends `FAILED`; default unlimited (capped exponential backoff,
+    /// `RESTARTING` with `error` = the last failure meanwhile).
+    pub const RESTART_ATTEMPTS: &str = "WEIR_RESTART_ATTEMPTS";
+    /// Optional: milliseconds after which an incomplete checkpoint or savepoint fails
+    /// (the job keeps running); default 120000.
+    pub const CHECKPOINT_TIMEOUT_MS: &str = "WEIR_CHECKPOINT_TIMEOUT_MS";
+    /// Optional: where the runtime writes why the job cannot run (default
+    /// `/dev/termination-log` when it exists).
+    pub const TERMINATION_LOG: &str = "WEIR_TERMINATION_LOG";
 }
 
 /// The default peer address template (see [`env::PEERS`]).
@@ -218,7 +228,12 @@ pub struct SavepointRequest {
     /// Idempotency key chosen by the client before it sends the request. When given it
     /// is the savepoint's id ([`Triggered::id`], `GET /v1/savepoints/{requestId}`), and
     /// a repeated request with the same id returns the same savepoint instead of
-    /// starting another one (a client that lost the answer simply asks again).
+    /// starting another one (a client that lost the answer simply asks again): `202`
+    /// with the same id whatever its state, even after the job ended (the runtime
+    /// remembers the last 100 finished requests for the life of the process).
+    /// 1 to 128 characters of `[A-Za-z0-9._-]`, else `400`. A stop request while
+    /// another stop is in progress is `409`, naming the request in flight; a `target`
+    /// that already holds a `_metadata` is `409`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
 }

@@ -26,6 +26,13 @@ enum Cmd {
     /// Identity and peers come from the environment the operator sets: WEIR_POD_NAME
     /// (ordinal = its suffix), WEIR_PARALLELISM, WEIR_PEERS, WEIR_CHECKPOINT_URL,
     /// WEIR_RESTORE_FROM, WEIR_JOB_ID; the job from /etc/weir/job.yaml (WEIR_JOB_FILE).
+    ///
+    /// The HTTP server starts first: a job that cannot be loaded is reported as FAILED
+    /// on GET /v1/job and in the termination log (WEIR_TERMINATION_LOG, default
+    /// /dev/termination-log), and the process serves until SIGTERM. A failing job is
+    /// restarted with capped exponential backoff (WEIR_RESTART_ATTEMPTS, default
+    /// unlimited); remote storage calls give up after WEIR_STORAGE_RETRY_TIMEOUT_MS
+    /// (default 20000), failing that checkpoint, not the job.
     Worker(WorkerArgs),
     /// Run a job on a standalone cluster of worker processes on this machine.
     Cluster(ClusterArgs),
