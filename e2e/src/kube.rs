@@ -548,12 +548,13 @@ pub fn forbidden_lines(log: &str) -> Vec<String> {
     log.lines().filter(|l| is_rbac_denial(l)).map(str::to_string).collect()
 }
 
-/// An authorization refusal (`... is forbidden: User "..." cannot <verb> resource ...`),
+/// An authorization refusal (`... is forbidden: User "..." cannot <verb> resource ...`, the
+/// API server's RBAC wording),
 /// not the other 403s a real API server gives (a namespace being terminated refuses
 /// new Events with "forbidden" too).
 pub fn is_rbac_denial(line: &str) -> bool {
     let l = line.to_lowercase();
-    l.contains("forbidden") && l.contains("cannot ") && l.contains("resource")
+    l.contains("is forbidden: user \"") && l.contains("\" cannot ")
 }
 
 // ---------------------------------------------------------------- files
@@ -778,4 +779,17 @@ pub fn streamjob_yaml(name: &str, image: &str, spec_rest: &str) -> String {
 /// Key/value pairs of `map` as a sorted list (for messages).
 pub fn describe_map(map: &BTreeMap<String, String>) -> String {
     map.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_rbac_denial;
+
+    #[test]
+    fn only_authorization_refusals_count_as_rbac_denials() {
+        let rbac = r#"WARN reconcile failed error=cannot get StreamJob "fraud": ApiError: streamjobs.weir.dev "fraud" is forbidden: User "system:serviceaccount:weir-system:weir-weir-operator" cannot get resource "streamjobs" in API group "weir.dev""#;
+        assert!(is_rbac_denial(rbac));
+        let terminating = r#"WARN cannot publish event error=ApiError: events.events.k8s.io "fraud.1" is forbidden: unable to create new content in namespace x because it is being terminated"#;
+        assert!(!is_rbac_denial(terminating));
+    }
 }

@@ -399,7 +399,10 @@ async fn publish(ctx: &Context, job: &StreamJob, ev: &lifecycle::Event) {
     } else {
         info!(reason = ev.reason, note = %ev.note, "event");
     }
-    if let Err(err) = ctx.events.publish(&job.object_ref(&()), ev.warning, ev.reason, &ev.note).await {
-        warn!(error = %err, reason = ev.reason, "cannot publish event");
+    match ctx.events.publish(&job.object_ref(&()), ev.warning, ev.reason, &ev.note).await {
+        Ok(()) => {}
+        // The namespace is being deleted with the job: nobody will read the Event.
+        Err(kube::Error::Api(s)) if s.message.contains("being terminated") => debug!(reason = ev.reason, "namespace terminating: event dropped"),
+        Err(err) => warn!(error = %err, reason = ev.reason, "cannot publish event"),
     }
 }
