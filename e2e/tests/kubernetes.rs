@@ -384,6 +384,11 @@ pub mod scenarios {
         let got = weir_e2e::committed(Path::new(&out));
         assert_eq!(got.len(), expected.len(), "as many committed rows as the uninterrupted run (nothing lost or doubled)");
         assert_eq!(got, expected, "the same rows as the uninterrupted run");
+        // A finished job's pods do not keep running.
+        let t1 = Instant::now();
+        job.wait("phase Finished", MIN, |v| s(v, "status.phase") == "Finished");
+        ctx.wait_for("the finished job's pods are gone", MIN, || ctx.pods("q5").is_empty().then_some(()));
+        ctx.timing("bounded q5: FINISHED -> pods gone", t1.elapsed());
     }
 
     pub fn s3_outage_during_an_upgrade_keeps_the_old_job(ctx: &Ctx) {

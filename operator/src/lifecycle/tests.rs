@@ -306,6 +306,29 @@ fn cases() -> Vec<Case> {
             ..Default::default()
         },
         Case {
+            name: "a finished job's pods are scaled to 0",
+            status: in_stage(Stage::Finished, None),
+            observed: up(2, "j1", JobState::Finished),
+            stage: Stage::Finished,
+            actions: &["apply(0)"],
+            ..Default::default()
+        },
+        Case {
+            name: "a rollout-only change after the job finished is recorded, not deployed",
+            status: in_stage(Stage::Finished, None),
+            spec: with(|s| s.rollout = Some(Rollout { readiness_timeout: "2m".into(), ..Rollout::default() })),
+            generation: 2,
+            stage: Stage::Finished,
+            actions: &["apply(0)"],
+            events: &["SpecChangeIgnored"],
+            check: |s| {
+                assert!(s.status.transition.is_none());
+                assert_eq!(s.status.deployed.as_ref().unwrap().generation, 2);
+                assert_eq!(s.status.observed_generation, Some(2));
+            },
+            ..Default::default()
+        },
+        Case {
             name: "a FAILED first deployment reports the runtime's error",
             status: StreamJobStatus {
                 stage: Some(Stage::Deploying),
