@@ -33,6 +33,7 @@ fn restart_operator(ctx: &Ctx) -> Instant {
     let c = ctx.cluster;
     let before = kube::operator_pods(c);
     assert_eq!(before.len(), 1, "one operator pod: {before:?}");
+    *LEASE_RENEWED_BEFORE.lock().unwrap_or_else(|e| e.into_inner()) = lease(ctx).and_then(|l| l.1);
     let t0 = Instant::now();
     kube::kubectl(&["-n", &c.operator_ns, "delete", "pod", &before[0], "--wait=false"]).expect("delete the operator pod");
     ctx.log(&format!("deleted operator pod {}", before[0]));
@@ -50,6 +51,62 @@ fn wait_new_operator(ctx: &Ctx, old: &str) {
         })?;
         Some(())
     });
+    // The old leader released the Lease when it shut down: the new one took it before
+    // the old lease could have expired (15 s after the old leader's last renewal, which
+    // is at most 5 s after the renewal seen before the deletion).
+    let renewed_before = LEASE_RENEWED_BEFORE.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(before) = renewed_before.as_deref().and_then(epoch_seconds) {
+        let (holder, acquired) = ctx.wait_for("the new operator pod holds the Lease", Duration::from_secs(60), || {
+            let (holder, _, acquired) = lease_full(ctx)?;
+            (holder.as_deref() != Some(old) && holder.is_some()).then_some((holder, acquired))
+        });
+        let acquired = acquired.as_deref().and_then(epoch_seconds).expect("acquireTime");
+        assert!(
+            acquired - before < 12.0,
+            "{holder:?} took the Lease {:.1} s after the old leader's renewal: the old leader did not release it on shutdown",
+            acquired - before
+        );
+        ctx.log(&format!("lease handed over {:.1} s after the old leader's last seen renewal", acquired - before));
+    }
+}
+
+static LEASE_RENEWED_BEFORE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// (holder, renewTime) of the operator's Lease.
+fn lease(ctx: &Ctx) -> Option<(Option<String>, Option<String>)> {
+    lease_full(ctx).map(|(h, r, _)| (h, r))
+}
+
+/// (holder, renewTime, acquireTime) of the operator's Lease (`weir-weir-operator` in the release namespace).
+fn lease_full(ctx: &Ctx) -> Option<(Option<String>, Option<String>, Option<String>)> {
+    let c = ctx.cluster;
+    let v = kube::get_json(&["-n", &c.operator_ns, "lease", "weir-weir-operator"])?;
+    let field = |k: &str| v["spec"][k].as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    Some((field("holderIdentity"), field("renewTime"), field("acquireTime")))
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time (`2026-11-29T12:25:02.356311Z`).
+fn epoch_seconds(t: &str) -> Option<f64> {
+    let (date, time) = t.trim_end_matches('Z').split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut hms = time.split(':');
+    let (h, mi, sec) = (hms.next()?.parse::<f64>().ok()?, hms.next()?.parse::<f64>().ok()?, hms.next()?.parse::<f64>().ok()?);
+    // days from civil (Howard Hinnant)
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days as f64 * 86_400.0 + h * 3600.0 + mi * 60.0 + sec)
+}
+
+#[test]
+fn rfc3339_times_convert_to_epoch_seconds() {
+    assert_eq!(epoch_seconds("1970-01-01T00:00:00Z"), Some(0.0));
+    assert_eq!(epoch_seconds("2023-11-14T22:13:20Z"), Some(1_700_000_000.0));
+    assert_eq!(epoch_seconds("2023-11-14T22:13:20.500000Z"), Some(1_700_000_000.5));
 }
 
 /// Savepoints of origin `upgrade` in the status history.
