@@ -1,0 +1,644 @@
+//! The runtime side of SQL: what flows between the lowered operators (columnar
+//! [`ChangeBatch`]es with a row kind per row) and the functions the operators run:
+//! projection/filter ([`Calc`], DataFusion physical expressions on Arrow batches),
+//! window assignment, and the keyed aggregations (window and unbounded).
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, TimestampMillisecondArray, UInt32Array};
+use arrow::compute::{cast, filter_record_batch, take};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
+use datafusion::common::ScalarValue;
+use datafusion::physical_expr::PhysicalExpr;
+use serde::{Deserialize, Serialize};
+use weir::arrow::ArrowBatch;
+use weir::record::{Collector, Timestamp};
+use weir::state::{OpenContext, ValueState};
+use weir::{JobError, Key, KeyedContext, KeyedProcessFunction, TimeDomain};
+
+/// Flink's RowKind: how a row changes the result table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RowKind {
+    Insert,
+    UpdateBefore,
+    UpdateAfter,
+    Delete,
+}
+
+impl RowKind {
+    /// `+I`, `-U`, `+U`, `-D`.
+    pub fn short(self) -> &'static str {
+        match self {
+            RowKind::Insert => "+I",
+            RowKind::UpdateBefore => "-U",
+            RowKind::UpdateAfter => "+U",
+            RowKind::Delete => "-D",
+        }
+    }
+    /// Whether the row adds to the result (`+I`, `+U`) rather than retracts.
+    pub fn is_accumulate(self) -> bool {
+        matches!(self, RowKind::Insert | RowKind::UpdateAfter)
+    }
+}
+
+/// Rows as one Arrow batch, with the kind of each row (`None`: all `+I`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChangeBatch {
+    pub rows: ArrowBatch,
+    pub kinds: Option<Vec<RowKind>>,
+}
+
+impl ChangeBatch {
+    pub fn inserts(b: RecordBatch) -> Self {
+        ChangeBatch { rows: ArrowBatch(b), kinds: None }
+    }
+    pub fn kind(&self, row: usize) -> RowKind {
+        self.kinds.as_ref().map_or(RowKind::Insert, |k| k[row])
+    }
+    pub fn num_rows(&self) -> usize {
+        self.rows.0.num_rows()
+    }
+}
+
+/// All fields nullable (SQL results may be null where the declared type is not).
+pub fn nullable(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<Field>>()))
+}
+
+/// A failure while running a SQL operator: the task fails with this message.
+fn fail(op: &str, e: impl std::fmt::Display) -> ! {
+    panic!("SQL operator {op}: {e}")
+}
+
+/// One step of a stateless pipeline.
+#[derive(Clone, Debug)]
+pub enum Step {
+    Filter(Arc<dyn PhysicalExpr>),
+    Project(Vec<Arc<dyn PhysicalExpr>>, SchemaRef),
+}
+
+/// Projection and filter steps, evaluated with DataFusion physical expressions.
+#[derive(Clone, Debug)]
+pub struct Calc {
+    pub name: String,
+    pub steps: Vec<Step>,
+}
+
+impl Calc {
+    pub fn apply(&self, mut b: ChangeBatch) -> Result<Option<ChangeBatch>, String> {
+        for s in &self.steps {
+            match s {
+                Step::Filter(p) => {
+                    let v = p.evaluate(&b.rows.0).map_err(|e| e.to_string())?.into_array(b.num_rows()).map_err(|e| e.to_string())?;
+                    let mask = v.as_boolean_opt().ok_or("filter predicate is not boolean")?;
+                    let mask = arrow::compute::prep_null_mask_filter(mask);
+                    let rows = filter_record_batch(&b.rows.0, &mask).map_err(|e| e.to_string())?;
+                    let kinds = b.kinds.map(|k| k.into_iter().zip(mask.values().iter()).filter(|(_, m)| *m).map(|(k, _)| k).collect());
+                    b = ChangeBatch { rows: ArrowBatch(rows), kinds };
+                }
+                Step::Project(exprs, schema) => {
+                    let n = b.num_rows();
+                    let cols: Vec<ArrayRef> = exprs
+                        .iter()
+                        .zip(schema.fields())
+                        .map(|(e, f)| {
+                            let a = e.evaluate(&b.rows.0).and_then(|v| v.into_array(n)).map_err(|e| e.to_string())?;
+                            if a.data_type() == f.data_type() { Ok(a) } else { cast(&a, f.data_type()).map_err(|e| e.to_string()) }
+                        })
+                        .collect::<Result<_, String>>()?;
+                    let rows = RecordBatch::try_new_with_options(schema.clone(), cols, &RecordBatchOptions::new().with_row_count(Some(n))).map_err(|e| e.to_string())?;
+                    b = ChangeBatch { rows: ArrowBatch(rows), kinds: b.kinds };
+                }
+            }
+            if b.num_rows() == 0 {
+                return Ok(None);
+            }
+        }
+        Ok(Some(b))
+    }
+
+    /// As a `flat_map` function.
+    pub fn run(&self, b: ChangeBatch, out: &mut Collector<'_, ChangeBatch>) {
+        match self.apply(b) {
+            Ok(Some(b)) => out.emit(b),
+            Ok(None) => {}
+            Err(e) => fail(&self.name, e),
+        }
+    }
+}
+
+/// Milliseconds of a timestamp column (any unit), nulls as `None`.
+pub fn millis(col: &ArrayRef) -> Result<Vec<Option<i64>>, String> {
+    let c = cast(col, &DataType::Timestamp(TimeUnit::Millisecond, None)).map_err(|e| format!("time column: {e}"))?;
+    let c = c.as_primitive::<TimestampMillisecondType>();
+    Ok((0..c.len()).map(|i| if c.is_null(i) { None } else { Some(c.value(i)) }).collect())
+}
+
+/// The greatest value of a timestamp column, in ms.
+pub fn max_millis(col: &ArrayRef) -> Result<Option<i64>, String> {
+    Ok(millis(col)?.into_iter().flatten().max())
+}
+
+/// Window assignment of a windowing TVF: replicates each row once per window it
+/// belongs to and appends `window_start`, `window_end`, `window_time`.
+#[derive(Clone, Debug)]
+pub struct WindowAssign {
+    pub name: String,
+    pub kind: crate::script::WindowKind,
+    pub time_col: usize,
+    pub schema: SchemaRef,
+}
+
+impl WindowAssign {
+    pub fn windows(&self, ts: i64, out: &mut Vec<(i64, i64)>) {
+        use crate::script::WindowKind::*;
+        match self.kind {
+            Tumble { size } => {
+                let s = ts - ts.rem_euclid(size);
+                out.push((s, s + size));
+            }
+            Hop { slide, size } => {
+                let last = ts - ts.rem_euclid(slide);
+                let mut s = last;
+                while s > ts - size {
+                    out.push((s, s + size));
+                    s -= slide;
+                }
+                out.reverse();
+            }
+            Cumulate { step, size } => {
+                let s = ts - ts.rem_euclid(size);
+                let mut e = s + step;
+                while e <= s + size {
+                    if e > ts {
+                        out.push((s, e));
+                    }
+                    e += step;
+                }
+            }
+        }
+    }
+
+    pub fn apply(&self, b: ChangeBatch) -> Result<Option<ChangeBatch>, String> {
+        let ts = millis(b.rows.0.column(self.time_col))?;
+        let mut idx = Vec::new();
+        let (mut st, mut en) = (Vec::new(), Vec::new());
+        let mut ws = Vec::new();
+        for (i, t) in ts.iter().enumerate() {
+            let Some(t) = t else { continue };
+            ws.clear();
+            self.windows(*t, &mut ws);
+            for (s, e) in &ws {
+                idx.push(i as u32);
+                st.push(*s);
+                en.push(*e);
+            }
+        }
+        if idx.is_empty() {
+            return Ok(None);
+        }
+        let idx = UInt32Array::from(idx);
+        let mut cols: Vec<ArrayRef> = b.rows.0.columns().iter().map(|c| take(c, &idx, None)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+        let wt: Vec<i64> = en.iter().map(|e| e - 1).collect();
+        for v in [st, en, wt] {
+            let a: ArrayRef = Arc::new(TimestampMillisecondArray::from(v));
+            cols.push(a);
+        }
+        let kinds = b.kinds.map(|k| idx.values().iter().map(|i| k[*i as usize]).collect());
+        let rows = RecordBatch::try_new(self.schema.clone(), cols).map_err(|e| e.to_string())?;
+        Ok(Some(ChangeBatch { rows: ArrowBatch(rows), kinds }))
+    }
+
+    pub fn run(&self, b: ChangeBatch, out: &mut Collector<'_, ChangeBatch>) {
+        match self.apply(b) {
+            Ok(Some(b)) => out.emit(b),
+            Ok(None) => {}
+            Err(e) => fail(&self.name, e),
+        }
+    }
+}
+
+/// A SQL value in keyed state and keys.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Decimal(i128, u8, i8),
+}
+
+impl PartialEq for Value {
+    fn eq(&self, o: &Self) -> bool {
+        match (self, o) {
+            (Value::Float(a), Value::Float(b)) => a.to_bits() == b.to_bits(),
+            (Value::Null, Value::Null) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Int(a), Value::Int(b)) => a == b,
+            (Value::Str(a), Value::Str(b)) => a == b,
+            (Value::Decimal(a, p, s), Value::Decimal(b, q, t)) => a == b && p == q && s == t,
+            _ => false,
+        }
+    }
+}
+impl Eq for Value {}
+impl std::hash::Hash for Value {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let mut b = Vec::new();
+        self.write(&mut b);
+        b.hash(h)
+    }
+}
+
+impl Value {
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Null => out.push(0),
+            Value::Bool(b) => out.extend_from_slice(&[1, *b as u8]),
+            Value::Int(i) => {
+                out.push(2);
+                out.extend_from_slice(&i.to_le_bytes())
+            }
+            Value::Float(f) => {
+                out.push(3);
+                out.extend_from_slice(&f.to_bits().to_le_bytes())
+            }
+            Value::Str(s) => {
+                out.push(4);
+                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                out.extend_from_slice(s.as_bytes())
+            }
+            Value::Decimal(v, p, s) => {
+                out.push(5);
+                out.extend_from_slice(&v.to_le_bytes());
+                out.extend_from_slice(&[*p, *s as u8])
+            }
+        }
+    }
+
+    /// The value of row `row` of `a`.
+    pub fn from_array(a: &ArrayRef, row: usize) -> Result<Value, String> {
+        if a.is_null(row) {
+            return Ok(Value::Null);
+        }
+        let s = ScalarValue::try_from_array(a, row).map_err(|e| e.to_string())?;
+        Ok(match s {
+            ScalarValue::Boolean(Some(b)) => Value::Bool(b),
+            ScalarValue::Int8(Some(v)) => Value::Int(v as i64),
+            ScalarValue::Int16(Some(v)) => Value::Int(v as i64),
+            ScalarValue::Int32(Some(v)) => Value::Int(v as i64),
+            ScalarValue::Int64(Some(v)) => Value::Int(v),
+            ScalarValue::UInt8(Some(v)) => Value::Int(v as i64),
+            ScalarValue::UInt16(Some(v)) => Value::Int(v as i64),
+            ScalarValue::UInt32(Some(v)) => Value::Int(v as i64),
+            ScalarValue::UInt64(Some(v)) => Value::Int(v as i64),
+            ScalarValue::Float32(Some(v)) => Value::Float(v as f64),
+            ScalarValue::Float64(Some(v)) => Value::Float(v),
+            ScalarValue::Utf8(Some(v)) | ScalarValue::LargeUtf8(Some(v)) | ScalarValue::Utf8View(Some(v)) => Value::Str(v),
+            ScalarValue::Decimal128(Some(v), p, s) => Value::Decimal(v, p, s),
+            ScalarValue::TimestampMillisecond(Some(v), _) | ScalarValue::TimestampSecond(Some(v), _) | ScalarValue::TimestampMicrosecond(Some(v), _) | ScalarValue::TimestampNanosecond(Some(v), _) => Value::Int(v),
+            ScalarValue::Date32(Some(v)) => Value::Int(v as i64),
+            ScalarValue::Date64(Some(v)) => Value::Int(v),
+            other => return Err(format!("values of type {} are not supported in keys and aggregates yet", other.data_type())),
+        })
+    }
+
+    /// As a scalar of type `dt`.
+    pub fn to_scalar(&self, dt: &DataType) -> Result<ScalarValue, String> {
+        let s = match (self, dt) {
+            (Value::Null, _) => return ScalarValue::try_from(dt).map_err(|e| e.to_string()),
+            (Value::Int(v), DataType::Timestamp(u, tz)) => match u {
+                TimeUnit::Second => ScalarValue::TimestampSecond(Some(*v), tz.clone()),
+                TimeUnit::Millisecond => ScalarValue::TimestampMillisecond(Some(*v), tz.clone()),
+                TimeUnit::Microsecond => ScalarValue::TimestampMicrosecond(Some(*v), tz.clone()),
+                TimeUnit::Nanosecond => ScalarValue::TimestampNanosecond(Some(*v), tz.clone()),
+            },
+            (Value::Int(v), DataType::Date32) => ScalarValue::Date32(Some(*v as i32)),
+            (Value::Bool(b), _) => ScalarValue::Boolean(Some(*b)),
+            (Value::Int(v), _) => ScalarValue::Int64(Some(*v)),
+            (Value::Float(v), _) => ScalarValue::Float64(Some(*v)),
+            (Value::Str(v), _) => ScalarValue::Utf8(Some(v.clone())),
+            (Value::Decimal(v, p, s), _) => ScalarValue::Decimal128(Some(*v), *p, *s),
+        };
+        if &s.data_type() == dt { Ok(s) } else { s.cast_to(dt).map_err(|e| e.to_string()) }
+    }
+
+    fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            Value::Decimal(v, _, s) => Some(*v as f64 / 10f64.powi(*s as i32)),
+            _ => None,
+        }
+    }
+
+    fn cmp_sql(&self, o: &Value) -> std::cmp::Ordering {
+        use std::cmp::Ordering::Equal;
+        match (self, o) {
+            (Value::Int(a), Value::Int(b)) => a.cmp(b),
+            (Value::Str(a), Value::Str(b)) => a.cmp(b),
+            (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+            (Value::Decimal(a, _, _), Value::Decimal(b, _, _)) => a.cmp(b),
+            (a, b) => a.as_f64().zip(b.as_f64()).and_then(|(x, y)| x.partial_cmp(&y)).unwrap_or(Equal),
+        }
+    }
+}
+
+/// The grouping key of a SQL aggregation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GroupKey(pub Vec<Value>);
+
+impl Key for GroupKey {
+    fn write_canonical(&self, out: &mut Vec<u8>) {
+        for v in &self.0 {
+            v.write(out);
+        }
+    }
+}
+
+/// One input row of a keyed aggregation: its key, kind, and the aggregate arguments.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyedRow {
+    pub key: GroupKey,
+    pub kind: RowKind,
+    pub args: Vec<Value>,
+}
+
+/// The aggregate functions the keyed aggregations support.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggKind {
+    CountStar,
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+}
+
+/// Accumulator of one aggregate.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum Acc {
+    Count(i64),
+    Sum { int: i128, float: f64, is_float: bool, n: i64 },
+    Avg { sum: f64, n: i64 },
+    Extreme(Option<Value>),
+}
+
+impl AggKind {
+    pub fn create(self) -> Acc {
+        match self {
+            AggKind::CountStar | AggKind::Count => Acc::Count(0),
+            AggKind::Sum => Acc::Sum { int: 0, float: 0.0, is_float: false, n: 0 },
+            AggKind::Avg => Acc::Avg { sum: 0.0, n: 0 },
+            AggKind::Min | AggKind::Max => Acc::Extreme(None),
+        }
+    }
+
+    /// Adds (`sign` = 1) or retracts (`sign` = -1) `v`.
+    pub fn update(self, acc: &mut Acc, v: &Value, sign: i64) {
+        if self != AggKind::CountStar && *v == Value::Null {
+            return;
+        }
+        match acc {
+            Acc::Count(n) => *n += sign,
+            Acc::Sum { int, float, is_float, n } => {
+                *n += sign;
+                match v {
+                    Value::Int(i) => *int += (*i as i128) * sign as i128,
+                    Value::Decimal(d, _, _) => *int += *d * sign as i128,
+                    other => {
+                        *is_float = true;
+                        *float += other.as_f64().unwrap_or(0.0) * sign as f64
+                    }
+                }
+            }
+            Acc::Avg { sum, n } => {
+                *n += sign;
+                *sum += v.as_f64().unwrap_or(0.0) * sign as f64;
+            }
+            Acc::Extreme(cur) => {
+                let better = match cur {
+                    None => true,
+                    Some(c) => {
+                        let o = v.cmp_sql(c);
+                        if self == AggKind::Min { o.is_lt() } else { o.is_gt() }
+                    }
+                };
+                if better {
+                    *cur = Some(v.clone());
+                }
+            }
+        }
+    }
+
+    pub fn result(self, acc: &Acc, out_type: &DataType) -> Value {
+        match acc {
+            Acc::Count(n) => Value::Int(*n),
+            Acc::Sum { n: 0, .. } => Value::Null,
+            Acc::Sum { int, float, is_float, .. } => match out_type {
+                DataType::Decimal128(p, s) => Value::Decimal(*int, *p, *s),
+                _ if *is_float || matches!(out_type, DataType::Float32 | DataType::Float64) => Value::Float(*float + *int as f64),
+                _ => Value::Int(*int as i64),
+            },
+            Acc::Avg { n: 0, .. } => Value::Null,
+            Acc::Avg { sum, n } => Value::Float(sum / *n as f64),
+            Acc::Extreme(v) => v.clone().unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// What a keyed aggregation computes.
+#[derive(Clone, Debug)]
+pub struct AggSpec {
+    pub name: String,
+    pub aggs: Vec<AggKind>,
+    /// group columns, then aggregates
+    pub out_schema: SchemaRef,
+    /// index of `window_end` in the key: a window aggregation (final rows when the
+    /// watermark passes the window's end); `None`: unbounded (a changelog)
+    pub window_end: Option<usize>,
+}
+
+/// The state of one group.
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct GroupState {
+    /// rows accumulated minus rows retracted
+    pub rows: i64,
+    pub accs: Vec<Acc>,
+}
+
+/// The keyed process function of window and unbounded aggregations.
+#[derive(Clone)]
+pub struct AggFunction {
+    pub spec: Arc<AggSpec>,
+    pub state: Option<ValueState<GroupState>>,
+}
+
+impl AggFunction {
+    fn row(&self, key: &GroupKey, st: &GroupState) -> Vec<Value> {
+        let n = key.0.len();
+        let mut v = key.0.clone();
+        for (i, (k, a)) in self.spec.aggs.iter().zip(&st.accs).enumerate() {
+            v.push(k.result(a, self.spec.out_schema.field(n + i).data_type()));
+        }
+        v
+    }
+
+    fn batch(&self, rows: Vec<(RowKind, Vec<Value>)>) -> ChangeBatch {
+        let schema = &self.spec.out_schema;
+        let mut cols = Vec::with_capacity(schema.fields().len());
+        for (i, f) in schema.fields().iter().enumerate() {
+            let scalars: Vec<ScalarValue> = rows.iter().map(|(_, r)| r[i].to_scalar(f.data_type())).collect::<Result<_, _>>().unwrap_or_else(|e| fail(&self.spec.name, e));
+            cols.push(ScalarValue::iter_to_array(scalars).unwrap_or_else(|e| fail(&self.spec.name, e)));
+        }
+        let b = RecordBatch::try_new(schema.clone(), cols).unwrap_or_else(|e| fail(&self.spec.name, e));
+        let kinds: Vec<RowKind> = rows.iter().map(|(k, _)| *k).collect();
+        let kinds = if kinds.iter().all(|k| *k == RowKind::Insert) { None } else { Some(kinds) };
+        ChangeBatch { rows: ArrowBatch(b), kinds }
+    }
+}
+
+impl KeyedProcessFunction<GroupKey, KeyedRow, ChangeBatch> for AggFunction {
+    fn open(&mut self, ctx: &mut OpenContext<'_, GroupKey>) -> Result<(), JobError> {
+        self.state = Some(ctx.value_state("group")?);
+        Ok(())
+    }
+
+    fn process(&mut self, r: KeyedRow, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>) {
+        let Some(state) = self.state.clone() else { return };
+        let sign = if r.kind.is_accumulate() { 1 } else { -1 };
+        if let Some(we) = self.spec.window_end {
+            let Value::Int(end) = r.key.0[we] else { return };
+            if end - 1 <= ctx.current_watermark() {
+                return; // late: its window has fired
+            }
+            let mut st = state.value(ctx).unwrap_or_else(|| GroupState { rows: 0, accs: self.spec.aggs.iter().map(|a| a.create()).collect() });
+            st.rows += sign;
+            for ((k, a), v) in self.spec.aggs.iter().zip(st.accs.iter_mut()).zip(&r.args) {
+                k.update(a, v, sign);
+            }
+            state.update(ctx, st);
+            ctx.register_event_time_timer(end - 1);
+            return;
+        }
+        let old = state.value(ctx);
+        let before = old.as_ref().filter(|s| s.rows > 0).map(|s| self.row(&r.key, s));
+        let mut st = old.unwrap_or_else(|| GroupState { rows: 0, accs: self.spec.aggs.iter().map(|a| a.create()).collect() });
+        st.rows += sign;
+        for ((k, a), v) in self.spec.aggs.iter().zip(st.accs.iter_mut()).zip(&r.args) {
+            k.update(a, v, sign);
+        }
+        let mut out = Vec::new();
+        if st.rows <= 0 {
+            if let Some(b) = before {
+                out.push((RowKind::Delete, b));
+            }
+            state.clear(ctx);
+        } else {
+            let after = self.row(&r.key, &st);
+            match before {
+                None => out.push((RowKind::Insert, after)),
+                Some(b) if b != after => {
+                    out.push((RowKind::UpdateBefore, b));
+                    out.push((RowKind::UpdateAfter, after));
+                }
+                Some(_) => {}
+            }
+            state.update(ctx, st);
+        }
+        if !out.is_empty() {
+            let b = self.batch(out);
+            ctx.emit(b);
+        }
+    }
+
+    fn on_timer(&mut self, time: Timestamp, domain: TimeDomain, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>) {
+        if domain != TimeDomain::EventTime {
+            return;
+        }
+        let Some(state) = self.state.clone() else { return };
+        if let Some(st) = state.value(ctx) {
+            state.clear(ctx);
+            if st.rows > 0 {
+                let key = ctx.key().clone();
+                let b = self.batch(vec![(RowKind::Insert, self.row(&key, &st))]);
+                ctx.emit_at(time, b);
+            }
+        }
+    }
+}
+
+/// Turns a batch into keyed rows: key expressions and aggregate arguments are
+/// evaluated columnar (DataFusion), then split into one record per row.
+#[derive(Clone, Debug)]
+pub struct KeyRows {
+    pub name: String,
+    pub keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// one argument per aggregate (`None`: COUNT(*))
+    pub args: Vec<Option<Arc<dyn PhysicalExpr>>>,
+}
+
+impl KeyRows {
+    pub fn apply(&self, b: &ChangeBatch) -> Result<Vec<KeyedRow>, String> {
+        let n = b.num_rows();
+        let eval = |e: &Arc<dyn PhysicalExpr>| e.evaluate(&b.rows.0).and_then(|v| v.into_array(n)).map_err(|e| e.to_string());
+        let keys: Vec<ArrayRef> = self.keys.iter().map(eval).collect::<Result<_, _>>()?;
+        let args: Vec<Option<ArrayRef>> = self.args.iter().map(|a| a.as_ref().map(eval).transpose()).collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let key = GroupKey(keys.iter().map(|k| Value::from_array(k, i)).collect::<Result<_, _>>()?);
+            let args = args.iter().map(|a| a.as_ref().map_or(Ok(Value::Int(1)), |a| Value::from_array(a, i))).collect::<Result<_, _>>()?;
+            out.push(KeyedRow { key, kind: b.kind(i), args });
+        }
+        Ok(out)
+    }
+
+    pub fn run(&self, b: ChangeBatch, out: &mut Collector<'_, KeyedRow>) {
+        match self.apply(&b) {
+            Ok(rows) => rows.into_iter().for_each(|r| out.emit(r)),
+            Err(e) => fail(&self.name, e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::script::WindowKind;
+
+    fn assign(kind: WindowKind, ts: i64) -> Vec<(i64, i64)> {
+        let w = WindowAssign { name: "w".into(), kind, time_col: 0, schema: Arc::new(Schema::empty()) };
+        let mut v = Vec::new();
+        w.windows(ts, &mut v);
+        v
+    }
+
+    #[test]
+    fn window_assignment() {
+        assert_eq!(assign(WindowKind::Tumble { size: 10 }, 13), vec![(10, 20)]);
+        assert_eq!(assign(WindowKind::Tumble { size: 10 }, -1), vec![(-10, 0)]);
+        assert_eq!(assign(WindowKind::Hop { slide: 5, size: 10 }, 13), vec![(5, 15), (10, 20)]);
+        assert_eq!(assign(WindowKind::Cumulate { step: 5, size: 15 }, 7), vec![(0, 10), (0, 15)]);
+    }
+
+    #[test]
+    fn accumulators_retract() {
+        let mut a = AggKind::Sum.create();
+        AggKind::Sum.update(&mut a, &Value::Int(5), 1);
+        AggKind::Sum.update(&mut a, &Value::Int(7), 1);
+        AggKind::Sum.update(&mut a, &Value::Int(5), -1);
+        assert_eq!(AggKind::Sum.result(&a, &DataType::Int64), Value::Int(7));
+        let mut c = AggKind::Count.create();
+        AggKind::Count.update(&mut c, &Value::Null, 1);
+        assert_eq!(AggKind::Count.result(&c, &DataType::Int64), Value::Int(0));
+    }
+
+    #[test]
+    fn group_keys_hash_canonically() {
+        let a = GroupKey(vec![Value::Str("ab".into()), Value::Str("c".into())]);
+        let b = GroupKey(vec![Value::Str("a".into()), Value::Str("bc".into())]);
+        assert_ne!(a.canonical_hash(), b.canonical_hash());
+        assert_eq!(a.canonical_hash(), a.clone().canonical_hash());
+    }
+}

@@ -1,0 +1,732 @@
+//! Compiling a script: DDL into a catalog (registered in a DataFusion context for
+//! planning), each INSERT planned by DataFusion (analysis, type coercion,
+//! optimization) and its logical plan lowered onto engine operators.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::empty::EmptyTable;
+use datafusion::common::{Column, DFSchema};
+use datafusion::logical_expr::execution_props::ExecutionProps;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{ColumnOption, Statement, TableObject};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use weir::StreamEnv;
+use weir::connector::{ConnectorError, Source, SourceContext, SourceOutput, SourcePoll};
+use weir::stream::DataStream;
+use weir::time::WatermarkStrategy;
+
+use crate::connectors::{BatchSource, ChangelogMode, Connector, ConnectorRegistry, SinkArgs, SourceFactory, TableOptions};
+use crate::ops::{AggFunction, AggKind, AggSpec, Calc, ChangeBatch, KeyRows, Step, WindowAssign, max_millis, nullable};
+use crate::script::{self, Piece, WindowCall};
+use crate::SqlError;
+
+/// What `compile` needs besides the script.
+#[derive(Clone, Default)]
+pub struct CompileOptions {
+    /// The connectors `WITH ('connector' = ...)` can name (default: the built-ins).
+    pub connectors: ConnectorRegistry,
+}
+
+/// One `INSERT INTO` of the job.
+#[derive(Clone, Debug)]
+pub struct InsertPlan {
+    pub sink: String,
+    /// DataFusion's optimized logical plan of the query.
+    pub plan: String,
+    /// The operator producing updates, if the query is updating.
+    pub updating: Option<String>,
+    /// The uids of the operators added for it (stable for an unchanged query).
+    pub uids: Vec<String>,
+}
+
+/// The compiled job: its operators are in the `StreamEnv`; run it with `env.execute()`.
+#[derive(Clone, Debug)]
+pub struct SqlJob {
+    /// Every `SET` of the script, in order (later ones win).
+    pub settings: BTreeMap<String, String>,
+    /// `SET 'parallelism.default'`, applied to every operator of the job.
+    pub parallelism: Option<u32>,
+    pub inserts: Vec<InsertPlan>,
+}
+
+enum Entry {
+    Table(Arc<TableDef>),
+    View(LogicalPlan),
+    Window(WindowCall),
+}
+
+struct TableDef {
+    name: String,
+    opts: TableOptions,
+    connector: Arc<dyn Connector>,
+    physical: SchemaRef,
+    /// physical columns -> declared columns (computed columns evaluated)
+    computed: Calc,
+    /// declared columns
+    schema: SchemaRef,
+    /// (rowtime column, watermark expression over the declared columns)
+    watermark: Option<(usize, Arc<dyn PhysicalExpr>)>,
+}
+
+/// Compiles `script` into operators of `env`: sources, operators and sinks of every
+/// `INSERT INTO` (in statement sets or not). Run the job with `env.execute()`.
+pub fn compile(script: &str, env: &StreamEnv, options: &CompileOptions) -> Result<SqlJob, SqlError> {
+    let mut c = Compiler::new(script, env, options)?;
+    for piece in script::split(script) {
+        let text = piece.text(script);
+        c.statement(&piece).map_err(|e| e.in_statement(text))?;
+    }
+    if c.in_set {
+        return Err(SqlError::at(script, script.len(), "EXECUTE STATEMENT SET BEGIN ... has no END"));
+    }
+    if c.job.inserts.is_empty() {
+        return Err(SqlError::at(script, 0, "the script has no INSERT INTO: nothing to run"));
+    }
+    Ok(c.job)
+}
+
+struct Compiler<'a> {
+    script: &'a str,
+    env: &'a StreamEnv,
+    registry: ConnectorRegistry,
+    ctx: SessionContext,
+    catalog: HashMap<String, Entry>,
+    job: SqlJob,
+    in_set: bool,
+    next_window: usize,
+    uids: HashSet<String>,
+}
+
+fn df_err(e: impl std::fmt::Display) -> String {
+    let s = e.to_string();
+    // DataFusion prefixes: keep the message
+    s.trim_start_matches("Error during planning: ").trim_start_matches("SQL error: ").to_string()
+}
+
+impl<'a> Compiler<'a> {
+    fn new(script: &'a str, env: &'a StreamEnv, options: &CompileOptions) -> Result<Self, SqlError> {
+        let mut cfg = SessionConfig::new();
+        cfg.options_mut().sql_parser.enable_ident_normalization = false;
+        cfg.options_mut().sql_parser.map_string_types_to_utf8view = false;
+        cfg.options_mut().execution.time_zone = Some("UTC".into());
+        let ctx = SessionContext::new_with_config(cfg);
+        Ok(Compiler {
+            script,
+            env,
+            registry: options.connectors.clone(),
+            ctx,
+            catalog: HashMap::new(),
+            job: SqlJob { settings: BTreeMap::new(), parallelism: None, inserts: Vec::new() },
+            in_set: false,
+            next_window: 0,
+            uids: HashSet::new(),
+        })
+    }
+
+    fn err(&self, offset: usize, m: impl Into<String>) -> SqlError {
+        SqlError::at(self.script, offset, m)
+    }
+
+    fn statement(&mut self, p: &Piece) -> Result<(), SqlError> {
+        let text = p.text(self.script);
+        let words = script::leading_words(text, 4);
+        let w: Vec<&str> = words.iter().map(String::as_str).collect();
+        match w.as_slice() {
+            ["EXECUTE", "STATEMENT", "SET", "BEGIN"] | ["BEGIN", "STATEMENT", "SET", ..] => {
+                if self.in_set {
+                    return Err(self.err(p.start, "statement sets cannot be nested"));
+                }
+                self.in_set = true;
+                let skip = if w[0] == "BEGIN" { 3 } else { 4 };
+                let rest = script::after_words(text, skip);
+                let inner = script::split(&text[rest..]);
+                if let Some(first) = inner.first() {
+                    let sub = Piece { start: p.start + rest + first.start, end: p.end };
+                    return self.statement(&sub);
+                }
+                Ok(())
+            }
+            ["END", ..] if words.len() == 1 => {
+                if !self.in_set {
+                    return Err(self.err(p.start, "END without EXECUTE STATEMENT SET BEGIN"));
+                }
+                self.in_set = false;
+                Ok(())
+            }
+            ["SET", ..] => {
+                let (k, v) = script::parse_set(text).ok_or_else(|| self.err(p.start, "expected SET 'key' = 'value'"))?;
+                self.set(&k, &v).map_err(|m| self.err(p.start, m))
+            }
+            ["RESET", ..] => Ok(()),
+            ["CREATE", "TABLE", ..] | ["CREATE", "TEMPORARY", "TABLE", ..] => self.create_table(p),
+            ["CREATE", "VIEW", ..] | ["CREATE", "TEMPORARY", "VIEW", ..] => self.create_view(p),
+            ["INSERT", ..] => self.insert(p),
+            _ if self.in_set => Err(self.err(p.start, "only INSERT INTO statements may be in a statement set")),
+            ["SELECT", ..] | ["WITH", ..] => Err(self.err(p.start, "a query needs a sink here: write INSERT INTO <table> SELECT ...")),
+            [first, ..] => Err(self.err(p.start, format!("{first} statements are not supported yet"))),
+            [] => Ok(()),
+        }
+    }
+
+    fn set(&mut self, k: &str, v: &str) -> Result<(), String> {
+        match k {
+            "parallelism.default" | "parallelism" => {
+                let p: u32 = v.parse().ok().filter(|p| *p > 0).ok_or_else(|| format!("'{k}' must be a positive integer, not '{v}'"))?;
+                if p > self.env.config().max_parallelism {
+                    return Err(format!("'{k}' = {p} exceeds the job's max parallelism {}", self.env.config().max_parallelism));
+                }
+                self.job.parallelism = Some(p);
+            }
+            "execution.runtime-mode" => {
+                if v != "streaming" && v != "batch" {
+                    return Err(format!("'{k}' must be 'streaming' or 'batch', not '{v}'"));
+                }
+            }
+            _ => {}
+        }
+        self.job.settings.insert(k.to_string(), v.to_string());
+        Ok(())
+    }
+
+    fn parse_one(&self, p: &Piece, text: &str) -> Result<Statement, SqlError> {
+        let mut stmts = Parser::new(&GenericDialect {}).try_with_sql(text).and_then(|mut ps| ps.parse_statements()).map_err(|e| {
+            let m = e.to_string();
+            let m = m.trim_start_matches("sql parser error: ").to_string();
+            SqlError { pos: self.parser_pos(&m).unwrap_or(script::pos_of(self.script, p.start)), statement: None, message: m }
+        })?;
+        if stmts.len() != 1 {
+            return Err(self.err(p.start, "expected one statement"));
+        }
+        Ok(stmts.remove(0))
+    }
+
+    /// `... at Line: 3, Column: 7` of a sqlparser error.
+    fn parser_pos(&self, m: &str) -> Option<script::Pos> {
+        let i = m.rfind("Line: ")?;
+        let rest = &m[i + 6..];
+        let (l, rest) = rest.split_once(", Column: ")?;
+        let c: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        Some(script::Pos { line: l.trim().parse().ok()?, column: c.parse().ok()? })
+    }
+
+    fn plan_sql(&self, sql: &str) -> Result<LogicalPlan, String> {
+        let stmts = Parser::new(&GenericDialect {}).try_with_sql(sql).and_then(|mut p| p.parse_statements()).map_err(|e| e.to_string())?;
+        let stmt = stmts.into_iter().next().ok_or("empty")?;
+        self.plan_statement(stmt)
+    }
+
+    fn plan_statement(&self, stmt: Statement) -> Result<LogicalPlan, String> {
+        let state = self.ctx.state();
+        let plan = futures::executor::block_on(state.statement_to_plan(DFStatement::Statement(Box::new(stmt)))).map_err(df_err)?;
+        state.optimize(&plan).map_err(df_err)
+    }
+
+    fn register(&self, name: &str, schema: SchemaRef) -> Result<(), String> {
+        self.ctx.register_table(name, Arc::new(EmptyTable::new(schema))).map_err(df_err)?;
+        Ok(())
+    }
+
+    fn check_new(&self, name: &str, at: usize) -> Result<(), SqlError> {
+        if self.catalog.contains_key(name) {
+            return Err(self.err(at, format!("a table or view '{name}' already exists")));
+        }
+        Ok(())
+    }
+
+    fn create_table(&mut self, p: &Piece) -> Result<(), SqlError> {
+        let masked = script::masked(self.script, p.start, p.end);
+        let (stripped, extras) = script::strip_create_table(self.script, &masked, p.start, p.end)?;
+        let Statement::CreateTable(ct) = self.parse_one(p, &stripped)? else {
+            return Err(self.err(p.start, "expected CREATE TABLE"));
+        };
+        let name = ct.name.to_string().trim_matches('`').trim_matches('"').to_string();
+        self.check_new(&name, p.start)?;
+        let mut fields = Vec::new();
+        for c in &ct.columns {
+            let dt = crate::types::arrow_type(&c.data_type).map_err(|m| self.err(p.start, format!("column '{}': {m}", c.name.value)))?;
+            let not_null = c.options.iter().any(|o| matches!(o.option, ColumnOption::NotNull));
+            fields.push(Field::new(c.name.value.clone(), dt, !not_null));
+        }
+        let physical = Arc::new(Schema::new(fields.clone()));
+        // connector and options
+        let mut map = BTreeMap::new();
+        let mut connector = None;
+        for (k, v, pos) in &extras.options {
+            if k == "connector" {
+                connector = Some(v.clone());
+            } else if map.insert(k.clone(), v.clone()).is_some() {
+                return Err(SqlError { pos: *pos, statement: None, message: format!("option '{k}' is given twice") });
+            }
+        }
+        let Some(connector) = connector else { return Err(self.err(p.start, format!("table '{name}' needs WITH ('connector' = ...)"))) };
+        let opts = TableOptions { table: name.clone(), connector, map };
+        let conn = self.registry.check(&opts, &physical).map_err(|m| {
+            let pos = extras.options.iter().find(|(k, _, _)| m.contains(&format!("'{k}'"))).map(|o| o.2).unwrap_or(script::pos_of(self.script, p.start));
+            SqlError { pos, statement: None, message: format!("table '{name}': {m}") }
+        })?;
+        // declared columns: physical ones with computed ones in place
+        let phys_name = format!("__physical_{name}");
+        self.register(&phys_name, physical.clone()).map_err(|m| self.err(p.start, m))?;
+        let mut select: Vec<String> = fields.iter().map(|f| format!("`{}`", f.name())).collect();
+        let mut computed_sorted = extras.computed.clone();
+        computed_sorted.sort_by_key(|c| c.0);
+        for (k, (idx, cname, expr, _)) in computed_sorted.iter().enumerate() {
+            let at = (idx - k).min(select.len());
+            let _ = k;
+            select.insert(at, format!("{expr} AS `{cname}`"));
+        }
+        let q = format!("SELECT {} FROM `{phys_name}`", select.join(", "));
+        let plan = self.plan_sql(&q).map_err(|m| {
+            let pos = extras.computed.first().map(|c| c.3).unwrap_or(script::pos_of(self.script, p.start));
+            SqlError { pos, statement: None, message: format!("computed column: {m}") }
+        })?;
+        let schema = nullable(plan.schema().as_arrow());
+        let computed = match &plan {
+            LogicalPlan::Projection(pr) => Calc { name: format!("{name}: computed columns"), steps: vec![Step::Project(phys_exprs(&pr.expr, pr.input.schema()).map_err(|m| self.err(p.start, m))?, schema.clone())] },
+            _ => Calc { name: name.clone(), steps: vec![] },
+        };
+        self.register(&name, schema.clone()).map_err(|m| self.err(p.start, m))?;
+        let watermark = match &extras.watermark {
+            None => None,
+            Some((col, expr, pos)) => {
+                let werr = |m: String| SqlError { pos: *pos, statement: None, message: m };
+                let idx = schema.index_of(col).map_err(|_| werr(format!("WATERMARK FOR {col}: table '{name}' has no column '{col}'")))?;
+                if !matches!(schema.field(idx).data_type(), DataType::Timestamp(_, _)) {
+                    return Err(werr(format!("WATERMARK FOR {col}: the rowtime column must be TIMESTAMP(3) or TIMESTAMP_LTZ(3), not {}", schema.field(idx).data_type())));
+                }
+                let wplan = self.plan_sql(&format!("SELECT {expr} FROM `{name}`")).map_err(|m| werr(format!("watermark expression: {m}")))?;
+                let LogicalPlan::Projection(pr) = &wplan else { return Err(werr("watermark expression: unexpected plan".into())) };
+                if !matches!(pr.schema.field(0).data_type(), DataType::Timestamp(_, _)) {
+                    return Err(werr(format!("the watermark expression must be a timestamp, not {}", pr.schema.field(0).data_type())));
+                }
+                let e = phys_exprs(&pr.expr, pr.input.schema()).map_err(werr)?.remove(0);
+                Some((idx, e))
+            }
+        };
+        for k in &extras.primary_key {
+            if schema.index_of(k).is_err() {
+                return Err(self.err(p.start, format!("PRIMARY KEY: table '{name}' has no column '{k}'")));
+            }
+        }
+        let def = TableDef { name: name.clone(), opts, connector: conn, physical, computed, schema, watermark };
+        self.catalog.insert(name, Entry::Table(Arc::new(def)));
+        Ok(())
+    }
+
+    /// Masked text of the statement with window TVFs replaced by placeholder tables.
+    fn prepare_query_text(&mut self, p: &Piece) -> Result<String, SqlError> {
+        let mut text = script::masked(self.script, p.start, p.end);
+        let calls = script::rewrite_window_tvfs(self.script, &mut text, &mut self.next_window)?;
+        for call in calls {
+            let base = self.entry_schema(&call.table).ok_or_else(|| SqlError { pos: call.pos, statement: None, message: format!("unknown table '{}'", call.table) })?;
+            let idx = base.index_of(&call.time_col).map_err(|_| SqlError { pos: call.pos, statement: None, message: format!("DESCRIPTOR({}): table '{}' has no column '{}'", call.time_col, call.table, call.time_col) })?;
+            if !matches!(base.field(idx).data_type(), DataType::Timestamp(_, _)) {
+                return Err(SqlError { pos: call.pos, statement: None, message: format!("DESCRIPTOR({}): the time attribute must be a timestamp, not {}", call.time_col, base.field(idx).data_type()) });
+            }
+            let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+            for n in ["window_start", "window_end", "window_time"] {
+                fields.push(Field::new(n, DataType::Timestamp(TimeUnit::Millisecond, None), true));
+            }
+            self.register(&call.placeholder, Arc::new(Schema::new(fields))).map_err(|m| SqlError { pos: call.pos, statement: None, message: m })?;
+            self.catalog.insert(call.placeholder.clone(), Entry::Window(call));
+        }
+        Ok(text)
+    }
+
+    fn entry_schema(&self, name: &str) -> Option<SchemaRef> {
+        match self.catalog.get(name)? {
+            Entry::Table(t) => Some(t.schema.clone()),
+            Entry::View(plan) => Some(nullable(plan.schema().as_arrow())),
+            Entry::Window(_) => None,
+        }
+    }
+
+    fn create_view(&mut self, p: &Piece) -> Result<(), SqlError> {
+        let text = self.prepare_query_text(p)?;
+        let Statement::CreateView(cv) = self.parse_one(p, &text)? else { return Err(self.err(p.start, "expected CREATE VIEW")) };
+        let name = cv.name.to_string().trim_matches('`').trim_matches('"').to_string();
+        self.check_new(&name, p.start)?;
+        let plan = self.plan_statement(Statement::Query(cv.query)).map_err(|m| self.err(p.start, m))?;
+        self.register(&name, nullable(plan.schema().as_arrow())).map_err(|m| self.err(p.start, m))?;
+        self.catalog.insert(name, Entry::View(plan));
+        Ok(())
+    }
+
+    fn insert(&mut self, p: &Piece) -> Result<(), SqlError> {
+        let text = self.prepare_query_text(p)?;
+        let Statement::Insert(ins) = self.parse_one(p, &text)? else { return Err(self.err(p.start, "expected INSERT INTO")) };
+        let TableObject::TableName(tn) = &ins.table else { return Err(self.err(p.start, "INSERT INTO a table function is not supported")) };
+        let sink = tn.to_string().trim_matches('`').trim_matches('"').to_string();
+        let def = match self.catalog.get(&sink) {
+            Some(Entry::Table(t)) => t.clone(),
+            Some(_) => return Err(self.err(p.start, format!("'{sink}' is a view: INSERT INTO needs a table"))),
+            None => return Err(self.err(p.start, format!("unknown table '{sink}'"))),
+        };
+        if !ins.columns.is_empty() {
+            return Err(self.err(p.start, "INSERT INTO t (columns) is not supported yet: select the sink's columns in order"));
+        }
+        let Some(source) = ins.source else { return Err(self.err(p.start, "INSERT needs a SELECT")) };
+        let plan = self.plan_statement(Statement::Query(source)).map_err(|m| self.err(p.start, m))?;
+        let Some(mode) = def.connector.sink_mode(&def.opts) else {
+            return Err(self.err(p.start, format!("table '{sink}' (connector '{}') cannot be written", def.opts.connector)));
+        };
+        // the query's columns must cast to the sink's physical columns
+        let target = def.physical.clone();
+        let qs = plan.schema().clone();
+        if qs.fields().len() != target.fields().len() {
+            return Err(self.err(p.start, format!("the query has {} columns but table '{sink}' has {} ({})", qs.fields().len(), target.fields().len(), target.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "))));
+        }
+        let mut casts = Vec::new();
+        for (i, f) in target.fields().iter().enumerate() {
+            let (q, qf) = qs.qualified_field(i);
+            if !arrow::compute::can_cast_types(qf.data_type(), f.data_type()) {
+                return Err(self.err(p.start, format!("column {} ('{}' of type {}) cannot be written to '{}' of type {} in table '{sink}'", i + 1, qf.name(), qf.data_type(), f.name(), f.data_type())));
+            }
+            casts.push(datafusion::logical_expr::cast(Expr::Column(Column::from((q, qf))), f.data_type().clone()));
+        }
+        let seed = format!("{sink}|{}", plan.display_indent());
+        let mut lower = Lower { c: self, seed, uids: Vec::new() };
+        let lowered = lower.lower(&plan).map_err(|m| lower.c.err(p.start, m))?;
+        if mode == ChangelogMode::AppendOnly {
+            if let Some(op) = &lowered.updating {
+                return Err(lower.c.err(p.start, format!("table '{sink}' (connector '{}') is append-only and cannot take the updates that {op} produces", def.opts.connector)));
+            }
+        }
+        let out_schema = nullable(&target);
+        let cast_calc = Calc { name: format!("{sink}: cast"), steps: vec![Step::Project(phys_exprs(&casts, &qs).map_err(|m| lower.c.err(p.start, m))?, out_schema.clone())] };
+        let stream = lower.stateless(lowered.stream, cast_calc, "sink-cast");
+        let uid = lower.uid("sink", &sink);
+        let par = lower.c.job.parallelism;
+        def.connector.add_sink(&def.opts, SinkArgs { stream: &stream, name: &format!("sink: {sink}"), uid: &uid, parallelism: par, schema: out_schema }).map_err(|m| lower.c.err(p.start, format!("table '{sink}': {m}")))?;
+        let uids = std::mem::take(&mut lower.uids);
+        let updating = lowered.updating.clone();
+        self.job.inserts.push(InsertPlan { sink, plan: plan.display_indent().to_string(), updating, uids });
+        Ok(())
+    }
+}
+
+/// Physical expressions of `exprs` over `schema`.
+fn phys_exprs(exprs: &[Expr], schema: &DFSchema) -> Result<Vec<Arc<dyn PhysicalExpr>>, String> {
+    let props = ExecutionProps::new();
+    let ctx = PhysicalPlanningContext::default();
+    exprs.iter().map(|e| create_physical_expr(e, schema, &props, &ctx).map_err(df_err)).collect()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum WinCol {
+    Start,
+    End,
+}
+
+struct Lowered {
+    stream: DataStream<ChangeBatch>,
+    /// the operator that makes this stream updating
+    updating: Option<String>,
+    /// which columns are a window's start/end (for window aggregations)
+    win: Vec<Option<WinCol>>,
+}
+
+struct Lower<'c, 'a> {
+    c: &'c mut Compiler<'a>,
+    seed: String,
+    uids: Vec<String>,
+}
+
+fn unalias(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(a) => unalias(&a.expr),
+        other => other,
+    }
+}
+
+impl Lower<'_, '_> {
+    /// A uid derived from the query (sink and plan text), the operator kind and its
+    /// own description: stable for an unchanged query.
+    fn uid(&mut self, kind: &str, detail: &str) -> String {
+        let h = xxhash_rust::xxh3::xxh3_64(format!("{}|{kind}|{detail}", self.seed).as_bytes());
+        let mut uid = format!("sql-{kind}-{h:016x}");
+        let mut n = 2;
+        while self.c.uids.contains(&uid) {
+            uid = format!("sql-{kind}-{h:016x}-{n}");
+            n += 1;
+        }
+        self.c.uids.insert(uid.clone());
+        self.uids.push(uid.clone());
+        uid
+    }
+
+    fn par<T: weir::Data>(&self, s: DataStream<T>) -> DataStream<T> {
+        match self.c.job.parallelism {
+            Some(p) => s.parallelism(p),
+            None => s,
+        }
+    }
+
+    fn stateless(&mut self, s: DataStream<ChangeBatch>, calc: Calc, kind: &str) -> DataStream<ChangeBatch> {
+        let uid = self.uid(kind, &format!("{:?}", calc.steps.len()) );
+        let name = calc.name.clone();
+        let out = s.flat_map(move |b, out| calc.run(b, out)).uid(&uid).name(&name);
+        self.par(out)
+    }
+
+    fn lower(&mut self, plan: &LogicalPlan) -> Result<Lowered, String> {
+        match plan {
+            LogicalPlan::Projection(pr) => {
+                let l = self.lower(&pr.input)?;
+                let exprs = phys_exprs(&pr.expr, pr.input.schema())?;
+                let win = pr
+                    .expr
+                    .iter()
+                    .map(|e| match unalias(e) {
+                        Expr::Column(c) => pr.input.schema().index_of_column(c).ok().and_then(|i| l.win.get(i).copied().flatten()),
+                        _ => None,
+                    })
+                    .collect();
+                let calc = Calc { name: format!("Calc(select=[{}])", pr.expr.iter().map(|e| e.schema_name().to_string()).collect::<Vec<_>>().join(", ")), steps: vec![Step::Project(exprs, nullable(pr.schema.as_arrow()))] };
+                let stream = self.stateless(l.stream, calc, &format!("project-{}", pr.schema));
+                Ok(Lowered { stream, updating: l.updating, win })
+            }
+            LogicalPlan::Filter(f) => {
+                let l = self.lower(&f.input)?;
+                let e = phys_exprs(std::slice::from_ref(&f.predicate), f.input.schema())?.remove(0);
+                let calc = Calc { name: format!("Calc(where=[{}])", f.predicate), steps: vec![Step::Filter(e)] };
+                let stream = self.stateless(l.stream, calc, &format!("filter-{}", f.predicate));
+                Ok(Lowered { stream, ..l })
+            }
+            LogicalPlan::SubqueryAlias(a) => self.lower(&a.input),
+            LogicalPlan::TableScan(scan) => {
+                if !scan.filters.is_empty() || scan.fetch.is_some() {
+                    return Err(format!("internal: unexpected pushed-down filters or limit on {}", scan.table_name));
+                }
+                let name = scan.table_name.table().to_string();
+                let l = self.scan_entry(&name)?;
+                match &scan.projection {
+                    None => Ok(l),
+                    Some(idx) => {
+                        let exprs: Vec<Arc<dyn PhysicalExpr>> = idx
+                            .iter()
+                            .map(|i| Arc::new(datafusion::physical_expr::expressions::Column::new(scan.projected_schema.field(idx.iter().position(|x| x == i).unwrap_or(0)).name(), *i)) as Arc<dyn PhysicalExpr>)
+                            .collect();
+                        let win = idx.iter().map(|i| l.win.get(*i).copied().flatten()).collect();
+                        let calc = Calc { name: format!("{name}: projection"), steps: vec![Step::Project(exprs, nullable(scan.projected_schema.as_arrow()))] };
+                        let stream = self.stateless(l.stream, calc, &format!("scan-project-{name}-{idx:?}"));
+                        Ok(Lowered { stream, updating: l.updating, win })
+                    }
+                }
+            }
+            LogicalPlan::Aggregate(agg) => self.aggregate(agg),
+            LogicalPlan::Union(u) => {
+                let mut parts = Vec::new();
+                for i in &u.inputs {
+                    parts.push(self.lower(i)?);
+                }
+                let first = parts.remove(0);
+                let others: Vec<DataStream<ChangeBatch>> = parts.iter().map(|p| p.stream.clone()).collect();
+                let updating = first.updating.clone().or_else(|| parts.iter().find_map(|p| p.updating.clone()));
+                let n = u.schema.fields().len();
+                let stream = first.stream.union(&others);
+                let uid = self.uid("union", "");
+                let stream = self.par(stream.uid(&uid));
+                Ok(Lowered { stream, updating, win: vec![None; n] })
+            }
+            LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => Err("queries without a table (VALUES, SELECT without FROM) are not supported yet".into()),
+            LogicalPlan::Join(_) => Err("joins are not supported yet".into()),
+            LogicalPlan::Sort(_) => Err("ORDER BY is not supported in streaming queries yet (only on time attributes in Flink)".into()),
+            LogicalPlan::Limit(_) => Err("LIMIT is not supported in streaming queries yet".into()),
+            LogicalPlan::Window(_) => Err("OVER windows (and ROW_NUMBER Top-N) are not supported yet".into()),
+            LogicalPlan::Distinct(_) => Err("SELECT DISTINCT is not supported yet".into()),
+            other => Err(format!("{} is not supported in streaming SQL yet", other.display())),
+        }
+    }
+
+    fn scan_entry(&mut self, name: &str) -> Result<Lowered, String> {
+        enum What {
+            T(Arc<TableDef>),
+            V(LogicalPlan),
+            W(WindowCall),
+        }
+        let what = match self.c.catalog.get(name) {
+            Some(Entry::Table(t)) => What::T(t.clone()),
+            Some(Entry::View(v)) => What::V(v.clone()),
+            Some(Entry::Window(w)) => What::W(w.clone()),
+            None => return Err(format!("unknown table '{name}'")),
+        };
+        match what {
+            What::T(t) => self.source(&t),
+            What::V(v) => self.lower(&v),
+            What::W(call) => {
+                let base = self.scan_entry(&call.table)?;
+                if base.updating.is_some() {
+                    return Err(format!("window TVF over '{}': the input is updating ({}); windows need an append-only input", call.table, base.updating.unwrap_or_default()));
+                }
+                let bschema = self.c.entry_schema(&call.table).ok_or("window over a window")?;
+                let time_col = bschema.index_of(&call.time_col).map_err(|e| e.to_string())?;
+                let mut fields: Vec<Field> = bschema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+                for n in ["window_start", "window_end", "window_time"] {
+                    fields.push(Field::new(n, DataType::Timestamp(TimeUnit::Millisecond, None), true));
+                }
+                let n = fields.len();
+                let op = WindowAssign { name: format!("{:?}({})", call.kind, call.table), kind: call.kind, time_col, schema: Arc::new(Schema::new(fields)) };
+                let uid = self.uid("window-assign", &format!("{:?}-{}-{}", call.kind, call.table, call.time_col));
+                let opname = op.name.clone();
+                let stream = self.par(base.stream.flat_map(move |b, out| op.run(b, out)).uid(&uid).name(&opname));
+                let mut win = vec![None; n];
+                win[n - 3] = Some(WinCol::Start);
+                win[n - 2] = Some(WinCol::End);
+                Ok(Lowered { stream, updating: None, win })
+            }
+        }
+    }
+
+    fn source(&mut self, t: &Arc<TableDef>) -> Result<Lowered, String> {
+        let factory = t.connector.source(&t.opts, t.physical.clone()).map_err(|m| format!("table '{}': {m}", t.name))?;
+        let uid = self.uid("source", &t.name);
+        let (computed, wm) = (t.computed.clone(), t.watermark.clone());
+        let f = factory.clone();
+        let s = self.c.env.source(&format!("source: {}", t.name), move |ctx: &SourceContext| SqlSource { inner: f(ctx), computed: computed.clone(), watermark: wm.clone(), emitted: i64::MIN, name: String::new() }, WatermarkStrategy::none());
+        let s = self.par(s.uid(&uid));
+        let _: &SourceFactory = &factory;
+        Ok(Lowered { stream: s, updating: None, win: vec![None; t.schema.fields().len()] })
+    }
+
+    fn aggregate(&mut self, agg: &datafusion::logical_expr::Aggregate) -> Result<Lowered, String> {
+        let l = self.lower(&agg.input)?;
+        let in_schema = agg.input.schema();
+        let mut key_exprs = Vec::new();
+        let mut win_in_key: Vec<Option<WinCol>> = Vec::new();
+        for g in &agg.group_expr {
+            if matches!(g, Expr::GroupingSet(_)) {
+                return Err("GROUPING SETS, CUBE and ROLLUP are not supported yet".into());
+            }
+            key_exprs.push(g.clone());
+            win_in_key.push(match unalias(g) {
+                Expr::Column(c) => in_schema.index_of_column(c).ok().and_then(|i| l.win.get(i).copied().flatten()),
+                _ => None,
+            });
+        }
+        let we = win_in_key.iter().position(|w| *w == Some(WinCol::End));
+        let ws = win_in_key.iter().position(|w| *w == Some(WinCol::Start));
+        let windowed = match (ws, we) {
+            (Some(_), Some(e)) => Some(e),
+            _ if l.win.iter().any(Option::is_some) => return Err("a window aggregation must GROUP BY both window_start and window_end".into()),
+            _ => None,
+        };
+        let mut kinds = Vec::new();
+        let mut args = Vec::new();
+        for a in &agg.aggr_expr {
+            let Expr::AggregateFunction(af) = unalias(a) else { return Err(format!("unsupported aggregate {a}")) };
+            let fname = af.func.name().to_ascii_lowercase();
+            if af.params.distinct {
+                return Err(format!("{}(DISTINCT ...) is not supported yet", fname.to_uppercase()));
+            }
+            if af.params.filter.is_some() || !af.params.order_by.is_empty() {
+                return Err(format!("{}: FILTER and WITHIN GROUP are not supported yet", fname.to_uppercase()));
+            }
+            let a0 = af.params.args.first();
+            let is_star = a0.is_none() || matches!(a0, Some(Expr::Literal(v, _)) if !v.is_null());
+            let kind = match fname.as_str() {
+                "count" if is_star => AggKind::CountStar,
+                "count" => AggKind::Count,
+                "sum" => AggKind::Sum,
+                "avg" | "mean" => AggKind::Avg,
+                "min" => AggKind::Min,
+                "max" => AggKind::Max,
+                other => return Err(format!("aggregate function {} is not supported yet", other.to_uppercase())),
+            };
+            if matches!(kind, AggKind::Min | AggKind::Max) && l.updating.is_some() {
+                return Err(format!("{} over an updating input (from {}) is not supported yet", fname.to_uppercase(), l.updating.clone().unwrap_or_default()));
+            }
+            if af.params.args.len() > 1 {
+                return Err(format!("{} with several arguments is not supported", fname.to_uppercase()));
+            }
+            kinds.push(kind);
+            args.push(if kind == AggKind::CountStar { None } else { Some(phys_exprs(std::slice::from_ref(a0.ok_or("missing argument")?), in_schema)?.remove(0)) });
+        }
+        if windowed.is_some() && l.updating.is_some() {
+            return Err(format!("a window aggregation over an updating input (from {}) is not supported", l.updating.clone().unwrap_or_default()));
+        }
+        let desc = format!(
+            "{}(groupBy=[{}], select=[{}])",
+            if windowed.is_some() { "WindowAggregate" } else { "GroupAggregate" },
+            agg.group_expr.iter().map(|e| e.schema_name().to_string()).collect::<Vec<_>>().join(", "),
+            agg.aggr_expr.iter().map(|e| e.schema_name().to_string()).collect::<Vec<_>>().join(", ")
+        );
+        let key_rows = KeyRows { name: format!("{desc}: keys"), keys: phys_exprs(&key_exprs, in_schema)?, args };
+        let spec = Arc::new(AggSpec { name: desc.clone(), aggs: kinds, out_schema: nullable(agg.schema.as_arrow()), window_end: windowed });
+        let kuid = self.uid("agg-keys", &desc);
+        let keyed = self.par(l.stream.flat_map(move |b, out| key_rows.run(b, out)).uid(&kuid).name(&format!("{desc}: keys")));
+        let auid = self.uid(if windowed.is_some() { "window-agg" } else { "group-agg" }, &desc);
+        let out = keyed.key_by(|r: &crate::ops::KeyedRow| r.key.clone()).process(AggFunction { spec, state: None }).uid(&auid).name(&desc);
+        let out = self.par(out);
+        let n_out = agg.schema.fields().len();
+        let mut win = vec![None; n_out];
+        for (i, w) in win_in_key.iter().enumerate() {
+            win[i] = *w;
+        }
+        let updating = if windowed.is_some() { None } else { Some(desc) };
+        // window columns stay window columns only for windowed aggregations' output
+        Ok(Lowered { stream: out, updating, win: if windowed.is_some() { vec![None; n_out] } else { win } })
+    }
+}
+
+/// The engine source of a SQL table: reads batches, evaluates computed columns,
+/// stamps each batch with its greatest rowtime and emits the watermark the
+/// table's WATERMARK expression gives (the greatest over the rows seen so far).
+struct SqlSource {
+    inner: Box<dyn BatchSource>,
+    computed: Calc,
+    watermark: Option<(usize, Arc<dyn PhysicalExpr>)>,
+    emitted: i64,
+    name: String,
+}
+
+impl Source<ChangeBatch> for SqlSource {
+    fn open(&mut self, ctx: &SourceContext) -> Result<(), ConnectorError> {
+        self.inner.open(ctx)
+    }
+    fn poll(&mut self, out: &mut SourceOutput<'_, ChangeBatch>) -> Result<SourcePoll, ConnectorError> {
+        if out.remaining() == 0 {
+            return Ok(SourcePoll::Ready);
+        }
+        let Some(b) = self.inner.next_batch(1024)? else { return Ok(SourcePoll::Finished) };
+        if b.num_rows() == 0 {
+            return Ok(SourcePoll::Idle);
+        }
+        let name = if self.name.is_empty() { &self.computed.name } else { &self.name };
+        let b = match self.computed.apply(ChangeBatch::inserts(b)).map_err(|e| ConnectorError::Other(format!("{name}: {e}")))? {
+            Some(b) => b,
+            None => return Ok(SourcePoll::Ready),
+        };
+        let mut ts = weir::record::NO_TIMESTAMP;
+        if let Some((rt, wm)) = &self.watermark {
+            ts = max_millis(b.rows.0.column(*rt)).map_err(ConnectorError::Other)?.unwrap_or(ts);
+            let w = wm.evaluate(&b.rows.0).and_then(|v| v.into_array(b.num_rows())).map_err(|e| ConnectorError::Other(format!("watermark: {e}")))?;
+            if let Some(w) = max_millis(&w).map_err(ConnectorError::Other)? {
+                if w > self.emitted {
+                    self.emitted = w;
+                }
+            }
+        }
+        out.collect_at(ts, b);
+        if self.emitted > i64::MIN {
+            out.emit_watermark(self.emitted);
+        }
+        Ok(SourcePoll::Ready)
+    }
+    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>, ConnectorError> {
+        self.inner.snapshot()
+    }
+    fn restore(&mut self, splits: Vec<Vec<u8>>) -> Result<(), ConnectorError> {
+        self.inner.restore(splits)
+    }
+    fn redistribution(&self) -> weir::checkpoint::restore::Redistribution {
+        self.inner.redistribution()
+    }
+}

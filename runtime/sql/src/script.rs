@@ -1,0 +1,559 @@
+//! The script level: splitting a script into statements (with their positions),
+//! `SET`, statement sets, and the Flink parts of `CREATE TABLE` that `sqlparser`
+//! does not know (`WATERMARK FOR`, computed columns, `PRIMARY KEY ... NOT ENFORCED`,
+//! `WITH ('key' = 'value')`), which are cut out of the text before `sqlparser` sees it.
+//! Cut-out text is replaced by spaces, so `sqlparser`'s line and column numbers stay
+//! those of the script.
+
+use crate::SqlError;
+
+/// A position in the script (1-based line and column).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Pos {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl std::fmt::Display for Pos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}, column {}", self.line, self.column)
+    }
+}
+
+/// The position of byte offset `at` of `script`.
+pub fn pos_of(script: &str, at: usize) -> Pos {
+    let before = &script[..at.min(script.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.chars().count(), |n| before[n + 1..].chars().count()) + 1;
+    Pos { line, column }
+}
+
+/// One statement of a script: byte range `start..end` (without the `;`).
+#[derive(Clone, Debug)]
+pub struct Piece {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Piece {
+    pub fn text<'a>(&self, script: &'a str) -> &'a str {
+        &script[self.start..self.end]
+    }
+}
+
+/// Byte offsets of the characters that are code (not in quotes or comments), with
+/// the paren depth at each: calls `f(offset, char, depth)` for code characters.
+fn scan(text: &str, mut f: impl FnMut(usize, char, i32) -> bool) {
+    let b = text.as_bytes();
+    let mut i = 0;
+    let mut depth = 0;
+    while i < b.len() {
+        let c = b[i] as char;
+        if c == '\'' || c == '"' || c == '`' {
+            let q = c;
+            i += 1;
+            while i < b.len() {
+                if b[i] as char == q {
+                    if i + 1 < b.len() && b[i + 1] as char == q {
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
+        if c == '-' && b.get(i + 1) == Some(&b'-') {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if c == '/' && b.get(i + 1) == Some(&b'*') {
+            i += 2;
+            while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                i += 1;
+            }
+            i += 2;
+            continue;
+        }
+        if c == '(' {
+            depth += 1;
+        }
+        if c == ')' {
+            depth -= 1;
+        }
+        if !c.is_ascii() {
+            i += 1;
+            continue;
+        }
+        if !f(i, c, depth) {
+            return;
+        }
+        i += 1;
+    }
+}
+
+/// Splits a script at top-level `;` (not in quotes or comments); empty statements are dropped.
+pub fn split(script: &str) -> Vec<Piece> {
+    let mut cuts = Vec::new();
+    scan(script, |i, c, _| {
+        if c == ';' {
+            cuts.push(i);
+        }
+        true
+    });
+    let mut out = Vec::new();
+    let mut start = 0;
+    for end in cuts.into_iter().chain(std::iter::once(script.len())) {
+        let p = trim(script, start, end);
+        if p.start < p.end && !only_comments(&script[p.start..p.end]) {
+            out.push(p);
+        }
+        start = end + 1;
+    }
+    out
+}
+
+fn only_comments(s: &str) -> bool {
+    let mut code = false;
+    scan(s, |_, c, _| {
+        if !c.is_whitespace() {
+            code = true;
+            return false;
+        }
+        true
+    });
+    !code
+}
+
+fn trim(script: &str, mut start: usize, mut end: usize) -> Piece {
+    let b = script.as_bytes();
+    while start < end && (b[start] as char).is_whitespace() {
+        start += 1;
+    }
+    while end > start && (b[end - 1] as char).is_whitespace() {
+        end -= 1;
+    }
+    Piece { start, end }
+}
+
+/// The whole script with everything outside `piece` blanked (newlines kept), so that
+/// a parser's positions are the script's.
+pub fn masked(script: &str, start: usize, end: usize) -> String {
+    script
+        .char_indices()
+        .map(|(i, c)| if (start..end).contains(&i) || c == '\n' { c } else { ' ' })
+        .collect()
+}
+
+/// Blanks `start..end` of `s` (ASCII-safe: non-ASCII characters become spaces too).
+fn blank(s: &mut String, start: usize, end: usize) {
+    let replaced: String = s[start..end].chars().map(|c| if c == '\n' { '\n' } else { ' ' }).collect();
+    // keep the byte length (multi-byte chars become several spaces)
+    let pad = (end - start) - replaced.len();
+    s.replace_range(start..end, &(replaced + &" ".repeat(pad)));
+}
+
+/// The upper-cased words at the start of `text` (code only), at most `n`.
+pub fn leading_words(text: &str, n: usize) -> Vec<String> {
+    text.split(|c: char| c.is_whitespace() || c == '(' || c == ';' || c == '\'')
+        .filter(|w| !w.is_empty())
+        .take(n)
+        .map(|w| w.to_ascii_uppercase())
+        .collect()
+}
+
+/// Offset just after the first `n` words of `text` (whitespace separated).
+pub fn after_words(text: &str, n: usize) -> usize {
+    let mut seen = 0;
+    let mut in_word = false;
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() {
+            if in_word {
+                seen += 1;
+                in_word = false;
+                if seen == n {
+                    return i;
+                }
+            }
+        } else {
+            in_word = true;
+        }
+    }
+    text.len()
+}
+
+/// `SET 'key' = 'value'` (quotes optional): the key and value.
+pub fn parse_set(text: &str) -> Option<(String, String)> {
+    let rest = text.trim()[3..].trim();
+    let (k, v) = rest.split_once('=')?;
+    let unq = |s: &str| s.trim().trim_matches('\'').trim_matches('"').trim_matches('`').to_string();
+    Some((unq(k), unq(v)))
+}
+
+/// The Flink extras of one `CREATE TABLE`.
+#[derive(Clone, Debug, Default)]
+pub struct TableExtras {
+    /// `(name, expression text, position)` of computed columns, with the index among all columns.
+    pub computed: Vec<(usize, String, String, Pos)>,
+    /// `(rowtime column, expression text, position)`.
+    pub watermark: Option<(String, String, Pos)>,
+    pub primary_key: Vec<String>,
+    /// `WITH` options in order, with the position of each key.
+    pub options: Vec<(String, String, Pos)>,
+}
+
+/// Cuts the Flink extras out of a masked `CREATE TABLE` statement (`text` is the whole
+/// masked script, `start..end` the statement), returning the text for `sqlparser`.
+pub fn strip_create_table(script: &str, text: &str, start: usize, end: usize) -> Result<(String, TableExtras), SqlError> {
+    let mut out = text.to_string();
+    let mut extras = TableExtras::default();
+    // the column list: the first '(' at depth 1 and its matching ')'
+    let mut open = None;
+    let mut close = None;
+    let mut elements: Vec<(usize, usize)> = Vec::new();
+    let mut elem_start = 0;
+    scan(&text[start..end], |i, c, d| {
+        let i = i + start;
+        if c == '(' && d == 1 && open.is_none() {
+            open = Some(i);
+            elem_start = i + 1;
+        } else if c == ',' && d == 1 && open.is_some() && close.is_none() {
+            elements.push((elem_start, i));
+            elem_start = i + 1;
+        } else if c == ')' && d == 0 && open.is_some() && close.is_none() {
+            close = Some(i);
+            elements.push((elem_start, i));
+        }
+        true
+    });
+    let (Some(_open), Some(close)) = (open, close) else {
+        return Err(SqlError::at(script, start, "CREATE TABLE needs a column list: CREATE TABLE t (col TYPE, ...)"));
+    };
+    // elements to remove, with the comma range to blank
+    let mut removed: Vec<usize> = Vec::new();
+    for (idx, &(s, e)) in elements.iter().enumerate() {
+        let el = &text[s..e];
+        let lead = el.len() - el.trim_start().len();
+        let es = s + lead;
+        let words = leading_words(el, 3);
+        let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+        if w(0) == "WATERMARK" {
+            if w(1) != "FOR" {
+                return Err(SqlError::at(script, es, "expected WATERMARK FOR <column> AS <expression>"));
+            }
+            let body = el.trim_start();
+            let after_for = after_words(body, 2);
+            let rest = body[after_for..].trim_start();
+            let col_len = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
+            let col = rest[..col_len].trim_matches('`').to_string();
+            let rest2 = rest[col_len..].trim_start();
+            if !rest2.to_ascii_uppercase().starts_with("AS") {
+                return Err(SqlError::at(script, es, "expected WATERMARK FOR <column> AS <expression>"));
+            }
+            let expr = rest2[2..].trim().to_string();
+            let expr_at = es + body.rfind(expr.as_str()).unwrap_or(0);
+            extras.watermark = Some((col, expr, pos_of(script, expr_at)));
+            removed.push(idx);
+        } else if w(0) == "PRIMARY" && w(1) == "KEY" {
+            let body = el.trim();
+            let (Some(a), Some(b)) = (body.find('('), body.rfind(')')) else {
+                return Err(SqlError::at(script, es, "expected PRIMARY KEY (col, ...) NOT ENFORCED"));
+            };
+            extras.primary_key = body[a + 1..b].split(',').map(|c| c.trim().trim_matches('`').to_string()).collect();
+            let tail = body[b + 1..].trim().to_ascii_uppercase();
+            if tail != "NOT ENFORCED" {
+                return Err(SqlError::at(script, es, "Flink only supports PRIMARY KEY (...) NOT ENFORCED"));
+            }
+            removed.push(idx);
+        } else if w(1) == "AS" {
+            let body = el.trim_start();
+            let name = words_raw(body, 1).trim_matches('`').to_string();
+            let expr = body[after_words(body, 2)..].trim().to_string();
+            extras.computed.push((idx, name, expr, pos_of(script, es)));
+            removed.push(idx);
+        } else if w(1) == "METADATA" || words.get(2).is_some_and(|x| x == "METADATA") {
+            return Err(SqlError::at(script, es, "METADATA columns are not supported yet"));
+        }
+    }
+    if removed.len() == elements.len() {
+        return Err(SqlError::at(script, start, "CREATE TABLE needs at least one physical column"));
+    }
+    // blank removed elements and one adjacent comma each
+    for &idx in removed.iter().rev() {
+        let (s, e) = elements[idx];
+        if idx > 0 {
+            // include the comma before (it is at s - 1)
+            blank(&mut out, s - 1, e);
+        } else {
+            blank(&mut out, s, e + 1);
+        }
+    }
+    // the WITH options after the column list
+    let tail = &text[close + 1..end];
+    if let Some(wpos) = find_word(tail, "WITH") {
+        let wabs = close + 1 + wpos;
+        let (Some(po), Some(pc)) = (text[wabs..end].find('(').map(|x| x + wabs), text[wabs..end].rfind(')').map(|x| x + wabs)) else {
+            return Err(SqlError::at(script, wabs, "expected WITH ('key' = 'value', ...)"));
+        };
+        let mut pairs: Vec<(usize, usize)> = Vec::new();
+        let mut ps = po + 1;
+        scan(&text[po + 1..pc], |i, c, d| {
+            if c == ',' && d == 0 {
+                pairs.push((ps, po + 1 + i));
+                ps = po + 2 + i;
+            }
+            true
+        });
+        pairs.push((ps, pc));
+        for (s, e) in pairs {
+            let p = text[s..e].trim();
+            if p.is_empty() {
+                continue;
+            }
+            let at = s + (text[s..e].len() - text[s..e].trim_start().len());
+            let Some((k, v)) = split_option(p) else {
+                return Err(SqlError::at(script, at, format!("expected 'key' = 'value' in WITH, found {p}")));
+            };
+            extras.options.push((k, v, pos_of(script, at)));
+        }
+        blank(&mut out, wabs, end);
+    }
+    Ok((out, extras))
+}
+
+fn words_raw(s: &str, n: usize) -> &str {
+    s.split_whitespace().nth(n - 1).unwrap_or("")
+}
+
+/// `'key' = 'value'` with SQL quoting ('' inside a string is one ').
+fn split_option(p: &str) -> Option<(String, String)> {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut in_q = false;
+    let mut chars = p.chars().peekable();
+    let mut eq_seen = false;
+    while let Some(c) = chars.next() {
+        if in_q {
+            if c == '\'' {
+                if chars.peek() == Some(&'\'') {
+                    cur.push('\'');
+                    chars.next();
+                } else {
+                    in_q = false;
+                    parts.push(std::mem::take(&mut cur));
+                }
+            } else {
+                cur.push(c);
+            }
+        } else if c == '\'' {
+            in_q = true;
+        } else if c == '=' && parts.len() == 1 {
+            eq_seen = true;
+        } else if !c.is_whitespace() {
+            return None;
+        }
+    }
+    if parts.len() == 2 && eq_seen && !in_q { Some((parts.remove(0), parts.remove(0))) } else { None }
+}
+
+/// The offset of `word` (case-insensitive, as a whole code word) in `text`.
+pub fn find_word(text: &str, word: &str) -> Option<usize> {
+    let up = word.to_ascii_uppercase();
+    let mut found = None;
+    let b = text.as_bytes();
+    scan(text, |i, _c, _| {
+        if text.len() >= i + up.len()
+            && text[i..i + up.len()].eq_ignore_ascii_case(&up)
+            && (i == 0 || !(b[i - 1] as char).is_alphanumeric() && b[i - 1] != b'_')
+            && b.get(i + up.len()).is_none_or(|n| !(*n as char).is_alphanumeric() && *n != b'_')
+        {
+            found = Some(i);
+            return false;
+        }
+        true
+    });
+    found
+}
+
+/// A windowing table-valued function call found in a query.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowCall {
+    pub kind: WindowKind,
+    pub table: String,
+    pub time_col: String,
+    /// The placeholder table name that replaced the call in the query text.
+    pub placeholder: String,
+    pub pos: Pos,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowKind {
+    Tumble { size: i64 },
+    Hop { slide: i64, size: i64 },
+    Cumulate { step: i64, size: i64 },
+}
+
+/// Replaces every `TABLE(TUMBLE|HOP|CUMULATE(TABLE t, DESCRIPTOR(ts), INTERVAL ...))`
+/// in `text` by a placeholder table name padded to the same length.
+pub fn rewrite_window_tvfs(script: &str, text: &mut String, next_id: &mut usize) -> Result<Vec<WindowCall>, SqlError> {
+    let mut calls = Vec::new();
+    loop {
+        let Some(at) = find_tvf(text) else { break };
+        // at points to TABLE; find its '(' and matching ')'
+        let open = at + text[at..].find('(').expect("found by find_tvf");
+        let mut close = None;
+        scan(&text[open..], |i, c, d| {
+            if c == ')' && d == 0 {
+                close = Some(open + i);
+                return false;
+            }
+            true
+        });
+        let Some(close) = close else { return Err(SqlError::at(script, at, "unbalanced parentheses in TABLE(...)")) };
+        let inner = text[open + 1..close].trim();
+        let fname_len = inner.find('(').unwrap_or(inner.len());
+        let fname = inner[..fname_len].trim().to_ascii_uppercase();
+        let args_text = inner[fname_len..].trim();
+        let args_text = args_text.strip_prefix('(').and_then(|s| s.strip_suffix(')')).ok_or_else(|| SqlError::at(script, at, "expected TABLE(TUMBLE(TABLE t, DESCRIPTOR(col), INTERVAL ...))"))?;
+        let mut args = Vec::new();
+        let mut s0 = 0;
+        scan(args_text, |i, c, d| {
+            if c == ',' && d == 0 {
+                args.push(args_text[s0..i].trim().to_string());
+                s0 = i + 1;
+            }
+            true
+        });
+        args.push(args_text[s0..].trim().to_string());
+        let bad = |m: &str| SqlError::at(script, at, format!("{fname}: {m}"));
+        if args.len() < 3 {
+            return Err(bad("expected (TABLE t, DESCRIPTOR(time column), INTERVAL ...)"));
+        }
+        let table = args[0].strip_prefix("TABLE ").or_else(|| args[0].strip_prefix("table ")).ok_or_else(|| bad("the first argument must be TABLE <name>"))?.trim().trim_matches('`').to_string();
+        let d = args[1].trim();
+        if !d.to_ascii_uppercase().starts_with("DESCRIPTOR") {
+            return Err(bad("the second argument must be DESCRIPTOR(<time column>)"));
+        }
+        let time_col = d[10..].trim().trim_start_matches('(').trim_end_matches(')').trim().trim_matches('`').to_string();
+        let iv: Vec<i64> = args[2..].iter().map(|a| parse_interval_ms(a).ok_or_else(|| bad(&format!("expected INTERVAL 'n' UNIT, found {a}")))).collect::<Result<_, _>>()?;
+        let kind = match (fname.as_str(), iv.as_slice()) {
+            ("TUMBLE", [size]) => WindowKind::Tumble { size: *size },
+            ("HOP", [slide, size]) => {
+                if size % slide != 0 {
+                    return Err(bad("the size must be a multiple of the slide"));
+                }
+                WindowKind::Hop { slide: *slide, size: *size }
+            }
+            ("CUMULATE", [step, size]) => {
+                if size % step != 0 {
+                    return Err(bad("the max size must be a multiple of the step"));
+                }
+                WindowKind::Cumulate { step: *step, size: *size }
+            }
+            ("SESSION", _) => return Err(bad("SESSION windows are not supported yet")),
+            ("TUMBLE", _) => return Err(bad("expected one INTERVAL (the size); offsets are not supported yet")),
+            ("HOP", _) | ("CUMULATE", _) => return Err(bad("expected two INTERVALs (slide/step, size)")),
+            _ => return Err(bad("unknown windowing function")),
+        };
+        if iv.iter().any(|v| *v <= 0) {
+            return Err(bad("window sizes must be positive"));
+        }
+        let placeholder = format!("__window_{}", *next_id);
+        *next_id += 1;
+        let len = close + 1 - at;
+        if placeholder.len() > len {
+            return Err(bad("internal: window call too short to rewrite"));
+        }
+        let rep = format!("{placeholder}{}", " ".repeat(len - placeholder.len()));
+        text.replace_range(at..close + 1, &rep);
+        calls.push(WindowCall { kind, table, time_col, placeholder, pos: pos_of(script, at) });
+    }
+    Ok(calls)
+}
+
+fn find_tvf(text: &str) -> Option<usize> {
+    let mut found = None;
+    let b = text.as_bytes();
+    scan(text, |i, _, _| {
+        if text.len() >= i + 5 && text[i..i + 5].eq_ignore_ascii_case("TABLE") && (i == 0 || !(b[i - 1] as char).is_alphanumeric() && b[i - 1] != b'_') {
+            let rest = text[i + 5..].trim_start();
+            if let Some(r) = rest.strip_prefix('(') {
+                let r = r.trim_start().to_ascii_uppercase();
+                if ["TUMBLE", "HOP", "CUMULATE", "SESSION"].iter().any(|f| r.starts_with(f) && r[f.len()..].trim_start().starts_with('(')) {
+                    found = Some(i);
+                    return false;
+                }
+            }
+        }
+        true
+    });
+    found
+}
+
+/// `INTERVAL '10' SECOND` (also MILLISECOND, MINUTE, HOUR, DAY; plural accepted) in ms.
+pub fn parse_interval_ms(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let up = s.to_ascii_uppercase();
+    let rest = up.strip_prefix("INTERVAL")?.trim();
+    let rest = rest.strip_prefix('\'')?;
+    let (num, unit) = rest.split_once('\'')?;
+    let n: i64 = num.trim().parse().ok()?;
+    let unit = unit.trim();
+    let unit = unit.split('(').next().unwrap_or(unit).trim();
+    let mult = match unit.trim_end_matches('S') {
+        "MILLISECOND" => 1,
+        "SECOND" => 1000,
+        "MINUTE" => 60_000,
+        "HOUR" => 3_600_000,
+        "DAY" => 86_400_000,
+        _ => return None,
+    };
+    Some(n * mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_respecting_quotes_and_comments() {
+        let s = "SET 'a' = 'x;y';\n-- c; d\nSELECT 1; /* ; */ SELECT ';';  ;";
+        let p: Vec<&str> = split(s).iter().map(|p| p.text(s)).collect();
+        assert_eq!(p, vec!["SET 'a' = 'x;y'", "-- c; d\nSELECT 1", "/* ; */ SELECT ';'"]);
+    }
+
+    #[test]
+    fn positions_are_one_based() {
+        assert_eq!(pos_of("ab\ncd", 4), Pos { line: 2, column: 2 });
+    }
+
+    #[test]
+    fn strips_flink_extras() {
+        let s = "CREATE TABLE t (a INT, b AS a + 1, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '5' SECOND, PRIMARY KEY (a) NOT ENFORCED) WITH ('connector' = 'x', 'path' = 'it''s')";
+        let (out, ex) = strip_create_table(s, s, 0, s.len()).unwrap();
+        assert_eq!(out.split_whitespace().collect::<Vec<_>>().join(" "), "CREATE TABLE t (a INT, ts TIMESTAMP(3) )");
+        assert_eq!(ex.computed[0].1, "b");
+        assert_eq!(ex.computed[0].2, "a + 1");
+        assert_eq!(ex.watermark.as_ref().unwrap().1, "ts - INTERVAL '5' SECOND");
+        assert_eq!(ex.primary_key, vec!["a"]);
+        assert_eq!(ex.options.iter().map(|(k, v, _)| (k.as_str(), v.as_str())).collect::<Vec<_>>(), vec![("connector", "x"), ("path", "it's")]);
+        assert_eq!(out.len(), s.len());
+    }
+
+    #[test]
+    fn rewrites_window_calls_in_place() {
+        let s = "SELECT * FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '10' SECONDS)) GROUP BY 1";
+        let mut t = s.to_string();
+        let mut id = 0;
+        let calls = rewrite_window_tvfs(s, &mut t, &mut id).unwrap();
+        assert_eq!(t.len(), s.len());
+        assert!(t.starts_with("SELECT * FROM __window_0 "));
+        assert_eq!(calls[0].kind, WindowKind::Hop { slide: 5000, size: 10000 });
+        assert_eq!(calls[0].table, "bids");
+        assert_eq!(calls[0].time_col, "ts");
+    }
+}
