@@ -278,7 +278,7 @@ impl Ctx {
 
     /// Fails when an Event of this namespace says `forbidden` (the operator's RBAC).
     pub fn assert_no_forbidden_events(&self) {
-        let bad: Vec<String> = self.all_events().into_iter().filter(|e| e.message.to_lowercase().contains("forbidden")).map(|e| e.to_string()).collect();
+        let bad: Vec<String> = self.all_events().into_iter().filter(|e| is_rbac_denial(&e.message)).map(|e| e.to_string()).collect();
         assert!(bad.is_empty(), "Events say forbidden (RBAC of the chart is missing a permission):\n{}", bad.join("\n"));
     }
 
