@@ -25,7 +25,7 @@ COPY . .
 RUN --mount=type=cache,id=weir-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=weir-cargo-git,target=/usr/local/cargo/git \
     --mount=type=cache,id=weir-target-runtime,target=/src/target \
-    cargo build --release --locked -p weir \
+    cargo build --release --locked -p weir-cli --bin weir \
  && install -D -m 0755 target/release/weir /out/weir
 
 # ---------------------------------------------------------------- runtime

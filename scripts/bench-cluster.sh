@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}"
-cargo build -q --release -p weir
+cargo build -q --release -p weir-cli
 W="$CARGO_TARGET_DIR/release/weir"
 EVENTS="${EVENTS:-10000000}"
 work=$(mktemp -d)

@@ -18,7 +18,7 @@ pub fn weir_bin() -> PathBuf {
         let profile_release = bin.parent().is_some_and(|d| d.ends_with("release"));
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "weir", "--bin", "weir"]);
+        cmd.args(["build", "-p", "weir-cli", "--bin", "weir"]);
         if profile_release {
             cmd.arg("--release");
         }

@@ -62,7 +62,7 @@ case "$cmd" in
   up)
     bin_dir="${WEIR_E2E_BIN_DIR:-${CARGO_TARGET_DIR:-$repo/target}/debug}"
     for b in weir weir-operator; do
-      [ -x "$bin_dir/$b" ] || { echo "harness.sh: $bin_dir/$b is missing: cargo build -p weir --bin weir -p weir-operator --bin weir-operator" >&2; exit 1; }
+      [ -x "$bin_dir/$b" ] || { echo "harness.sh: $bin_dir/$b is missing: cargo build -p weir-cli --bin weir -p weir-operator --bin weir-operator" >&2; exit 1; }
     done
     # Reset first: a clean cluster, and no pods or netns left by a killed earlier run.
     "$K" reset >&2

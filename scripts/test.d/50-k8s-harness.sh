@@ -33,7 +33,7 @@ elif [ -z "${KUBECONFIG:-}" ]; then
     flock "$k8s_lock_fd"
   fi
   echo "test.sh: building weir and weir-operator for the Kubernetes e2e tests"
-  cargo build -q -p weir --bin weir -p weir-operator --bin weir-operator
+  cargo build -q -p weir-cli --bin weir -p weir-operator --bin weir-operator
   echo "test.sh: starting the k8s-harness ($k8s_harness, state ${K8S_HARNESS_HOME:-$HOME/.cache/k8s-harness-ci})"
   k8s_t0=$SECONDS
   at_exit scripts/k8s/harness.sh down

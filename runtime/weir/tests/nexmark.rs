@@ -126,21 +126,3 @@ fn events_from_a_flink_shaped_file_give_the_same_results() {
     run("q7", 2, None, Some(&input), &out);
     assert_eq!(rows::<weir_nexmark::queries::Q7Row>(&out), sorted(reference::q7(&ev)));
 }
-
-/// The README's command, through the real binary: `weir run nexmark-q5 --events
-/// 1000000 --output out.jsonl` equals the independent computation.
-#[test]
-fn readme_q5_command_through_the_binary() {
-    let dir = tempdir();
-    let out = dir.join("q5.jsonl");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["run", "nexmark-q5", "--events", "1000000", "--quiet", "--output"])
-        .arg(&out)
-        .status()
-        .expect("weir starts");
-    assert!(status.success());
-    let want = sorted(reference::q5(&generated(1_000_000)));
-    let got: Vec<weir_nexmark::queries::Q5Row> = rows(&out);
-    assert_eq!(got.len(), want.len());
-    assert!(got == want, "q5 rows differ from the reference");
-}
