@@ -91,7 +91,7 @@ impl Calc {
                 Step::Filter(p) => {
                     let v = p.evaluate(&b.rows.0).map_err(|e| e.to_string())?.into_array(b.num_rows()).map_err(|e| e.to_string())?;
                     let mask = v.as_boolean_opt().ok_or("filter predicate is not boolean")?;
-                    let mask = arrow::compute::prep_null_mask_filter(mask);
+                    let mask = if mask.null_count() > 0 { arrow::compute::prep_null_mask_filter(mask) } else { mask.clone() };
                     let rows = filter_record_batch(&b.rows.0, &mask).map_err(|e| e.to_string())?;
                     let kinds = b.kinds.map(|k| k.into_iter().zip(mask.values().iter()).filter(|(_, m)| *m).map(|(k, _)| k).collect());
                     b = ChangeBatch { rows: ArrowBatch(rows), kinds };

@@ -288,8 +288,9 @@ impl<'a> Compiler<'a> {
             SqlError { pos, statement: None, message: format!("computed column: {m}") }
         })?;
         let schema = nullable(plan.schema().as_arrow());
+        let phys_df = DFSchema::try_from_qualified_schema(phys_name.as_str(), &physical).map_err(|e| self.err(p.start, df_err(e)))?;
         let computed = match &plan {
-            LogicalPlan::Projection(pr) => Calc { name: format!("{name}: computed columns"), steps: vec![Step::Project(phys_exprs(&pr.expr, pr.input.schema()).map_err(|m| self.err(p.start, m))?, schema.clone())] },
+            LogicalPlan::Projection(pr) => Calc { name: format!("{name}: computed columns"), steps: vec![Step::Project(phys_exprs(&pr.expr, &phys_df).map_err(|m| self.err(p.start, m))?, schema.clone())] },
             _ => Calc { name: name.clone(), steps: vec![] },
         };
         self.register(&name, schema.clone()).map_err(|m| self.err(p.start, m))?;
@@ -302,11 +303,14 @@ impl<'a> Compiler<'a> {
                     return Err(werr(format!("WATERMARK FOR {col}: the rowtime column must be TIMESTAMP(3) or TIMESTAMP_LTZ(3), not {}", schema.field(idx).data_type())));
                 }
                 let wplan = self.plan_sql(&format!("SELECT {expr} FROM `{name}`")).map_err(|m| werr(format!("watermark expression: {m}")))?;
-                let LogicalPlan::Projection(pr) = &wplan else { return Err(werr("watermark expression: unexpected plan".into())) };
-                if !matches!(pr.schema.field(0).data_type(), DataType::Timestamp(_, _)) {
-                    return Err(werr(format!("the watermark expression must be a timestamp, not {}", pr.schema.field(0).data_type())));
+                if !matches!(wplan.schema().field(0).data_type(), DataType::Timestamp(_, _)) {
+                    return Err(werr(format!("the watermark expression must be a timestamp, not {}", wplan.schema().field(0).data_type())));
                 }
-                let e = phys_exprs(&pr.expr, pr.input.schema()).map_err(werr)?.remove(0);
+                let full = DFSchema::try_from_qualified_schema(name.as_str(), &schema).map_err(|e| werr(df_err(e)))?;
+                let e = match &wplan {
+                    LogicalPlan::Projection(pr) => phys_exprs(&pr.expr, &full).map_err(werr)?.remove(0),
+                    _ => Arc::new(datafusion::physical_expr::expressions::Column::new(col, idx)) as Arc<dyn PhysicalExpr>,
+                };
                 Some((idx, e))
             }
         };

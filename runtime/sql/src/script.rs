@@ -535,7 +535,7 @@ mod tests {
     fn strips_flink_extras() {
         let s = "CREATE TABLE t (a INT, b AS a + 1, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '5' SECOND, PRIMARY KEY (a) NOT ENFORCED) WITH ('connector' = 'x', 'path' = 'it''s')";
         let (out, ex) = strip_create_table(s, s, 0, s.len()).unwrap();
-        assert_eq!(out.split_whitespace().collect::<Vec<_>>().join(" "), "CREATE TABLE t (a INT, ts TIMESTAMP(3) )");
+        assert_eq!(out.split_whitespace().collect::<Vec<_>>().join(" "), "CREATE TABLE t (a INT , ts TIMESTAMP(3) )");
         assert_eq!(ex.computed[0].1, "b");
         assert_eq!(ex.computed[0].2, "a + 1");
         assert_eq!(ex.watermark.as_ref().unwrap().1, "ts - INTERVAL '5' SECOND");
