@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
 use serde_json::value::RawValue;
@@ -19,7 +19,7 @@ use weir::connector::{ConnectorError, Sink, SourceContext};
 use weir::record::Rec;
 use weir::stream::DataStream;
 
-use crate::ops::{ChangeBatch, RowKind};
+use crate::ops::ChangeBatch;
 
 /// The options of one table (`WITH (...)`), as given.
 #[derive(Clone, Debug)]
@@ -267,7 +267,6 @@ impl JsonFileSource {
         let mut d = arrow::json::ReaderBuilder::new(self.schema.clone()).build_decoder().map_err(|e| ConnectorError::Other(e.to_string()))?;
         for (n, l) in lines {
             let r = d.decode(l.as_bytes()).and_then(|_| d.decode(b"\n"));
-            let r = r.and_then(|_| if d.len() > 0 { Ok(()) } else { Ok(()) });
             if let Err(e) = r {
                 return Err(ConnectorError::Parse { what: self.files[self.file].display().to_string(), line: *n, message: e.to_string() });
             }
@@ -513,11 +512,3 @@ impl Connector for Blackhole {
         Ok(())
     }
 }
-
-/// Checks that a batch's columns are what the sink expects.
-pub fn check_row_types(b: &RecordBatch, schema: &SchemaRef) -> bool {
-    b.schema().fields().iter().zip(schema.fields()).all(|(a, e)| a.data_type() == e.data_type()) && b.num_columns() == schema.fields().len()
-}
-
-#[allow(dead_code)]
-fn _kinds(_: RowKind, _: &dyn Array) {}

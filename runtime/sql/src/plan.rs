@@ -184,10 +184,8 @@ impl<'a> Compiler<'a> {
                 }
                 self.job.parallelism = Some(p);
             }
-            "execution.runtime-mode" => {
-                if v != "streaming" && v != "batch" {
-                    return Err(format!("'{k}' must be 'streaming' or 'batch', not '{v}'"));
-                }
+            "execution.runtime-mode" if v != "streaming" && v != "batch" => {
+                return Err(format!("'{k}' must be 'streaming' or 'batch', not '{v}'"));
             }
             _ => {}
         }
@@ -398,10 +396,8 @@ impl<'a> Compiler<'a> {
         let seed = format!("{sink}|{}", plan.display_indent());
         let mut lower = Lower { c: self, seed, uids: Vec::new() };
         let lowered = lower.lower(&plan).map_err(|m| lower.c.err(p.start, m))?;
-        if mode == ChangelogMode::AppendOnly {
-            if let Some(op) = &lowered.updating {
-                return Err(lower.c.err(p.start, format!("table '{sink}' (connector '{}') is append-only and cannot take the updates that {op} produces", def.opts.connector)));
-            }
+        if let (ChangelogMode::AppendOnly, Some(op)) = (mode, &lowered.updating) {
+            return Err(lower.c.err(p.start, format!("table '{sink}' (connector '{}') is append-only and cannot take the updates that {op} produces", def.opts.connector)));
         }
         let out_schema = nullable(&target);
         let cast_calc = Calc { name: format!("{sink}: cast"), steps: vec![Step::Project(phys_exprs(&casts, &qs).map_err(|m| lower.c.err(p.start, m))?, out_schema.clone())] };
@@ -713,9 +709,7 @@ impl Source<ChangeBatch> for SqlSource {
             ts = max_millis(b.rows.0.column(*rt)).map_err(ConnectorError::Other)?.unwrap_or(ts);
             let w = wm.evaluate(&b.rows.0).and_then(|v| v.into_array(b.num_rows())).map_err(|e| ConnectorError::Other(format!("watermark: {e}")))?;
             if let Some(w) = max_millis(&w).map_err(ConnectorError::Other)? {
-                if w > self.emitted {
-                    self.emitted = w;
-                }
+                self.emitted = self.emitted.max(w);
             }
         }
         out.collect_at(ts, b);

@@ -401,8 +401,7 @@ pub enum WindowKind {
 /// in `text` by a placeholder table name padded to the same length.
 pub fn rewrite_window_tvfs(script: &str, text: &mut String, next_id: &mut usize) -> Result<Vec<WindowCall>, SqlError> {
     let mut calls = Vec::new();
-    loop {
-        let Some(at) = find_tvf(text) else { break };
+    while let Some(at) = find_tvf(text) {
         // at points to TABLE; find its '(' and matching ')'
         let open = at + text[at..].find('(').expect("found by find_tvf");
         let mut close = None;

@@ -75,16 +75,15 @@ fn parse(text: &str) -> Vec<Case> {
     let mut body: Vec<String> = Vec::new();
     fn close(c: &mut Case, section: Option<(String, String)>, body: &mut Vec<String>) {
         let lines: Vec<String> = std::mem::take(body).into_iter().filter(|l| !l.trim().is_empty()).collect();
-        match section {
-            Some((k, arg)) => match k.as_str() {
+        if let Some((k, arg)) = section {
+            match k.as_str() {
                 "sql" => c.sql = lines.join("\n"),
                 "file" => c.files.push((arg, lines.join("\n") + "\n")),
                 "rows" => c.rows.push((arg, lines)),
                 "changelog" => c.changelog.push((arg, lines)),
                 "error" => c.error = Some(lines),
                 other => panic!("unknown section {other}"),
-            },
-            None => {}
+            }
         }
     }
     for line in text.lines() {
