@@ -120,6 +120,27 @@ fn upgrade_savepoints(v: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A job running (with a checkpoint) and an upgrade of it just applied.
+struct Upgrade<'a> {
+    old: String,
+    storage: std::path::PathBuf,
+    before: Vec<std::path::PathBuf>,
+    job: kube::Job<'a>,
+    t0: Instant,
+}
+
+fn start_upgrade<'a>(ctx: &'a Ctx) -> Upgrade<'a> {
+    let v = kube::deploy(ctx, "fraud", &kube::fraud(ctx, "fraud", 2, 300, ""));
+    let old = s(&v, "status.jobId");
+    kube::wait_checkpoint(ctx, "fraud", None);
+    let storage = kube::file_path(&ctx.storage("fraud"));
+    let before = kube::savepoints_on_disk(&storage);
+    let job = ctx.job("fraud");
+    let t0 = Instant::now();
+    ctx.must_apply(&kube::fraud(ctx, "fraud", 2, 400, ""));
+    Upgrade { old, storage, before, job, t0 }
+}
+
 pub mod disruptive {
     use super::*;
 
@@ -128,14 +149,7 @@ pub mod disruptive {
             return;
         }
         let _one = one_at_a_time();
-        let v = kube::deploy(ctx, "fraud", &kube::fraud(ctx, "fraud", 2, 300, ""));
-        let old = s(&v, "status.jobId");
-        kube::wait_checkpoint(ctx, "fraud", None);
-        let storage = kube::file_path(&ctx.storage("fraud"));
-        let before = kube::savepoints_on_disk(&storage);
-        let job = ctx.job("fraud");
-        let t0 = Instant::now();
-        ctx.must_apply(&kube::fraud(ctx, "fraud", 2, 400, ""));
+        let Upgrade { old, storage, before, job, t0 } = start_upgrade(ctx);
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             job.wait("stage Savepointing of the upgrade", Duration::from_secs(30), |v| s(v, "status.stage") == "Savepointing" && s(v, "status.transition.kind") == "Upgrade")
         }));
@@ -167,14 +181,7 @@ pub mod disruptive {
             return;
         }
         let _one = one_at_a_time();
-        let v = kube::deploy(ctx, "fraud", &kube::fraud(ctx, "fraud", 2, 300, ""));
-        let old = s(&v, "status.jobId");
-        kube::wait_checkpoint(ctx, "fraud", None);
-        let storage = kube::file_path(&ctx.storage("fraud"));
-        let before = kube::savepoints_on_disk(&storage);
-        let job = ctx.job("fraud");
-        let t0 = Instant::now();
-        ctx.must_apply(&kube::fraud(ctx, "fraud", 2, 400, ""));
+        let Upgrade { old, storage, before, job, t0 } = start_upgrade(ctx);
         let v = job.wait("stage Deploying of the upgrade", Duration::from_secs(60), |v| s(v, "status.stage") == "Deploying" && s(v, "status.transition.kind") == "Upgrade");
         let planned = s(&v, "status.transition.jobId");
         let op = kube::operator_pods(ctx.cluster);

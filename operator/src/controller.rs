@@ -279,7 +279,7 @@ async fn observe(ctx: &Context, job: &StreamJob, name: &str, ns: &str) -> Observ
         .or_else(|| status.pending_savepoint.as_ref().and_then(|p| p.trigger.clone()));
     let job_answered = matches!(job_state, JobObserved::Status(_));
     let (savepoint, savepoint_missing) = match trigger {
-        Some(id) if has_pods && job_answered => match ctx.jobs.savepoint_opt(name, ns, &id).await {
+        Some(id) if has_pods && job_answered => match ctx.jobs.savepoint(name, ns, &id).await {
             Ok(Some(s)) => (Some(s), false),
             Ok(None) => (None, true),
             Err(e) => {
@@ -313,29 +313,26 @@ fn apply_params() -> PatchParams {
 async fn apply_objects(ctx: &Context, job: &StreamJob, plan: &lifecycle::DeployPlan) -> Result<()> {
     let ns = job.metadata.namespace.clone().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = job.name_any();
-    let cm = resources::config_map(job, &plan.spec, plan.replicas.max(1));
-    apply(Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns), "ConfigMap", &resources::config_name(&name), with_kind(&cm, "v1", "ConfigMap")?).await?;
     let svc_api = Api::<Service>::namespaced(ctx.client.clone(), &ns);
-    let peers = resources::peers_service(job);
-    apply(svc_api.clone(), "Service", &resources::peers_name(&name), with_kind(&peers, "v1", "Service")?).await?;
-    let rest = resources::rest_service(job);
-    apply(svc_api, "Service", &resources::rest_name(&name), with_kind(&rest, "v1", "Service")?).await?;
-    let sts = resources::stateful_set(job, plan);
-    apply(Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns), "StatefulSet", &name, with_kind(&sts, "apps/v1", "StatefulSet")?).await?;
+    apply(&Api::namespaced(ctx.client.clone(), &ns), &resources::config_name(&name), &resources::config_map(job, &plan.spec, plan.replicas.max(1))).await?;
+    apply(&svc_api, &resources::peers_name(&name), &resources::peers_service(job)).await?;
+    apply(&svc_api, &resources::rest_name(&name), &resources::rest_service(job)).await?;
+    apply(&Api::namespaced(ctx.client.clone(), &ns), &name, &resources::stateful_set(job, plan)).await?;
     Ok(())
 }
 
 /// Server-side apply of one object; an error names the object (a create and a patch are
 /// both authorized separately: SSA of an absent object needs `create`).
-async fn apply<K>(api: Api<K>, kind: &'static str, name: &str, obj: serde_json::Value) -> Result<()>
+async fn apply<K>(api: &Api<K>, name: &str, obj: &K) -> Result<()>
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: k8s_openapi::Resource + kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    match api.patch(name, &apply_params(), &Patch::Apply(obj)).await {
+    let body = with_kind(obj, K::API_VERSION, K::KIND)?;
+    match api.patch(name, &apply_params(), &Patch::Apply(body)).await {
         Ok(_) => Ok(()),
         Err(source) => {
             let namespace = api.namespace().unwrap_or_default().to_string();
-            Err(Error::Object { verb: "apply", kind, name: name.to_string(), namespace, source })
+            Err(Error::Object { verb: "apply", kind: K::KIND, name: name.to_string(), namespace, source })
         }
     }
 }

@@ -37,8 +37,13 @@ impl JobClient {
     }
 
     async fn send<T: serde::de::DeserializeOwned>(&self, url: String, req: reqwest::RequestBuilder) -> Result<T> {
+        let resp = req.send().await.map_err(|e| Error::JobApi { url: url.clone(), message: e.to_string() })?;
+        Self::decode(url, resp).await
+    }
+
+    /// A JSON answer, or the runtime's `{"error": ...}` with its status code.
+    async fn decode<T: serde::de::DeserializeOwned>(url: String, resp: reqwest::Response) -> Result<T> {
         let err = |message: String| Error::JobApi { url: url.clone(), message };
-        let resp = req.send().await.map_err(|e| err(e.to_string()))?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| err(e.to_string()))?;
         if !status.is_success() {
@@ -60,26 +65,14 @@ impl JobClient {
         self.send(url.clone(), self.http.post(&url).json(req)).await
     }
 
-    /// `GET /v1/savepoints/{id}`.
-    pub async fn savepoint(&self, name: &str, ns: &str, id: &str) -> Result<SavepointStatus> {
-        let url = self.url(name, ns, &paths::savepoint(id));
-        self.send(url.clone(), self.http.get(&url)).await
-    }
-
     /// `GET /v1/savepoints/{id}`; `None` when the coordinator does not know the id (`404`).
-    pub async fn savepoint_opt(&self, name: &str, ns: &str, id: &str) -> Result<Option<SavepointStatus>> {
+    pub async fn savepoint(&self, name: &str, ns: &str, id: &str) -> Result<Option<SavepointStatus>> {
         let url = self.url(name, ns, &paths::savepoint(id));
         let resp = self.http.get(&url).send().await.map_err(|e| Error::JobApi { url: url.clone(), message: e.to_string() })?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| Error::JobApi { url: url.clone(), message: e.to_string() })?;
-        if !status.is_success() {
-            let msg = serde_json::from_slice::<ErrorBody>(&body).map(|b| b.error).unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-            return Err(Error::JobApi { url, message: format!("{status}: {msg}") });
-        }
-        serde_json::from_slice(&body).map(Some).map_err(|e| Error::JobApi { url, message: format!("unexpected answer: {e}") })
+        Self::decode(url, resp).await.map(Some)
     }
 
     /// `POST /v1/savepoint-disposals`.

@@ -32,13 +32,7 @@ pub(super) fn next(ctx: &mut Ctx<'_>) {
         return;
     }
     if !nonce && let SpecChange::Ignore(fields) = classify(&ctx.deployed_spec(), &spec) {
-        let json = serde_json::to_string(&spec).unwrap_or_default();
-        for d in [ctx.status.deployed.as_mut(), ctx.status.last_stable.as_mut()].into_iter().flatten() {
-            d.generation = generation;
-            d.spec = json.clone();
-        }
-        let what = if fields.is_empty() { "no field".to_string() } else { fields.join(", ") };
-        ctx.event("SpecChangeIgnored", format!("generation {generation}: {what} changed; nothing to redeploy"));
+        ctx.ignore_change(&spec, generation, &fields);
         return;
     }
     if !spec.problems(None).is_empty() {

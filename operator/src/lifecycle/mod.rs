@@ -282,6 +282,18 @@ impl<'a> Ctx<'a> {
         self.status.deployed.as_ref().map(|d| d.job_id.clone())
     }
 
+    /// A spec change that does not reach the running job (`fields` changed): the new
+    /// spec counts as deployed (and stable) at `generation`, and an Event says so.
+    pub fn ignore_change(&mut self, spec: &StreamJobSpec, generation: i64, fields: &[&str]) {
+        let json = serde_json::to_string(spec).unwrap_or_default();
+        for d in [self.status.deployed.as_mut(), self.status.last_stable.as_mut()].into_iter().flatten() {
+            d.generation = generation;
+            d.spec = json.clone();
+        }
+        let what = if fields.is_empty() { "no field".to_string() } else { fields.join(", ") };
+        self.event("SpecChangeIgnored", format!("generation {generation}: {what} changed; nothing to redeploy"));
+    }
+
     /// Re-applies what is deployed, `replicas` pods (drift repair; scale down with 0).
     pub fn apply_deployed(&mut self, replicas: i32) {
         if let Some(d) = self.status.deployed.clone() {

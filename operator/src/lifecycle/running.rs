@@ -76,18 +76,7 @@ pub(super) fn next(ctx: &mut Ctx<'_>) {
     let deployed_generation = ctx.status.deployed.as_ref().map(|d| d.generation);
     if deployed_generation != Some(generation) && can_transition {
         match classify(&deployed_spec, &spec) {
-            SpecChange::Ignore(fields) => {
-                if let Some(d) = ctx.status.deployed.as_mut() {
-                    d.generation = generation;
-                    d.spec = serde_json::to_string(&spec).unwrap_or_default();
-                }
-                if let Some(d) = ctx.status.last_stable.as_mut() {
-                    d.generation = generation;
-                    d.spec = serde_json::to_string(&spec).unwrap_or_default();
-                }
-                let what = if fields.is_empty() { "no field".to_string() } else { fields.join(", ") };
-                ctx.event("SpecChangeIgnored", format!("generation {generation}: {what} changed; nothing to redeploy"));
-            }
+            SpecChange::Ignore(fields) => ctx.ignore_change(&spec, generation, &fields),
             SpecChange::Rescale { from, to } => {
                 let min = spec.rescale.as_ref().and_then(|r| r.min_interval.as_deref()).and_then(parse_duration_ms).unwrap_or(0);
                 let since = ctx.status.last_rescale_at.map(|t| ctx.now() - t);
