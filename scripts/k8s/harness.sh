@@ -18,6 +18,8 @@
 #   WEIR_E2E_BIN_DIR      where the weir and weir-operator binaries are (default
 #                         $CARGO_TARGET_DIR/debug); `up` copies them to a snapshot dir
 #                         so that a later `cargo build` does not change running tests
+#   WEIR_K8S_HARNESS_ATTEMPTS  how many times `up` resets and starts the harness before it
+#                         gives up (default 3)
 #   K8S_HARNESS_HOME ...  the harness settings (defaults: the CI settings below)
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -64,23 +66,38 @@ case "$cmd" in
     for b in weir weir-operator; do
       [ -x "$bin_dir/$b" ] || { echo "harness.sh: $bin_dir/$b is missing: cargo build -p weir-cli --bin weir -p weir-operator --bin weir-operator" >&2; exit 1; }
     done
-    # Reset first: a clean cluster, and no pods or netns left by a killed earlier run.
-    "$K" reset >&2
-    # reset keeps the logs: drop the pods' logs of earlier runs (named <ns>_<pod>_<container>.log;
-    # the control plane's own logs stay), so the tests read only this run's.
-    find "$K8S_HARNESS_HOME/logs" -maxdepth 1 -name '*_*_*.log' -delete 2>/dev/null || true
     mkdir -p "$snapshot"
     # A copy: pods started later in the run use the binaries the run started with.
     cp -f "$bin_dir/weir" "$snapshot/weir.new" && mv -f "$snapshot/weir.new" "$snapshot/weir"
     cp -f "$bin_dir/weir-operator" "$snapshot/weir-operator.new" && mv -f "$snapshot/weir-operator.new" "$snapshot/weir-operator"
-    # First match wins: the operator's glob before the runtime's.
-    "$K" up --image "ghcr.io/weir/weir-operator*=$snapshot/weir-operator" \
-            --image "ghcr.io/weir/weir*=$snapshot/weir" "$@" >/dev/null
+    # A control-plane component can die (or be taken for dead) in its first second on a
+    # loaded machine (CI once saw kube-controller-manager "exit" before it wrote a line);
+    # a whole reset + up again is cheap next to failing the run, so try three times.
+    attempts="${WEIR_K8S_HARNESS_ATTEMPTS:-3}"
+    for ((attempt = 1; ; attempt++)); do
+      # Reset first: a clean cluster, and no pods or netns left by a killed earlier run.
+      "$K" reset >&2
+      # reset keeps the logs: drop the pods' logs of earlier runs (named <ns>_<pod>_<container>.log;
+      # the control plane's own logs stay), so the tests read only this run's.
+      find "$K8S_HARNESS_HOME/logs" -maxdepth 1 -name '*_*_*.log' -delete 2>/dev/null || true
+      # First match wins: the operator's glob before the runtime's.
+      if "$K" up --image "ghcr.io/weir/weir-operator*=$snapshot/weir-operator" \
+                 --image "ghcr.io/weir/weir*=$snapshot/weir" "$@" >/dev/null; then
+        break
+      fi
+      if [ "$attempt" -ge "$attempts" ]; then
+        echo "harness.sh: the k8s-harness did not come up in $attempts attempts" >&2
+        exit 1
+      fi
+      echo "harness.sh: the k8s-harness did not come up (attempt $attempt of $attempts); stopping it and trying again" >&2
+      "$K" down >&2 || true
+      sleep 2
+    done
     print_env
     ;;
   env) print_env ;;
   path) echo "$K" ;;
   down | reset | status) exec "$K" "$cmd" "$@" ;;
-  ""|-h|--help) sed -n '2,22p' "$0" ;;
+  ""|-h|--help) sed -n '2,24p' "$0" ;;
   *) exec "$K" "$cmd" "$@" ;;
 esac
