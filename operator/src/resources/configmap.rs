@@ -14,6 +14,9 @@ struct JobFile<'a> {
     name: &'a str,
     parallelism: i32,
     max_parallelism: i32,
+    /// `job: sql`: the script's file, next to the job file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sql_file: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     params: Option<&'a JobParams>,
 }
@@ -21,15 +24,16 @@ struct JobFile<'a> {
 /// Name of the SQL script file next to the job file (for `job.sql`).
 pub const SQL_FILE: &str = "job.sql";
 
-/// The job file for `spec` deployed with `replicas` pods. A SQL job is the built-in
-/// `sql` job reading `/etc/weir/job.sql`; a custom command gets `job: custom`.
+/// The job file for `spec` deployed with `replicas` pods. A SQL job is `job: sql` with
+/// `sqlFile: job.sql` (the script, mounted next to it); a custom command gets `job: custom`.
 pub fn job_file(name: &str, spec: &StreamJobSpec, replicas: i32) -> String {
     let job = match (&spec.job.builtin, &spec.job.sql) {
         (Some(b), _) => b.as_str(),
         (None, Some(_)) => "sql",
         (None, None) => "custom",
     };
-    let file = JobFile { job, name, parallelism: replicas, max_parallelism: spec.max_parallelism, params: spec.job.params.as_ref() };
+    let sql_file = spec.job.sql.as_ref().map(|_| SQL_FILE);
+    let file = JobFile { job, name, parallelism: replicas, max_parallelism: spec.max_parallelism, sql_file, params: spec.job.params.as_ref() };
     serde_yaml_ng::to_string(&file).unwrap_or_default()
 }
 

@@ -21,6 +21,14 @@ struct Cli {
 enum Cmd {
     /// Run a job embedded in this process (no cluster needed).
     Run(RunArgs),
+    /// Run a SQL script embedded in this process, print its streaming plan, or (without
+    /// -f) open the interactive SQL shell.
+    ///
+    /// The script holds Flink-dialect statements: SET, CREATE TABLE ... WITH
+    /// ('connector' = ...), CREATE VIEW, INSERT INTO (also in EXECUTE STATEMENT SET
+    /// BEGIN ... END). `weir sql -f job.sql` is `weir run job.sql`; a job file with
+    /// `job: sql` and `sqlFile:` (or `sql:`) runs the same under run, cluster and worker.
+    Sql(SqlArgs),
     /// Run one worker of a distributed job (a pod of the job's StatefulSet).
     ///
     /// Identity and peers come from the environment the operator sets: WEIR_POD_NAME
@@ -169,6 +177,31 @@ struct RunArgs {
     quiet: bool,
 }
 
+#[derive(Args)]
+struct SqlArgs {
+    /// The SQL script to run; without it, an interactive shell reads statements from
+    /// the terminal (or standard input).
+    #[arg(long, short = 'f', value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Print the plan of every INSERT INTO (operators, changelog mode, uids) and exit.
+    #[arg(long)]
+    explain: bool,
+    /// Parallel subtasks per operator (default: the script's SET 'parallelism.default', else 1).
+    #[arg(long, short)]
+    parallelism: Option<u32>,
+    /// Number of key groups (fixed for the job's lifetime; default 720).
+    #[arg(long)]
+    max_parallelism: Option<u32>,
+    /// Where keyed state lives: memory (heap) or rocksdb (local disk, incremental checkpoints).
+    #[arg(long, value_name = "memory|rocksdb")]
+    state_backend: Option<weir::state::StateBackend>,
+    #[command(flatten)]
+    checkpoints: CheckpointOpts,
+    /// No live progress line, only the summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
 #[derive(Args, Clone, Default)]
 struct JobOpts {
     /// Parallel subtasks per operator.
@@ -253,6 +286,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     let result = match cli.cmd {
         Cmd::Run(a) => run(a),
+        Cmd::Sql(a) => sql(a),
         Cmd::Worker(a) => worker(a),
         Cmd::Cluster(a) => cluster(a),
         Cmd::Jobs => {
@@ -276,18 +310,46 @@ fn main() -> ExitCode {
 
 fn run(a: RunArgs) -> Result<(), weir::JobError> {
     let resolved = cli::resolve(&a.job, &a.opts.into())?;
-    if let Some(dir) = a.checkpoints.checkpoint_dir.clone() {
-        return run_checkpointed(&resolved, dir, a.checkpoints);
+    run_resolved(resolved, a.checkpoints, a.quiet)
+}
+
+/// `weir sql`: a script run embedded (as `weir run script.sql`), or its plan.
+fn sql(a: SqlArgs) -> Result<(), weir::JobError> {
+    let Some(file) = a.file else {
+        if a.explain {
+            return Err(weir::JobError::Invalid("--explain needs the script: weir sql -f job.sql --explain (in the shell: EXPLAIN SELECT ...;)".into()));
+        }
+        return weir_cli::shell::run(weir_cli::shell::ShellSettings {
+            parallelism: a.parallelism,
+            max_parallelism: a.max_parallelism.unwrap_or(weir_api::DEFAULT_MAX_PARALLELISM),
+            state_backend: a.state_backend.unwrap_or_default(),
+        });
+    };
+    let overrides = Overrides { parallelism: a.parallelism, max_parallelism: a.max_parallelism, state_backend: a.state_backend, ..Overrides::default() };
+    let mut resolved = cli::resolve_sql_file(&file, &overrides)?;
+    if a.explain {
+        let cli::JobProgram::Sql(script) = &resolved.program else { unreachable!("resolved as SQL") };
+        let script = script.clone();
+        let (_, job) = weir_cli::job::build_sql(&mut resolved, &script)?;
+        print!("{}", weir_cli::job::explain(&job));
+        return Ok(());
     }
-    if a.checkpoints.restore.is_some() {
+    run_resolved(resolved, a.checkpoints, a.quiet)
+}
+
+fn run_resolved(mut resolved: cli::ResolvedJob, checkpoints: CheckpointOpts, quiet: bool) -> Result<(), weir::JobError> {
+    if let Some(dir) = checkpoints.checkpoint_dir.clone() {
+        return run_checkpointed(resolved, dir, checkpoints);
+    }
+    if checkpoints.restore.is_some() {
         return Err(weir::JobError::Invalid("--restore needs --checkpoint-dir (where the restored job keeps checkpointing)".into()));
     }
-    let env = cli::build(&resolved)?;
+    let env = weir_cli::job::build(&mut resolved)?;
     let label = format!("{} (p={})", resolved.config.name, resolved.config.parallelism);
     let cpu0 = cli::cpu_seconds();
     let t0 = Instant::now();
     let job = env.launch()?;
-    progress::watch(&job, &label, !a.quiet);
+    progress::watch(&job, &label, !quiet);
     let t = progress::totals(&job);
     job.wait()?;
     let wall = t0.elapsed().as_secs_f64();
@@ -318,9 +380,9 @@ fn bench_nexmark(queries: Vec<String>, events: u64, parallelism: Vec<u32>, input
     Ok(())
 }
 
-fn run_checkpointed(resolved: &cli::ResolvedJob, dir: String, c: CheckpointOpts) -> Result<(), weir::JobError> {
+fn run_checkpointed(mut resolved: cli::ResolvedJob, dir: String, c: CheckpointOpts) -> Result<(), weir::JobError> {
     use weir::checkpoint::coordinator::{self, CheckpointSettings, RestartStrategy, StopHandle};
-    let env = cli::build(resolved)?;
+    let env = weir_cli::job::build(&mut resolved)?;
     let mut settings = CheckpointSettings::new(dir);
     settings.interval = c.checkpoint_interval;
     settings.retain = c.retain;
@@ -413,8 +475,8 @@ fn load_worker(
     if !std::path::Path::new(&a.job).exists() && (a.job.contains('/') || a.job.ends_with(".yaml") || a.job.ends_with(".yml")) {
         return Err(weir::JobError::Invalid(format!("job file {} does not exist (WEIR_JOB_FILE; the operator mounts the job's ConfigMap at {})", a.job, weir_api::JOB_FILE_DIR)));
     }
-    let resolved = cli::resolve(&a.job, &overrides)?;
-    let env = cli::build(&resolved)?;
+    let mut resolved = cli::resolve(&a.job, &overrides)?;
+    let env = weir_cli::job::build(&mut resolved)?;
     let storage = match a.checkpoint_dir {
         Some(d) => d,
         None => {
@@ -473,7 +535,8 @@ fn cluster(a: ClusterArgs) -> Result<(), weir::JobError> {
     // resolve once here so that a bad job or option fails before any process starts
     let mut overrides: Overrides = a.opts.clone().into();
     overrides.parallelism = Some(a.workers);
-    let resolved = cli::resolve(&a.job, &overrides)?;
+    let mut resolved = cli::resolve(&a.job, &overrides)?;
+    weir_cli::job::build(&mut resolved)?;
     let name: String = resolved.config.name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     let mut args = vec![a.job.clone()];
     let o = &a.opts;

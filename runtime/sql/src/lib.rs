@@ -18,7 +18,7 @@ mod types;
 
 pub use connectors::{ChangelogMode, Connector, ConnectorRegistry, TableOptions};
 pub use ops::RowKind;
-pub use plan::{CompileOptions, InsertPlan, SqlJob, compile};
+pub use plan::{CompileOptions, InsertPlan, QueryPlan, SqlJob, compile, compile_query, compile_statements};
 pub use script::Pos;
 
 /// A SQL error: where in the script (1-based line and column), the statement, and what is wrong.
@@ -43,4 +43,19 @@ impl SqlError {
         }
         self
     }
+}
+
+/// The `SET 'key' = 'value'` statements of `script`, in order (later ones win), read
+/// without planning anything: what a runner needs before it builds the job (its
+/// parallelism, name, runtime mode).
+pub fn script_settings(script: &str) -> Result<std::collections::BTreeMap<String, String>, SqlError> {
+    let mut out = std::collections::BTreeMap::new();
+    for piece in script::split(script) {
+        let text = piece.text(script);
+        if script::leading_words(text, 1).first().map(String::as_str) == Some("SET") {
+            let (k, v) = script::parse_set(text).ok_or_else(|| SqlError::at(script, piece.start, "expected SET 'key' = 'value'").in_statement(text))?;
+            out.insert(k, v);
+        }
+    }
+    Ok(out)
 }

@@ -32,6 +32,9 @@ use crate::SqlError;
 pub struct CompileOptions {
     /// The connectors `WITH ('connector' = ...)` can name (default: the built-ins).
     pub connectors: ConnectorRegistry,
+    /// The deployment fixes the parallelism (the env's: `-p`, a job file, the pods of
+    /// a StreamJob): `SET 'parallelism.default'` is then recorded but not applied.
+    pub fixed_parallelism: bool,
 }
 
 /// One `INSERT INTO` of the job.
@@ -78,6 +81,16 @@ struct TableDef {
 /// Compiles `script` into operators of `env`: sources, operators and sinks of every
 /// `INSERT INTO` (in statement sets or not). Run the job with `env.execute()`.
 pub fn compile(script: &str, env: &StreamEnv, options: &CompileOptions) -> Result<SqlJob, SqlError> {
+    let job = compile_statements(script, env, options)?;
+    if job.inserts.is_empty() {
+        return Err(SqlError::at(script, 0, "the script has no INSERT INTO: nothing to run"));
+    }
+    Ok(job)
+}
+
+/// Compiles the statements of `script` like [`compile`], without requiring an
+/// `INSERT INTO`: what a shell uses to check each `CREATE` or `SET` as it is typed.
+pub fn compile_statements(script: &str, env: &StreamEnv, options: &CompileOptions) -> Result<SqlJob, SqlError> {
     let mut c = Compiler::new(script, env, options)?;
     for piece in script::split(script) {
         let text = piece.text(script);
@@ -86,16 +99,38 @@ pub fn compile(script: &str, env: &StreamEnv, options: &CompileOptions) -> Resul
     if c.in_set {
         return Err(SqlError::at(script, script.len(), "EXECUTE STATEMENT SET BEGIN ... has no END"));
     }
-    if c.job.inserts.is_empty() {
-        return Err(SqlError::at(script, 0, "the script has no INSERT INTO: nothing to run"));
-    }
     Ok(c.job)
+}
+
+/// A query compiled up to its result, for a sink the caller adds (the SQL shell's
+/// result table): the rows as a changelog, their schema and changelog mode.
+pub struct QueryPlan {
+    pub stream: DataStream<ChangeBatch>,
+    pub schema: SchemaRef,
+    /// The operator producing updates, if the result is updating.
+    pub updating: Option<String>,
+    /// DataFusion's optimized logical plan of the query.
+    pub plan: String,
+}
+
+/// Compiles the statements of `script` (DDL and `SET`), then its last statement, a
+/// query (`SELECT` or `WITH`), into operators of `env` up to the query's result.
+pub fn compile_query(script: &str, env: &StreamEnv, options: &CompileOptions) -> Result<QueryPlan, SqlError> {
+    let mut c = Compiler::new(script, env, options)?;
+    let mut pieces = script::split(script);
+    let Some(last) = pieces.pop() else { return Err(SqlError::at(script, 0, "no query to run")) };
+    for piece in pieces {
+        let text = piece.text(script);
+        c.statement(&piece).map_err(|e| e.in_statement(text))?;
+    }
+    c.query(&last).map_err(|e| e.in_statement(last.text(script)))
 }
 
 struct Compiler<'a> {
     script: &'a str,
     env: &'a StreamEnv,
     registry: ConnectorRegistry,
+    fixed_parallelism: bool,
     ctx: SessionContext,
     catalog: HashMap<String, Entry>,
     job: SqlJob,
@@ -121,6 +156,7 @@ impl<'a> Compiler<'a> {
             script,
             env,
             registry: options.connectors.clone(),
+            fixed_parallelism: options.fixed_parallelism,
             ctx,
             catalog: HashMap::new(),
             job: SqlJob { settings: BTreeMap::new(), parallelism: None, inserts: Vec::new() },
@@ -401,14 +437,28 @@ impl<'a> Compiler<'a> {
         }
         let out_schema = nullable(&target);
         let cast_calc = Calc { name: format!("{sink}: cast"), steps: vec![Step::Project(phys_exprs(&casts, &qs).map_err(|m| lower.c.err(p.start, m))?, out_schema.clone())] };
-        let stream = lower.stateless(lowered.stream, cast_calc, "sink-cast");
+        let stream = lower.stateless(lowered.stream, cast_calc, "sink-cast", &sink);
         let uid = lower.uid("sink", &sink);
-        let par = lower.c.job.parallelism;
+        let par = if lower.c.fixed_parallelism { None } else { lower.c.job.parallelism };
         def.connector.add_sink(&def.opts, SinkArgs { stream: &stream, name: &format!("sink: {sink}"), uid: &uid, parallelism: par, schema: out_schema }).map_err(|m| lower.c.err(p.start, format!("table '{sink}': {m}")))?;
         let uids = std::mem::take(&mut lower.uids);
         let updating = lowered.updating.clone();
         self.job.inserts.push(InsertPlan { sink, plan: plan.display_indent().to_string(), updating, uids });
         Ok(())
+    }
+
+    fn query(&mut self, p: &Piece) -> Result<QueryPlan, SqlError> {
+        let words = script::leading_words(p.text(self.script), 1);
+        if !matches!(words.first().map(String::as_str), Some("SELECT" | "WITH")) {
+            return Err(self.err(p.start, "expected a query (SELECT ... or WITH ...)"));
+        }
+        let text = self.prepare_query_text(p)?;
+        let Statement::Query(q) = self.parse_one(p, &text)? else { return Err(self.err(p.start, "expected a query")) };
+        let plan = self.plan_statement(Statement::Query(q)).map_err(|m| self.err(p.start, m))?;
+        let seed = format!("query|{}", plan.display_indent());
+        let mut lower = Lower { c: self, seed, uids: Vec::new() };
+        let lowered = lower.lower(&plan).map_err(|m| lower.c.err(p.start, m))?;
+        Ok(QueryPlan { stream: lowered.stream, schema: nullable(plan.schema().as_arrow()), updating: lowered.updating, plan: plan.display_indent().to_string() })
     }
 }
 
@@ -464,13 +514,15 @@ impl Lower<'_, '_> {
 
     fn par<T: weir::Data>(&self, s: DataStream<T>) -> DataStream<T> {
         match self.c.job.parallelism {
-            Some(p) => s.parallelism(p),
-            None => s,
+            Some(p) if !self.c.fixed_parallelism => s.parallelism(p),
+            _ => s,
         }
     }
 
-    fn stateless(&mut self, s: DataStream<ChangeBatch>, calc: Calc, kind: &str) -> DataStream<ChangeBatch> {
-        let uid = self.uid(kind, &format!("{:?}", calc.steps.len()) );
+    /// A stateless operator (`kind`: what it does, a word; `detail`: what makes it this
+    /// one, hashed into the uid).
+    fn stateless(&mut self, s: DataStream<ChangeBatch>, calc: Calc, kind: &str, detail: &str) -> DataStream<ChangeBatch> {
+        let uid = self.uid(kind, &format!("{detail}|{}", calc.steps.len()));
         let name = calc.name.clone();
         let out = s.flat_map(move |b, out| calc.run(b, out)).uid(&uid).name(&name);
         self.par(out)
@@ -490,14 +542,14 @@ impl Lower<'_, '_> {
                     })
                     .collect();
                 let calc = Calc { name: format!("Calc(select=[{}])", pr.expr.iter().map(|e| e.schema_name().to_string()).collect::<Vec<_>>().join(", ")), steps: vec![Step::Project(exprs, nullable(pr.schema.as_arrow()))] };
-                let stream = self.stateless(l.stream, calc, &format!("project-{}", pr.schema));
+                let stream = self.stateless(l.stream, calc, "project", &pr.schema.to_string());
                 Ok(Lowered { stream, updating: l.updating, win })
             }
             LogicalPlan::Filter(f) => {
                 let l = self.lower(&f.input)?;
                 let e = phys_exprs(std::slice::from_ref(&f.predicate), f.input.schema())?.remove(0);
                 let calc = Calc { name: format!("Calc(where=[{}])", f.predicate), steps: vec![Step::Filter(e)] };
-                let stream = self.stateless(l.stream, calc, &format!("filter-{}", f.predicate));
+                let stream = self.stateless(l.stream, calc, "filter", &f.predicate.to_string());
                 Ok(Lowered { stream, ..l })
             }
             LogicalPlan::SubqueryAlias(a) => self.lower(&a.input),
@@ -516,7 +568,7 @@ impl Lower<'_, '_> {
                             .collect();
                         let win = idx.iter().map(|i| l.win.get(*i).copied().flatten()).collect();
                         let calc = Calc { name: format!("{name}: projection"), steps: vec![Step::Project(exprs, nullable(scan.projected_schema.as_arrow()))] };
-                        let stream = self.stateless(l.stream, calc, &format!("scan-project-{name}-{idx:?}"));
+                        let stream = self.stateless(l.stream, calc, "scan-project", &format!("{name}-{idx:?}"));
                         Ok(Lowered { stream, updating: l.updating, win })
                     }
                 }

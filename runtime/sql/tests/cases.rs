@@ -144,7 +144,7 @@ fn run_case(c: &Case, parallelism: u32) -> Result<(), String> {
     let mut reg = ConnectorRegistry::default();
     reg.register(Arc::new(Collect(collected.clone())));
     let env = weir::StreamEnv::new(weir::JobConfig { parallelism, ..Default::default() });
-    let res = weir_sql::compile(&sql, &env, &CompileOptions { connectors: reg });
+    let res = weir_sql::compile(&sql, &env, &CompileOptions { connectors: reg, ..CompileOptions::default() });
     if let Some(expected) = &c.error {
         let e = match res {
             Ok(_) => return Err("compiled, but an error was expected".into()),

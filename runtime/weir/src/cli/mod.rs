@@ -8,14 +8,39 @@ use std::path::{Path, PathBuf};
 use crate::error::JobError;
 use crate::exec::plan::JobConfig;
 use crate::jobs::{self, BuiltinJob, JobFile, JobParams};
+
 use crate::stream::StreamEnv;
 
-/// A job ready to run: which built-in, with what settings.
+/// A job ready to run: what it runs, with what settings.
 pub struct ResolvedJob {
-    pub job: BuiltinJob,
+    pub program: JobProgram,
     pub config: JobConfig,
     pub params: JobParams,
+    /// The parallelism was given (flag or job file), not defaulted: a SQL script's
+    /// `SET 'parallelism.default'` applies only when it was not.
+    pub parallelism_given: bool,
+    /// The name was given by a job file's `name:`.
+    pub name_given: bool,
 }
+
+/// What a job runs.
+pub enum JobProgram {
+    /// A job that ships with the runtime.
+    Builtin(BuiltinJob),
+    /// A SQL script; the `weir` binary compiles it (crate `weir-sql`, kept out of the engine).
+    Sql(SqlScript),
+}
+
+/// A SQL job's script and where it came from.
+#[derive(Clone, Debug)]
+pub struct SqlScript {
+    pub text: String,
+    /// For errors: the script's path, or `<job file> (sql:)` for an inline script.
+    pub origin: String,
+}
+
+/// The job name a job file uses for SQL scripts.
+pub const SQL_JOB: &str = "sql";
 
 /// Overrides from the command line (they win over the job file).
 #[derive(Default, Clone, Debug)]
@@ -32,29 +57,56 @@ pub struct Overrides {
 }
 
 fn looks_like_file(s: &str) -> bool {
-    s.ends_with(".yaml") || s.ends_with(".yml") || s.contains('/')
+    s.ends_with(".yaml") || s.ends_with(".yml") || s.ends_with(".sql") || s.contains('/')
 }
 
-/// Resolves `spec` (a built-in job name or a job file) and applies the overrides.
+fn read_script(path: &Path, what: &str) -> Result<String, JobError> {
+    std::fs::read_to_string(path).map_err(|e| JobError::Invalid(format!("cannot read the SQL script {} ({what}): {e}", path.display())))
+}
+
+/// What a job spec names, before the command line's overrides.
+struct Named {
+    program: JobProgram,
+    params: JobParams,
+    parallelism: Option<u32>,
+    max_parallelism: Option<u32>,
+    name: String,
+    name_given: bool,
+    state_backend: Option<crate::state::StateBackend>,
+}
+
+/// Resolves `spec` (a built-in job name, a job file or a `.sql` script) and applies the overrides.
 pub fn resolve(spec: &str, o: &Overrides) -> Result<ResolvedJob, JobError> {
-    let file = if looks_like_file(spec) || Path::new(spec).is_file() {
-        Some(JobFile::load(Path::new(spec))?)
+    let path = Path::new(spec);
+    let is_file = looks_like_file(spec) || path.is_file();
+    let named = if is_file && spec.ends_with(".sql") {
+        sql_file(path)?
+    } else if is_file {
+        let f = JobFile::load(path)?;
+        let program = program_of(&f, path)?;
+        let name_given = f.name.is_some();
+        Named { program, params: f.params, parallelism: f.parallelism, max_parallelism: f.max_parallelism, name: f.name.unwrap_or(f.job), name_given, state_backend: f.state_backend }
     } else {
-        None
+        let job = jobs::find(spec).ok_or_else(|| JobError::Invalid(format!("unknown job '{spec}': not a built-in job ({}) nor a job file", builtin_names())))?;
+        Named { program: JobProgram::Builtin(job), params: JobParams::default(), parallelism: None, max_parallelism: None, name: spec.to_string(), name_given: false, state_backend: None }
     };
-    let from_file = file.is_some();
-    let (name, mut params, p, m, job_name, backend) = match file {
-        Some(f) => (f.job.clone(), f.params, f.parallelism, f.max_parallelism, f.name.unwrap_or(f.job), f.state_backend),
-        None => (spec.to_string(), JobParams::default(), None, None, spec.to_string(), None),
-    };
-    let job = jobs::find(&name).ok_or_else(|| {
-        let names: Vec<&str> = jobs::builtins().iter().map(|j| j.name).collect();
-        if from_file {
-            JobError::Invalid(format!("job file {spec}: unknown job '{name}' (known: {})", names.join(", ")))
-        } else {
-            JobError::Invalid(format!("unknown job '{name}': not a built-in job ({}) nor a job file", names.join(", ")))
-        }
-    })?;
+    finish(named, o)
+}
+
+/// Resolves the SQL script at `path` (whatever its name) as a job named after the file.
+pub fn resolve_sql_file(path: &Path, o: &Overrides) -> Result<ResolvedJob, JobError> {
+    finish(sql_file(path)?, o)
+}
+
+fn sql_file(path: &Path) -> Result<Named, JobError> {
+    let text = read_script(path, "given on the command line")?;
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| SQL_JOB.into());
+    let program = JobProgram::Sql(SqlScript { text, origin: path.display().to_string() });
+    Ok(Named { program, params: JobParams::default(), parallelism: None, max_parallelism: None, name, name_given: false, state_backend: None })
+}
+
+fn finish(named: Named, o: &Overrides) -> Result<ResolvedJob, JobError> {
+    let Named { program, mut params, parallelism: p, max_parallelism: m, name: job_name, name_given, state_backend: backend } = named;
     if o.events.is_some() {
         params.events = o.events;
     }
@@ -70,22 +122,82 @@ pub fn resolve(spec: &str, o: &Overrides) -> Result<ResolvedJob, JobError> {
     if o.event_rate.is_some() {
         params.event_rate = o.event_rate;
     }
+    if let JobProgram::Sql(s) = &program {
+        let given: Vec<&str> = [
+            ("events", params.events.is_some()),
+            ("input", params.input.is_some()),
+            ("output", params.output.is_some()),
+            ("rate", params.rate.is_some()),
+            ("event-rate", params.event_rate.is_some()),
+            ("params.extra", !params.extra.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(n, g)| g.then_some(n))
+        .collect();
+        if !given.is_empty() {
+            return Err(JobError::Invalid(format!(
+                "{}: {} do not apply to a SQL job: its CREATE TABLE ... WITH (...) statements say what it reads and writes",
+                s.origin,
+                given.join(", ")
+            )));
+        }
+    }
     if params.events.is_some() && params.input.is_some() {
         return Err(JobError::Invalid("--events and --input exclude each other: the input file decides how many events there are".into()));
     }
     let max_parallelism = o.max_parallelism.or(m).unwrap_or(crate::keygroup::DEFAULT_MAX_PARALLELISM);
+    let parallelism_given = o.parallelism.or(p).is_some();
     let parallelism = o.parallelism.or(p).unwrap_or(1);
     if parallelism == 0 || parallelism > max_parallelism {
         return Err(JobError::Invalid(format!("parallelism {parallelism} must be between 1 and the max parallelism {max_parallelism}")));
     }
-    Ok(ResolvedJob { job, config: JobConfig { name: job_name, parallelism, max_parallelism, state_backend: o.state_backend.or(backend).unwrap_or_default() }, params })
+    Ok(ResolvedJob {
+        program,
+        config: JobConfig { name: job_name, parallelism, max_parallelism, state_backend: o.state_backend.or(backend).unwrap_or_default() },
+        params,
+        parallelism_given,
+        name_given,
+    })
 }
 
-/// Builds the job graph of a resolved job.
+fn builtin_names() -> String {
+    jobs::builtins().iter().map(|j| j.name).collect::<Vec<_>>().join(", ")
+}
+
+/// What the job file at `path` runs: a built-in job, or `job: sql` with `sql:` or `sqlFile:`.
+fn program_of(f: &JobFile, path: &Path) -> Result<JobProgram, JobError> {
+    let at = path.display();
+    if f.job != SQL_JOB {
+        if f.sql.is_some() || f.sql_file.is_some() {
+            return Err(JobError::Invalid(format!("job file {at}: sql and sqlFile belong to 'job: sql', not to 'job: {}'", f.job)));
+        }
+        return jobs::find(&f.job)
+            .map(JobProgram::Builtin)
+            .ok_or_else(|| JobError::Invalid(format!("job file {at}: unknown job '{}' (known: {}, {SQL_JOB})", f.job, builtin_names())));
+    }
+    match (&f.sql, &f.sql_file) {
+        (Some(text), None) => Ok(JobProgram::Sql(SqlScript { text: text.clone(), origin: format!("{at} (sql:)") })),
+        (None, Some(file)) => {
+            let file = if file.is_relative() { path.parent().unwrap_or(Path::new(".")).join(file) } else { file.clone() };
+            let text = read_script(&file, &format!("sqlFile of job file {at}"))?;
+            Ok(JobProgram::Sql(SqlScript { text, origin: file.display().to_string() }))
+        }
+        (Some(_), Some(_)) => Err(JobError::Invalid(format!("job file {at}: give the script either inline (sql:) or as a file (sqlFile:), not both"))),
+        (None, None) => Err(JobError::Invalid(format!("job file {at}: 'job: sql' needs the script: sql: <statements> or sqlFile: <path>"))),
+    }
+}
+
+/// Builds the job graph of a resolved built-in job. SQL jobs are compiled by the
+/// `weir` binary (crate `weir-cli`), which plans them with `weir-sql`.
 pub fn build(r: &ResolvedJob) -> Result<StreamEnv, JobError> {
-    let env = StreamEnv::new(r.config.clone());
-    (r.job.build)(&env, &r.params)?;
-    Ok(env)
+    match &r.program {
+        JobProgram::Builtin(job) => {
+            let env = StreamEnv::new(r.config.clone());
+            (job.build)(&env, &r.params)?;
+            Ok(env)
+        }
+        JobProgram::Sql(s) => Err(JobError::Invalid(format!("{}: SQL jobs are compiled by the weir binary (weir-sql), not by this program", s.origin))),
+    }
 }
 
 /// CPU time (user + system) this process has used, in seconds.

@@ -64,11 +64,22 @@ pub fn find(name: &str) -> Option<BuiltinJob> {
 ///   events: 1000000
 ///   output: q5.jsonl
 /// ```
+///
+/// A SQL job names its script inline or as a file next to the job file:
+///
+/// ```yaml
+/// job: sql
+/// sqlFile: job.sql        # or sql: "CREATE TABLE ...; INSERT INTO ..."
+/// ```
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct JobFile {
     pub job: String,
     pub name: Option<String>,
+    /// `job: sql`: the script, inline.
+    pub sql: Option<String>,
+    /// `job: sql`: the script's file (a relative path is relative to the job file's folder).
+    pub sql_file: Option<PathBuf>,
     pub parallelism: Option<u32>,
     pub max_parallelism: Option<u32>,
     /// `memory` (default) or `rocksdb`.
