@@ -193,6 +193,12 @@ impl JoinSpec {
     }
 }
 
+/// Output rows with their kinds.
+type Changes = Vec<(RowKind, Vec<Value>)>;
+
+/// The keyed state of the left and the right input (registered in `open`).
+type Sides<T> = Option<(ValueState<T>, ValueState<T>)>;
+
 // ---------------------------------------------------------------- regular join
 
 /// One distinct row of a side of a regular join.
@@ -210,7 +216,7 @@ struct Stored {
 struct RegularJoin {
     spec: Arc<JoinSpec>,
     ttl: Option<Duration>,
-    state: Option<(ValueState<Vec<Stored>>, ValueState<Vec<Stored>>)>,
+    state: Sides<Vec<Stored>>,
 }
 
 impl RegularJoin {
@@ -218,83 +224,93 @@ impl RegularJoin {
         let spec = self.spec.clone();
         let Some((ls, rs)) = self.state.clone() else { return };
         let (mine_st, other_st) = if left { (ls, rs) } else { (rs, ls) };
-        let (in_outer, other_outer) = (spec.outer(left), spec.outer(!left));
-        let acc = r.kind.is_accumulate();
-        let mut out = Vec::new();
         if !spec.null_keys_match && r.key.0.contains(&Value::Null) {
             // matches nothing, ever: only an outer side's padded row
-            if in_outer {
-                out.push((if acc { RowKind::Insert } else { RowKind::Delete }, spec.padded(left, &r.row)));
+            if spec.outer(left) {
+                let kind = if r.kind.is_accumulate() { RowKind::Insert } else { RowKind::Delete };
+                spec.emit(vec![(kind, spec.padded(left, &r.row))], ctx, None);
             }
-            return spec.emit(out, ctx, None);
+            return;
         }
         let mut other = other_st.value(ctx).unwrap_or_default();
-        let matched = spec.matches(left, &r.row, other.iter().map(|s| s.row.as_slice())).unwrap_or_else(|e| fail(&spec.name, e));
         let mut mine = mine_st.value(ctx).unwrap_or_default();
-        let pos = mine.iter().position(|s| s.row == r.row);
-        if acc {
-            if other_outer {
-                for (i, _) in &matched {
-                    let o = &mut other[*i];
-                    if o.assoc == 0 {
-                        let p = spec.padded(!left, &o.row);
-                        out.extend(std::iter::repeat_n((RowKind::Delete, p), o.count as usize));
-                    }
-                    o.assoc += 1;
-                }
-            }
-            let kind = if in_outer || other_outer { RowKind::Insert } else { r.kind };
-            let mut assoc = 0;
-            for (i, p) in &matched {
-                let n = other[*i].count;
-                assoc += n;
-                out.extend(std::iter::repeat_n((kind, p.clone()), n as usize));
-            }
-            if in_outer && matched.is_empty() {
-                out.push((RowKind::Insert, spec.padded(left, &r.row)));
-            }
-            match pos {
-                Some(p) => mine[p].count += 1,
-                None => mine.push(Stored { row: r.row, count: 1, assoc: if in_outer { assoc } else { 0 } }),
-            }
-        } else {
-            if let Some(p) = pos {
-                mine[p].count -= 1;
-                if mine[p].count <= 0 {
-                    mine.swap_remove(p);
-                }
-            }
-            if matched.is_empty() {
-                if in_outer {
-                    out.push((RowKind::Delete, spec.padded(left, &r.row)));
-                }
-            } else {
-                let kind = if in_outer { RowKind::Delete } else { r.kind };
-                for (i, p) in &matched {
-                    out.extend(std::iter::repeat_n((kind, p.clone()), other[*i].count as usize));
-                }
-                if other_outer {
-                    for (i, _) in &matched {
-                        let o = &mut other[*i];
-                        if o.assoc == 1 {
-                            let p = spec.padded(!left, &o.row);
-                            out.extend(std::iter::repeat_n((RowKind::Insert, p), o.count as usize));
-                        }
-                        o.assoc -= 1;
-                    }
-                }
-            }
-        }
+        let (out, other_changed) = regular_step(&spec, left, &r, &mut mine, &mut other).unwrap_or_else(|e| fail(&spec.name, e));
         if mine.is_empty() {
             mine_st.clear(ctx);
         } else {
             mine_st.update(ctx, mine);
         }
-        if other_outer && !matched.is_empty() {
+        if other_changed {
             other_st.update(ctx, other);
         }
         spec.emit(out, ctx, None);
     }
+}
+
+/// Flink's `StreamingJoinOperator` for one input row `r` (of the left input if
+/// `left`): updates its side's rows `mine` and the other side's `other` (their
+/// association counts, for outer sides) and returns the changelog to emit and
+/// whether `other` changed.
+fn regular_step(spec: &JoinSpec, left: bool, r: &JoinRow, mine: &mut Vec<Stored>, other: &mut [Stored]) -> Result<(Changes, bool), String> {
+    let (in_outer, other_outer) = (spec.outer(left), spec.outer(!left));
+    let acc = r.kind.is_accumulate();
+    let matched = spec.matches(left, &r.row, other.iter().map(|s| s.row.as_slice()))?;
+    let mut out = Vec::new();
+    let pos = mine.iter().position(|s| s.row == r.row);
+    if acc {
+        if other_outer {
+            for (i, _) in &matched {
+                let o = &mut other[*i];
+                if o.assoc == 0 {
+                    let p = spec.padded(!left, &o.row);
+                    out.extend(std::iter::repeat_n((RowKind::Delete, p), o.count as usize));
+                }
+                o.assoc += 1;
+            }
+        }
+        let kind = if in_outer || other_outer { RowKind::Insert } else { r.kind };
+        let mut assoc = 0;
+        for (i, p) in &matched {
+            let n = other[*i].count;
+            assoc += n;
+            out.extend(std::iter::repeat_n((kind, p.clone()), n as usize));
+        }
+        if in_outer && matched.is_empty() {
+            out.push((RowKind::Insert, spec.padded(left, &r.row)));
+        }
+        match pos {
+            Some(p) => mine[p].count += 1,
+            None => mine.push(Stored { row: r.row.clone(), count: 1, assoc: if in_outer { assoc } else { 0 } }),
+        }
+    } else {
+        if let Some(p) = pos {
+            mine[p].count -= 1;
+            if mine[p].count <= 0 {
+                mine.swap_remove(p);
+            }
+        }
+        if matched.is_empty() {
+            if in_outer {
+                out.push((RowKind::Delete, spec.padded(left, &r.row)));
+            }
+        } else {
+            let kind = if in_outer { RowKind::Delete } else { r.kind };
+            for (i, p) in &matched {
+                out.extend(std::iter::repeat_n((kind, p.clone()), other[*i].count as usize));
+            }
+            if other_outer {
+                for (i, _) in &matched {
+                    let o = &mut other[*i];
+                    if o.assoc == 1 {
+                        let p = spec.padded(!left, &o.row);
+                        out.extend(std::iter::repeat_n((RowKind::Insert, p), o.count as usize));
+                    }
+                    o.assoc -= 1;
+                }
+            }
+        }
+    }
+    Ok((out, other_outer && !matched.is_empty()))
 }
 
 impl KeyedCoProcessFunction<GroupKey, JoinRow, JoinRow, ChangeBatch> for RegularJoin {
@@ -338,7 +354,7 @@ struct TimedRow {
 struct IntervalJoin {
     spec: Arc<JoinSpec>,
     bounds: Bounds,
-    state: Option<(ValueState<Vec<TimedRow>>, ValueState<Vec<TimedRow>>)>,
+    state: Sides<Vec<TimedRow>>,
 }
 
 impl IntervalJoin {
@@ -441,7 +457,7 @@ struct WindowJoin {
     spec: Arc<JoinSpec>,
     /// index of `window_end` in the key
     end_key: usize,
-    state: Option<(ValueState<Vec<Vec<Value>>>, ValueState<Vec<Vec<Value>>>)>,
+    state: Sides<Vec<Vec<Value>>>,
 }
 
 impl WindowJoin {
@@ -683,19 +699,20 @@ impl Lower<'_, '_> {
             (false, None) => {}
             _ => return Err("a window join must join on both window_start and window_end of the two inputs".into()),
         }
-        if let Some(b) = find_bounds(j) {
-            if self.is_rowtime(&j.left, b.left_time) && self.is_rowtime(&j.right, b.right_time) {
-                for (side, plan, i) in [("left", &j.left, b.left_time), ("right", &j.right, b.right_time)] {
-                    let f = plan.schema().field(i);
-                    if !matches!(f.data_type(), DataType::Timestamp(TimeUnit::Millisecond, _)) {
-                        return Err(format!("interval join: the {side} time attribute '{}' has type {}; TIMESTAMP(3) is supported", f.name(), f.data_type()));
-                    }
+        if let Some(b) = find_bounds(j)
+            && self.is_rowtime(&j.left, b.left_time)
+            && self.is_rowtime(&j.right, b.right_time)
+        {
+            for (side, plan, i) in [("left", &j.left, b.left_time), ("right", &j.right, b.right_time)] {
+                let f = plan.schema().field(i);
+                if !matches!(f.data_type(), DataType::Timestamp(TimeUnit::Millisecond, _)) {
+                    return Err(format!("interval join: the {side} time attribute '{}' has type {}; TIMESTAMP(3) is supported", f.name(), f.data_type()));
                 }
-                if b.lower > b.upper {
-                    return Err(format!("interval join: the time bounds are empty (lower {} ms > upper {} ms)", b.lower, b.upper));
-                }
-                return Ok(Kind::Interval(b));
             }
+            if b.lower > b.upper {
+                return Err(format!("interval join: the time bounds are empty (lower {} ms > upper {} ms)", b.lower, b.upper));
+            }
+            return Ok(Kind::Interval(b));
         }
         Ok(Kind::Regular)
     }
@@ -735,6 +752,81 @@ impl Lower<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::datatypes::{Field, Schema};
+    use datafusion::physical_expr::expressions::{BinaryExpr as PBinary, Column as PColumn};
+
+    /// A join of (k, x) with (k, y), all BIGINT; `x_gt_y`: the extra condition `x > y`.
+    fn spec(t: JoinType, x_gt_y: bool) -> JoinSpec {
+        let f = |n: &str| Field::new(n, DataType::Int64, true);
+        let filter = x_gt_y.then(|| Arc::new(PBinary::new(Arc::new(PColumn::new("x", 1)), Operator::Gt, Arc::new(PColumn::new("y", 3)))) as Arc<dyn PhysicalExpr>);
+        JoinSpec {
+            name: "test".into(),
+            schema: Arc::new(Schema::new(vec![f("k"), f("x"), f("k2"), f("y")])),
+            left_width: 2,
+            left_outer: matches!(t, JoinType::Left | JoinType::Full),
+            right_outer: matches!(t, JoinType::Right | JoinType::Full),
+            null_keys_match: false,
+            filter,
+        }
+    }
+
+    /// Feeds `(left?, kind, value)` rows of key 1 through `regular_step`: the changelog.
+    fn run(spec: &JoinSpec, rows: &[(bool, RowKind, i64)]) -> Vec<String> {
+        let (mut l, mut r) = (Vec::new(), Vec::new());
+        let mut log = Vec::new();
+        for (left, kind, v) in rows {
+            let row = JoinRow { key: GroupKey(vec![Value::Int(1)]), kind: *kind, row: vec![Value::Int(1), Value::Int(*v)] };
+            let (mine, other) = if *left { (&mut l, &mut r) } else { (&mut r, &mut l) };
+            let (out, _) = regular_step(spec, *left, &row, mine, other).unwrap();
+            for (k, vals) in out {
+                let s: Vec<String> = vals.iter().map(|v| match v {
+                    Value::Int(i) => i.to_string(),
+                    _ => "N".into(),
+                }).collect();
+                log.push(format!("{}[{}]", k.short(), s.join(",")));
+            }
+        }
+        log
+    }
+
+    use RowKind::{Delete as D, Insert as I, UpdateAfter as UA, UpdateBefore as UB};
+
+    #[test]
+    fn inner_join_keeps_the_input_kind() {
+        let s = spec(JoinType::Inner, false);
+        assert_eq!(run(&s, &[(true, I, 5), (false, I, 7), (true, UB, 5), (true, UA, 6), (false, D, 7)]), vec!["+I[1,5,1,7]", "-U[1,5,1,7]", "+U[1,6,1,7]", "-D[1,6,1,7]"]);
+    }
+
+    #[test]
+    fn left_join_retracts_and_restores_the_padded_row() {
+        let s = spec(JoinType::Left, false);
+        assert_eq!(
+            run(&s, &[(true, I, 5), (false, I, 7), (false, I, 8), (false, D, 7), (false, D, 8), (true, D, 5)]),
+            vec!["+I[1,5,N,N]", "-D[1,5,N,N]", "+I[1,5,1,7]", "+I[1,5,1,8]", "-D[1,5,1,7]", "-D[1,5,1,8]", "+I[1,5,N,N]", "-D[1,5,N,N]"]
+        );
+    }
+
+    #[test]
+    fn right_side_first_then_left_outer_row_matches_at_once() {
+        let s = spec(JoinType::Left, false);
+        assert_eq!(run(&s, &[(false, I, 7), (true, I, 5), (true, UB, 5), (true, UA, 6)]), vec!["+I[1,5,1,7]", "-D[1,5,1,7]", "+I[1,6,1,7]"]);
+    }
+
+    #[test]
+    fn full_join_pads_both_sides_with_duplicates() {
+        let s = spec(JoinType::Full, false);
+        assert_eq!(
+            run(&s, &[(true, I, 5), (true, I, 5), (false, I, 7), (true, D, 5), (true, D, 5)]),
+            vec!["+I[1,5,N,N]", "+I[1,5,N,N]", "-D[1,5,N,N]", "-D[1,5,N,N]", "+I[1,5,1,7]", "+I[1,5,1,7]", "-D[1,5,1,7]", "-D[1,5,1,7]", "+I[N,N,1,7]"]
+        );
+    }
+
+    #[test]
+    fn the_extra_condition_decides_what_matches() {
+        let s = spec(JoinType::Right, true);
+        // y = 7 matches x = 9 but not x = 5
+        assert_eq!(run(&s, &[(false, I, 7), (true, I, 5), (true, I, 9), (true, D, 9)]), vec!["+I[N,N,1,7]", "-D[N,N,1,7]", "+I[1,9,1,7]", "-D[1,9,1,7]", "+I[N,N,1,7]"]);
+    }
 
     #[test]
     fn durations() {
