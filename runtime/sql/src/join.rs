@@ -14,6 +14,11 @@
 //!   state TTL `table.exec.state.ttl`), inputs may be updating, outer joins retract
 //!   their null-padded rows when the first match arrives (an updating output).
 //!
+//! Join outputs carry no time attribute (unlike Flink's interval and window joins,
+//! which keep them and hold back the output watermark): their rows may be behind the
+//! watermark, so a window TVF over a join is refused at planning instead of dropping
+//! rows as late.
+//!
 //! Every join needs at least one equality between the inputs: both inputs are keyed
 //! by the equality's expressions and meet in one two-input keyed operator
 //! (`KeyedStream::connect(..).process(..)`, the engine's `KeyedCoProcessFunction`),
@@ -736,7 +741,7 @@ impl Lower<'_, '_> {
         }
     }
 
-    fn entry_rowtime(&self, name: &str, i: usize) -> bool {
+    pub(super) fn entry_rowtime(&self, name: &str, i: usize) -> bool {
         match self.c.catalog.get(name) {
             Some(Entry::Table(t)) => t.watermark.as_ref().is_some_and(|w| w.0 == i),
             Some(Entry::View(v)) => self.is_rowtime(v, i),

@@ -575,6 +575,9 @@ impl Lower<'_, '_> {
                 }
                 let bschema = self.c.entry_schema(&call.table).ok_or("window over a window")?;
                 let time_col = bschema.index_of(&call.time_col).map_err(|e| e.to_string())?;
+                if !self.entry_rowtime(&call.table, time_col) {
+                    return Err(format!("window TVF over '{}': '{}' is not a time attribute (the WATERMARK column of a table, kept through projections and filters; joins and aggregations do not keep it)", call.table, call.time_col));
+                }
                 let mut fields: Vec<Field> = bschema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
                 for n in ["window_start", "window_end", "window_time"] {
                     fields.push(Field::new(n, DataType::Timestamp(TimeUnit::Millisecond, None), true));
