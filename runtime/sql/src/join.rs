@@ -833,6 +833,34 @@ mod tests {
         assert_eq!(run(&s, &[(false, I, 7), (true, I, 5), (true, I, 9), (true, D, 9)]), vec!["+I[N,N,1,7]", "-D[N,N,1,7]", "+I[1,9,1,7]", "-D[1,9,1,7]", "+I[N,N,1,7]"]);
     }
 
+    /// The kind of join operator `query` is planned to (`join`, `interval-join`, `window-join`).
+    fn planned(query: &str) -> String {
+        let tables = "CREATE TABLE a (k BIGINT, x BIGINT, ts TIMESTAMP(3), t TIMESTAMP(3), WATERMARK FOR ts AS ts) WITH ('connector' = 'datagen');
+            CREATE TABLE b (k BIGINT, y BIGINT, ts TIMESTAMP(3), t TIMESTAMP(3), WATERMARK FOR ts AS ts) WITH ('connector' = 'datagen');
+            CREATE TABLE o (x BIGINT, y BIGINT) WITH ('connector' = 'blackhole');";
+        let env = weir::StreamEnv::new(weir::JobConfig::default());
+        let job = crate::compile(&format!("{tables}\nINSERT INTO o {query};"), &env, &Default::default()).unwrap_or_else(|e| panic!("{query}: {e}"));
+        let uids = &job.inserts[0].uids;
+        ["interval-join", "window-join", "join"].iter().find(|k| uids.iter().any(|u| u.starts_with(&format!("sql-{k}-")))).map_or("none".into(), |k| k.to_string())
+    }
+
+    #[test]
+    fn the_condition_decides_the_kind_of_join() {
+        let sel = "SELECT a.x, b.y FROM";
+        assert_eq!(planned(&format!("{sel} a JOIN b ON a.k = b.k")), "join");
+        assert_eq!(planned(&format!("{sel} a, b WHERE a.k = b.k AND a.ts BETWEEN b.ts - INTERVAL '1' HOUR AND b.ts")), "interval-join");
+        assert_eq!(planned(&format!("{sel} a JOIN b ON a.k = b.k AND a.ts > b.ts - INTERVAL '1' MINUTE AND a.ts < b.ts + INTERVAL '1' MINUTE")), "interval-join");
+        assert_eq!(planned(&format!("{sel} a JOIN b ON a.k = b.k AND b.ts >= a.ts AND b.ts <= a.ts + INTERVAL '10' SECOND")), "interval-join");
+        // one bound only, or bounds on columns that are not time attributes: a regular join
+        assert_eq!(planned(&format!("{sel} a JOIN b ON a.k = b.k AND a.ts >= b.ts")), "join");
+        assert_eq!(planned(&format!("{sel} a JOIN b ON a.k = b.k AND a.t BETWEEN b.t - INTERVAL '1' HOUR AND b.t")), "join");
+        assert_eq!(planned(&format!("{sel} a JOIN b ON a.k = b.k AND a.ts BETWEEN b.t - INTERVAL '1' HOUR AND b.t")), "join");
+        let w = |t: &str| format!("(SELECT * FROM TABLE(TUMBLE(TABLE {t}, DESCRIPTOR(ts), INTERVAL '1' MINUTE)))");
+        let (l, r) = (w("a"), w("b"));
+        assert_eq!(planned(&format!("SELECT L.x, R.y FROM {l} L JOIN {r} R ON L.window_start = R.window_start AND L.window_end = R.window_end AND L.k = R.k")), "window-join");
+        assert_eq!(planned(&format!("SELECT L.x, R.y FROM {l} L JOIN {r} R ON L.k = R.k")), "join");
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("1 h").unwrap(), Duration::from_secs(3600));
