@@ -27,6 +27,10 @@ use crate::ops::{AggFunction, AggKind, AggSpec, Calc, ChangeBatch, KeyRows, Step
 use crate::script::{self, Piece, WindowCall};
 use crate::SqlError;
 
+// a child of `plan` (it lowers plan nodes with the private `Lower`), kept in its own file
+#[path = "join.rs"]
+mod join;
+
 /// What `compile` needs besides the script.
 #[derive(Clone, Default)]
 pub struct CompileOptions {
@@ -219,6 +223,9 @@ impl<'a> Compiler<'a> {
                     return Err(format!("'{k}' = {p} exceeds the job's max parallelism {}", self.env.config().max_parallelism));
                 }
                 self.job.parallelism = Some(p);
+            }
+            join::STATE_TTL => {
+                join::parse_duration(v).map_err(|m| format!("'{k}': {m}"))?;
             }
             "execution.runtime-mode" if v != "streaming" && v != "batch" => {
                 return Err(format!("'{k}' must be 'streaming' or 'batch', not '{v}'"));
@@ -589,7 +596,7 @@ impl Lower<'_, '_> {
                 Ok(Lowered { stream, updating, win: vec![None; n] })
             }
             LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => Err("queries without a table (VALUES, SELECT without FROM) are not supported yet".into()),
-            LogicalPlan::Join(_) => Err("joins are not supported yet".into()),
+            LogicalPlan::Join(j) => self.join(j),
             LogicalPlan::Sort(_) => Err("ORDER BY is not supported in streaming queries yet (only on time attributes in Flink)".into()),
             LogicalPlan::Limit(_) => Err("LIMIT is not supported in streaming queries yet".into()),
             LogicalPlan::Window(_) => Err("OVER windows (and ROW_NUMBER Top-N) are not supported yet".into()),
@@ -620,6 +627,9 @@ impl Lower<'_, '_> {
                 }
                 let bschema = self.c.entry_schema(&call.table).ok_or("window over a window")?;
                 let time_col = bschema.index_of(&call.time_col).map_err(|e| e.to_string())?;
+                if !self.entry_rowtime(&call.table, time_col) {
+                    return Err(format!("window TVF over '{}': '{}' is not a time attribute (the WATERMARK column of a table, kept through projections and filters; joins and aggregations do not keep it)", call.table, call.time_col));
+                }
                 let mut fields: Vec<Field> = bschema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
                 for n in ["window_start", "window_end", "window_time"] {
                     fields.push(Field::new(n, DataType::Timestamp(TimeUnit::Millisecond, None), true));

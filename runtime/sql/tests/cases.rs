@@ -8,6 +8,8 @@
 //! {"a": 1}
 //! == rows out.json           (expected JSON lines of that file or directory, any order)
 //! == changelog name          (expected +I[...] rows of the 'collect' table 'name', any order)
+//! == result name             (the 'collect' table 'name' after applying its changelog in order,
+//!                             as +I[...] rows, any order; each -U/-D must retract an existing row)
 //! == error                   (the compile error contains each line)
 //! ```
 //! Each case is compiled and run on the engine for real, at parallelism 1 and 4.
@@ -66,6 +68,7 @@ struct Case {
     files: Vec<(String, String)>,
     rows: Vec<(String, Vec<String>)>,
     changelog: Vec<(String, Vec<String>)>,
+    result: Vec<(String, Vec<String>)>,
     error: Option<Vec<String>>,
 }
 
@@ -81,6 +84,7 @@ fn parse(text: &str) -> Vec<Case> {
                 "file" => c.files.push((arg, lines.join("\n") + "\n")),
                 "rows" => c.rows.push((arg, lines)),
                 "changelog" => c.changelog.push((arg, lines)),
+                "result" => c.result.push((arg, lines)),
                 "error" => c.error = Some(lines),
                 other => panic!("unknown section {other}"),
             }
@@ -176,7 +180,33 @@ fn run_case(c: &Case, parallelism: u32) -> Result<(), String> {
             return Err(format!("changelog of {table}:\n got: {got:#?}\nwant: {want:#?}"));
         }
     }
+    for (table, expected) in &c.result {
+        let mut got = materialize(m.get(table).map(Vec::as_slice).unwrap_or_default()).map_err(|e| format!("changelog of {table}: {e}"))?;
+        got.sort();
+        let mut want: Vec<String> = expected.iter().map(|s| s.trim().to_string()).collect();
+        want.sort();
+        if got != want {
+            return Err(format!("result of {table}:\n got: {got:#?}\nwant: {want:#?}\nchangelog: {:#?}", m.get(table)));
+        }
+    }
     Ok(())
+}
+
+/// Applies a changelog (`+I[..]`, `-U[..]`, `+U[..]`, `-D[..]` in order): the final rows as `+I[..]`.
+fn materialize(log: &[String]) -> Result<Vec<String>, String> {
+    let mut rows: Vec<String> = Vec::new();
+    for l in log {
+        let (kind, row) = l.split_at(2.min(l.len()));
+        match kind {
+            "+I" | "+U" => rows.push(row.to_string()),
+            "-U" | "-D" => {
+                let i = rows.iter().position(|r| r == row).ok_or_else(|| format!("{l} retracts a row that is not there"))?;
+                rows.swap_remove(i);
+            }
+            _ => return Err(format!("bad changelog row {l}")),
+        }
+    }
+    Ok(rows.into_iter().map(|r| format!("+I{r}")).collect())
 }
 
 #[test]

@@ -1,0 +1,875 @@
+//! Joins of two streams, with Flink's semantics (a child of `plan`: it lowers
+//! `LogicalPlan::Join`).
+//!
+//! Three kinds, chosen from the join condition:
+//! - **window join**: both inputs are window TVF results and the equality condition
+//!   holds both `window_start` and `window_end` → rows are kept per window and key until
+//!   the watermark passes the window's end, then joined once (append-only output).
+//! - **interval join**: the non-equi condition bounds the two rowtime attributes
+//!   against each other (`l.ts BETWEEN r.ts - INTERVAL '1' HOUR AND r.ts`) → rows are
+//!   kept until no row of the other side can match any more (event-time timers), late
+//!   rows are dropped (append-only output; outer sides emit null-padded rows when
+//!   their row expires unmatched).
+//! - **regular join** otherwise: each side's rows in keyed state forever (or until the
+//!   state TTL `table.exec.state.ttl`), inputs may be updating, outer joins retract
+//!   their null-padded rows when the first match arrives (an updating output).
+//!
+//! Join outputs carry no time attribute (unlike Flink's interval and window joins,
+//! which keep them and hold back the output watermark): their rows may be behind the
+//! watermark, so a window TVF over a join is refused at planning instead of dropping
+//! rows as late.
+//!
+//! Every join needs at least one equality between the inputs: both inputs are keyed
+//! by the equality's expressions and meet in one two-input keyed operator
+//! (`KeyedStream::connect(..).process(..)`, the engine's `KeyedCoProcessFunction`),
+//! so each key's rows of both sides live in the same key group. Other conditions are
+//! evaluated on the joined pairs as one DataFusion physical expression over the
+//! joined schema.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::common::{JoinType, NullEquality, ScalarValue};
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{BinaryExpr, Expr, Join, LogicalPlan, Operator};
+use datafusion::physical_expr::PhysicalExpr;
+use serde::{Deserialize, Serialize};
+use weir::arrow::ArrowBatch;
+use weir::record::{Collector, Timestamp};
+use weir::state::{OpenContext, StateConfig, ValueState};
+use weir::{JobError, KeyedCoProcessFunction, KeyedContext, TimeDomain};
+
+use super::{Entry, Lower, Lowered, WinCol, phys_exprs, unalias};
+use crate::ops::{ChangeBatch, GroupKey, RowKind, Value, nullable};
+
+/// The setting of the idle state retention of regular joins.
+pub(super) const STATE_TTL: &str = "table.exec.state.ttl";
+
+/// A duration setting: milliseconds (`'3600000'`) or a number and a unit
+/// (`'1 h'`, `'10 s'`, `'5 min'`, `'100 ms'`, `'1 d'`). Zero disables.
+pub(super) fn parse_duration(v: &str) -> Result<Duration, String> {
+    let t = v.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("'{v}' is not a duration (expected e.g. '1 h', '10 s', '5 min' or milliseconds)"))?;
+    let ms = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
+        other => return Err(format!("'{v}': unknown time unit '{other}' (use ms, s, min, h or d)")),
+    };
+    Ok(Duration::from_millis(n.checked_mul(ms).ok_or_else(|| format!("'{v}' is too long"))?))
+}
+
+/// One input row of a join: its join key, kind and values.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinRow {
+    pub key: GroupKey,
+    pub kind: RowKind,
+    pub row: Vec<Value>,
+}
+
+/// Turns one side's batches into [`JoinRow`]s (key expressions evaluated columnar).
+#[derive(Clone, Debug)]
+struct SideRows {
+    name: String,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// an inner side's rows with a null key can never match: dropped here
+    drop_null_keys: bool,
+}
+
+impl SideRows {
+    fn apply(&self, b: &ChangeBatch, out: &mut Collector<'_, JoinRow>) -> Result<(), String> {
+        let n = b.num_rows();
+        let keys: Vec<ArrayRef> = self.keys.iter().map(|e| e.evaluate(&b.rows.0).and_then(|v| v.into_array(n)).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
+        let cols = b.rows.0.columns();
+        for i in 0..n {
+            let key = GroupKey(keys.iter().map(|k| Value::from_array(k, i)).collect::<Result<_, _>>()?);
+            if self.drop_null_keys && key.0.contains(&Value::Null) {
+                continue;
+            }
+            let row = cols.iter().map(|c| Value::from_array(c, i)).collect::<Result<_, _>>()?;
+            out.emit(JoinRow { key, kind: b.kind(i), row });
+        }
+        Ok(())
+    }
+
+    fn run(&self, b: ChangeBatch, out: &mut Collector<'_, JoinRow>) {
+        if let Err(e) = self.apply(&b, out) {
+            fail(&self.name, e)
+        }
+    }
+}
+
+/// A failure while running a join: the task fails with this message.
+fn fail(op: &str, e: impl std::fmt::Display) -> ! {
+    panic!("SQL operator {op}: {e}")
+}
+
+/// What every join operator needs: the output schema, outer sides and the
+/// non-equi condition.
+#[derive(Debug)]
+struct JoinSpec {
+    name: String,
+    /// left columns, then right columns (all nullable)
+    schema: SchemaRef,
+    left_width: usize,
+    left_outer: bool,
+    right_outer: bool,
+    /// rows with a null key match nothing (unless `IS NOT DISTINCT FROM`)
+    null_keys_match: bool,
+    /// over the joined schema
+    filter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+impl JoinSpec {
+    fn outer(&self, left: bool) -> bool {
+        if left { self.left_outer } else { self.right_outer }
+    }
+
+    /// The joined row of `mine` (from the left input if `left`) and `other`.
+    fn pair(&self, left: bool, mine: &[Value], other: &[Value]) -> Vec<Value> {
+        let (l, r) = if left { (mine, other) } else { (other, mine) };
+        let mut v = Vec::with_capacity(l.len() + r.len());
+        v.extend_from_slice(l);
+        v.extend_from_slice(r);
+        v
+    }
+
+    /// `row` of the left input (if `left`) or right input, padded with nulls.
+    fn padded(&self, left: bool, row: &[Value]) -> Vec<Value> {
+        let width = self.schema.fields().len();
+        let mut v = Vec::with_capacity(width);
+        if left {
+            v.extend_from_slice(row);
+            v.resize(width, Value::Null);
+        } else {
+            v.resize(self.left_width, Value::Null);
+            v.extend_from_slice(row);
+        }
+        v
+    }
+
+    fn batch(&self, rows: &[(RowKind, Vec<Value>)]) -> Result<ChangeBatch, String> {
+        let mut cols = Vec::with_capacity(self.schema.fields().len());
+        for (i, f) in self.schema.fields().iter().enumerate() {
+            let scalars: Vec<ScalarValue> = rows.iter().map(|(_, r)| r[i].to_scalar(f.data_type())).collect::<Result<_, _>>()?;
+            cols.push(ScalarValue::iter_to_array(scalars).map_err(|e| e.to_string())?);
+        }
+        let b = RecordBatch::try_new(self.schema.clone(), cols).map_err(|e| e.to_string())?;
+        let kinds = if rows.iter().all(|(k, _)| *k == RowKind::Insert) { None } else { Some(rows.iter().map(|(k, _)| *k).collect()) };
+        Ok(ChangeBatch { rows: ArrowBatch(b), kinds })
+    }
+
+    /// Which joined rows satisfy the non-equi condition.
+    fn matching(&self, pairs: &[Vec<Value>]) -> Result<Vec<bool>, String> {
+        let Some(f) = &self.filter else { return Ok(vec![true; pairs.len()]) };
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(RowKind, Vec<Value>)> = pairs.iter().map(|p| (RowKind::Insert, p.clone())).collect();
+        let b = self.batch(&rows)?;
+        let v = f.evaluate(&b.rows.0).and_then(|v| v.into_array(pairs.len())).map_err(|e| e.to_string())?;
+        let m = v.as_boolean_opt().ok_or("the join condition is not boolean")?;
+        Ok((0..m.len()).map(|i| m.is_valid(i) && m.value(i)).collect())
+    }
+
+    /// The pairs of `mine` with each of `others` that satisfy the condition: the
+    /// indexes into `others` and the joined rows.
+    fn matches<'o>(&self, left: bool, mine: &[Value], others: impl Iterator<Item = &'o [Value]>) -> Result<Vec<(usize, Vec<Value>)>, String> {
+        let pairs: Vec<Vec<Value>> = others.map(|o| self.pair(left, mine, o)).collect();
+        let ok = self.matching(&pairs)?;
+        Ok(pairs.into_iter().enumerate().zip(ok).filter(|(_, ok)| *ok).map(|(p, _)| p).collect())
+    }
+
+    fn emit(&self, rows: Vec<(RowKind, Vec<Value>)>, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>, at: Option<Timestamp>) {
+        if rows.is_empty() {
+            return;
+        }
+        let b = self.batch(&rows).unwrap_or_else(|e| fail(&self.name, e));
+        match at {
+            Some(t) => ctx.emit_at(t, b),
+            None => ctx.emit(b),
+        }
+    }
+}
+
+/// Output rows with their kinds.
+type Changes = Vec<(RowKind, Vec<Value>)>;
+
+/// The keyed state of the left and the right input (registered in `open`).
+type Sides<T> = Option<(ValueState<T>, ValueState<T>)>;
+
+// ---------------------------------------------------------------- regular join
+
+/// One distinct row of a side of a regular join.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct Stored {
+    row: Vec<Value>,
+    /// how many times the row is in the input
+    count: i64,
+    /// (outer sides) how many rows of the other side it joins with
+    assoc: i64,
+}
+
+/// Flink's `StreamingJoinOperator`: both sides' rows per key, a changelog out.
+#[derive(Clone)]
+struct RegularJoin {
+    spec: Arc<JoinSpec>,
+    ttl: Option<Duration>,
+    state: Sides<Vec<Stored>>,
+}
+
+impl RegularJoin {
+    fn on_row(&mut self, left: bool, r: JoinRow, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>) {
+        let spec = self.spec.clone();
+        let Some((ls, rs)) = self.state.clone() else { return };
+        let (mine_st, other_st) = if left { (ls, rs) } else { (rs, ls) };
+        if !spec.null_keys_match && r.key.0.contains(&Value::Null) {
+            // matches nothing, ever: only an outer side's padded row
+            if spec.outer(left) {
+                let kind = if r.kind.is_accumulate() { RowKind::Insert } else { RowKind::Delete };
+                spec.emit(vec![(kind, spec.padded(left, &r.row))], ctx, None);
+            }
+            return;
+        }
+        let mut other = other_st.value(ctx).unwrap_or_default();
+        let mut mine = mine_st.value(ctx).unwrap_or_default();
+        let (out, other_changed) = regular_step(&spec, left, &r, &mut mine, &mut other).unwrap_or_else(|e| fail(&spec.name, e));
+        if mine.is_empty() {
+            mine_st.clear(ctx);
+        } else {
+            mine_st.update(ctx, mine);
+        }
+        if other_changed {
+            other_st.update(ctx, other);
+        }
+        spec.emit(out, ctx, None);
+    }
+}
+
+/// Flink's `StreamingJoinOperator` for one input row `r` (of the left input if
+/// `left`): updates its side's rows `mine` and the other side's `other` (their
+/// association counts, for outer sides) and returns the changelog to emit and
+/// whether `other` changed.
+fn regular_step(spec: &JoinSpec, left: bool, r: &JoinRow, mine: &mut Vec<Stored>, other: &mut [Stored]) -> Result<(Changes, bool), String> {
+    let (in_outer, other_outer) = (spec.outer(left), spec.outer(!left));
+    let acc = r.kind.is_accumulate();
+    let matched = spec.matches(left, &r.row, other.iter().map(|s| s.row.as_slice()))?;
+    let mut out = Vec::new();
+    let pos = mine.iter().position(|s| s.row == r.row);
+    if acc {
+        if other_outer {
+            for (i, _) in &matched {
+                let o = &mut other[*i];
+                if o.assoc == 0 {
+                    let p = spec.padded(!left, &o.row);
+                    out.extend(std::iter::repeat_n((RowKind::Delete, p), o.count as usize));
+                }
+                o.assoc += 1;
+            }
+        }
+        let kind = if in_outer || other_outer { RowKind::Insert } else { r.kind };
+        let mut assoc = 0;
+        for (i, p) in &matched {
+            let n = other[*i].count;
+            assoc += n;
+            out.extend(std::iter::repeat_n((kind, p.clone()), n as usize));
+        }
+        if in_outer && matched.is_empty() {
+            out.push((RowKind::Insert, spec.padded(left, &r.row)));
+        }
+        match pos {
+            Some(p) => mine[p].count += 1,
+            None => mine.push(Stored { row: r.row.clone(), count: 1, assoc: if in_outer { assoc } else { 0 } }),
+        }
+    } else {
+        if let Some(p) = pos {
+            mine[p].count -= 1;
+            if mine[p].count <= 0 {
+                mine.swap_remove(p);
+            }
+        }
+        if matched.is_empty() {
+            if in_outer {
+                out.push((RowKind::Delete, spec.padded(left, &r.row)));
+            }
+        } else {
+            let kind = if in_outer { RowKind::Delete } else { r.kind };
+            for (i, p) in &matched {
+                out.extend(std::iter::repeat_n((kind, p.clone()), other[*i].count as usize));
+            }
+            if other_outer {
+                for (i, _) in &matched {
+                    let o = &mut other[*i];
+                    if o.assoc == 1 {
+                        let p = spec.padded(!left, &o.row);
+                        out.extend(std::iter::repeat_n((RowKind::Insert, p), o.count as usize));
+                    }
+                    o.assoc -= 1;
+                }
+            }
+        }
+    }
+    Ok((out, other_outer && !matched.is_empty()))
+}
+
+impl KeyedCoProcessFunction<GroupKey, JoinRow, JoinRow, ChangeBatch> for RegularJoin {
+    fn open(&mut self, ctx: &mut OpenContext<'_, GroupKey>) -> Result<(), JobError> {
+        let cfg = |name: &str| match self.ttl {
+            Some(t) => StateConfig::new(name).ttl(t),
+            None => StateConfig::new(name),
+        };
+        self.state = Some((ctx.value_state(cfg("left"))?, ctx.value_state(cfg("right"))?));
+        Ok(())
+    }
+    fn process1(&mut self, r: JoinRow, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>) {
+        self.on_row(true, r, ctx)
+    }
+    fn process2(&mut self, r: JoinRow, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>) {
+        self.on_row(false, r, ctx)
+    }
+}
+
+// ---------------------------------------------------------------- interval join
+
+/// Rowtime bounds of an interval join: `left.time - right.time` in `[lower, upper]` (ms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Bounds {
+    left_time: usize,
+    right_time: usize,
+    lower: i64,
+    upper: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct TimedRow {
+    time: i64,
+    row: Vec<Value>,
+    matched: bool,
+}
+
+/// Flink's time-interval join: rows kept until the watermark says no row of the
+/// other side can match them any more.
+#[derive(Clone)]
+struct IntervalJoin {
+    spec: Arc<JoinSpec>,
+    bounds: Bounds,
+    state: Sides<Vec<TimedRow>>,
+}
+
+impl IntervalJoin {
+    /// How long after its own time a row may still match (the interval's width).
+    fn width(&self) -> i64 {
+        self.bounds.upper - self.bounds.lower
+    }
+
+    fn on_row(&mut self, left: bool, r: JoinRow, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>) {
+        let spec = self.spec.clone();
+        let Some((ls, rs)) = self.state.clone() else { return };
+        let b = self.bounds;
+        let Value::Int(t) = r.row[if left { b.left_time } else { b.right_time }] else { return };
+        let wm = ctx.current_watermark();
+        // late: rows of the other side that could still arrive cannot match it
+        let late = if left { t.saturating_sub(b.lower) < wm } else { t.saturating_add(b.upper) < wm };
+        let in_outer = spec.outer(left);
+        if late {
+            if in_outer {
+                spec.emit(vec![(RowKind::Insert, spec.padded(left, &r.row))], ctx, None);
+            }
+            return;
+        }
+        let (mine_st, other_st) = if left { (ls, rs) } else { (rs, ls) };
+        let mut other = other_st.value(ctx).unwrap_or_default();
+        // `left.time - right.time` within the bounds
+        let in_range = |o: &TimedRow| {
+            let d = if left { t - o.time } else { o.time - t };
+            d >= b.lower && d <= b.upper
+        };
+        let cands: Vec<usize> = (0..other.len()).filter(|i| in_range(&other[*i])).collect();
+        let matched = spec.matches(left, &r.row, cands.iter().map(|i| other[*i].row.as_slice())).unwrap_or_else(|e| fail(&spec.name, e));
+        let mut out = Vec::with_capacity(matched.len());
+        let mut newly = false;
+        for (c, p) in matched.iter() {
+            let o = &mut other[cands[*c]];
+            newly |= !o.matched;
+            o.matched = true;
+            out.push((RowKind::Insert, p.clone()));
+        }
+        if newly && spec.outer(!left) {
+            other_st.update(ctx, other);
+        }
+        let mut mine = mine_st.value(ctx).unwrap_or_default();
+        mine.push(TimedRow { time: t, row: r.row, matched: !matched.is_empty() });
+        mine_st.update(ctx, mine);
+        ctx.register_event_time_timer(t.saturating_add(self.width()).saturating_add(1));
+        spec.emit(out, ctx, None);
+    }
+}
+
+impl KeyedCoProcessFunction<GroupKey, JoinRow, JoinRow, ChangeBatch> for IntervalJoin {
+    fn open(&mut self, ctx: &mut OpenContext<'_, GroupKey>) -> Result<(), JobError> {
+        self.state = Some((ctx.value_state("left")?, ctx.value_state("right")?));
+        Ok(())
+    }
+    fn process1(&mut self, r: JoinRow, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>) {
+        self.on_row(true, r, ctx)
+    }
+    fn process2(&mut self, r: JoinRow, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>) {
+        self.on_row(false, r, ctx)
+    }
+    fn on_timer(&mut self, time: Timestamp, domain: TimeDomain, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>) {
+        if domain != TimeDomain::EventTime {
+            return;
+        }
+        let Some((ls, rs)) = self.state.clone() else { return };
+        let spec = self.spec.clone();
+        let width = self.width();
+        let mut out = Vec::new();
+        for (left, st) in [(true, ls), (false, rs)] {
+            let Some(rows) = st.value(ctx) else { continue };
+            let n = rows.len();
+            let mut keep = Vec::with_capacity(n);
+            for r in rows {
+                if r.time.saturating_add(width) < time {
+                    if !r.matched && spec.outer(left) {
+                        out.push((RowKind::Insert, spec.padded(left, &r.row)));
+                    }
+                } else {
+                    keep.push(r);
+                }
+            }
+            if keep.is_empty() {
+                st.clear(ctx);
+            } else if keep.len() < n {
+                st.update(ctx, keep);
+            }
+        }
+        spec.emit(out, ctx, Some(time));
+    }
+}
+
+// ---------------------------------------------------------------- window join
+
+/// Flink's window join: both sides' rows of one window and key, joined when the
+/// watermark passes the window's end.
+#[derive(Clone)]
+struct WindowJoin {
+    spec: Arc<JoinSpec>,
+    /// index of `window_end` in the key
+    end_key: usize,
+    state: Sides<Vec<Vec<Value>>>,
+}
+
+impl WindowJoin {
+    fn on_row(&mut self, left: bool, r: JoinRow, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>) {
+        let Some((ls, rs)) = self.state.clone() else { return };
+        let Value::Int(end) = r.key.0[self.end_key] else { return };
+        if end - 1 <= ctx.current_watermark() {
+            return; // late: the window has been joined
+        }
+        let st = if left { ls } else { rs };
+        let mut rows = st.value(ctx).unwrap_or_default();
+        rows.push(r.row);
+        st.update(ctx, rows);
+        ctx.register_event_time_timer(end - 1);
+    }
+}
+
+impl KeyedCoProcessFunction<GroupKey, JoinRow, JoinRow, ChangeBatch> for WindowJoin {
+    fn open(&mut self, ctx: &mut OpenContext<'_, GroupKey>) -> Result<(), JobError> {
+        self.state = Some((ctx.value_state("left")?, ctx.value_state("right")?));
+        Ok(())
+    }
+    fn process1(&mut self, r: JoinRow, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>) {
+        self.on_row(true, r, ctx)
+    }
+    fn process2(&mut self, r: JoinRow, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>) {
+        self.on_row(false, r, ctx)
+    }
+    fn on_timer(&mut self, time: Timestamp, domain: TimeDomain, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>) {
+        if domain != TimeDomain::EventTime {
+            return;
+        }
+        let Some((ls, rs)) = self.state.clone() else { return };
+        let spec = self.spec.clone();
+        let lrows = ls.value(ctx).unwrap_or_default();
+        let rrows = rs.value(ctx).unwrap_or_default();
+        ls.clear(ctx);
+        rs.clear(ctx);
+        let mut out = Vec::new();
+        let mut rmatched = vec![false; rrows.len()];
+        for l in &lrows {
+            let m = spec.matches(true, l, rrows.iter().map(Vec::as_slice)).unwrap_or_else(|e| fail(&spec.name, e));
+            if m.is_empty() && spec.left_outer {
+                out.push((RowKind::Insert, spec.padded(true, l)));
+            }
+            for (i, p) in m {
+                rmatched[i] = true;
+                out.push((RowKind::Insert, p));
+            }
+        }
+        if spec.right_outer {
+            for (r, m) in rrows.iter().zip(rmatched) {
+                if !m {
+                    out.push((RowKind::Insert, spec.padded(false, r)));
+                }
+            }
+        }
+        spec.emit(out, ctx, Some(time));
+    }
+}
+
+// ---------------------------------------------------------------- planning
+
+/// Milliseconds of an interval literal (fixed-length intervals only).
+fn interval_ms(e: &Expr) -> Option<i64> {
+    match unalias(e) {
+        Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => Some(v.days as i64 * 86_400_000 + v.nanoseconds / 1_000_000),
+        Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => Some(v.days as i64 * 86_400_000 + v.milliseconds as i64),
+        _ => None,
+    }
+}
+
+/// `col`, `col + interval` or `col - interval`: the column and the offset in ms.
+fn time_term(e: &Expr) -> Option<(&datafusion::common::Column, i64)> {
+    match unalias(e) {
+        Expr::Column(c) => Some((c, 0)),
+        Expr::BinaryExpr(BinaryExpr { left, op: op @ (Operator::Plus | Operator::Minus), right }) => {
+            let (c, o) = time_term(left)?;
+            let ms = interval_ms(right)?;
+            Some((c, if *op == Operator::Plus { o + ms } else { o - ms }))
+        }
+        _ => None,
+    }
+}
+
+/// The rowtime bounds in a join's non-equi condition, as column pairs of the two
+/// inputs (indexes into the left and right schemas); both bounds must be found.
+fn find_bounds(j: &Join) -> Option<Bounds> {
+    let (ls, rs) = (j.left.schema(), j.right.schema());
+    let mut pair: Option<(usize, usize)> = None;
+    let (mut lower, mut upper) = (None::<i64>, None::<i64>);
+    for c in split_conjunction(j.filter.as_ref()?) {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = unalias(c) else { continue };
+        let (Some((a, ao)), Some((b, bo))) = (time_term(left), time_term(right)) else { continue };
+        // `a + ao  op  b + bo`, with a of the left input and b of the right one
+        let (la, rb, op) = match (ls.index_of_column(a), rs.index_of_column(b), ls.index_of_column(b), rs.index_of_column(a)) {
+            (Ok(l), Ok(r), _, _) => ((l, ao), (r, bo), *op),
+            (_, _, Ok(l), Ok(r)) => ((l, bo), (r, ao), op.swap()?),
+            _ => continue,
+        };
+        if *pair.get_or_insert((la.0, rb.0)) != (la.0, rb.0) {
+            continue;
+        }
+        // l - r  op  bo - ao
+        let c = rb.1 - la.1;
+        match op {
+            Operator::GtEq => lower = Some(lower.map_or(c, |x| x.max(c))),
+            Operator::Gt => lower = Some(lower.map_or(c + 1, |x| x.max(c + 1))),
+            Operator::LtEq => upper = Some(upper.map_or(c, |x| x.min(c))),
+            Operator::Lt => upper = Some(upper.map_or(c - 1, |x| x.min(c - 1))),
+            _ => {}
+        }
+    }
+    let (left_time, right_time) = pair?;
+    Some(Bounds { left_time, right_time, lower: lower?, upper: upper? })
+}
+
+/// Whether a join input value type is supported in join state.
+fn supported(dt: &DataType) -> bool {
+    use DataType::*;
+    matches!(dt, Null | Boolean | Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float32 | Float64 | Utf8 | LargeUtf8 | Utf8View | Decimal128(..) | Timestamp(..) | Date32 | Date64)
+}
+
+fn join_type_name(t: JoinType) -> &'static str {
+    match t {
+        JoinType::Inner => "InnerJoin",
+        JoinType::Left => "LeftOuterJoin",
+        JoinType::Right => "RightOuterJoin",
+        _ => "FullOuterJoin",
+    }
+}
+
+enum Kind {
+    Regular,
+    Interval(Bounds),
+    Window { end_key: usize },
+}
+
+impl Lower<'_, '_> {
+    pub(super) fn join(&mut self, j: &Join) -> Result<Lowered, String> {
+        if !matches!(j.join_type, JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full) {
+            return Err(format!("{} joins (from IN / EXISTS subqueries) are not supported yet", j.join_type));
+        }
+        if j.on.is_empty() {
+            return Err(format!(
+                "a join needs an equality condition between its two inputs (ON a.k = b.k): joins without one (cross joins, only non-equi conditions{}) are not supported",
+                j.filter.as_ref().map(|f| format!(" such as {f}")).unwrap_or_default()
+            ));
+        }
+        for (side, p) in [("left", &j.left), ("right", &j.right)] {
+            if let Some(f) = p.schema().fields().iter().find(|f| !supported(f.data_type())) {
+                return Err(format!("joins over columns of type {} ('{}' of the {side} input) are not supported yet", f.data_type(), f.name()));
+            }
+        }
+        let l = self.lower(&j.left)?;
+        let r = self.lower(&j.right)?;
+        let lkeys: Vec<Expr> = j.on.iter().map(|(a, _)| a.clone()).collect();
+        let rkeys: Vec<Expr> = j.on.iter().map(|(_, b)| b.clone()).collect();
+        let kind = self.join_kind(j, &l, &r)?;
+        let filter = j.filter.as_ref().map(|f| phys_exprs(std::slice::from_ref(f), &j.schema)).transpose()?.map(|mut v| v.remove(0));
+        let what = match kind {
+            Kind::Regular => "Join",
+            Kind::Interval(_) => "IntervalJoin",
+            Kind::Window { .. } => "WindowJoin",
+        };
+        let desc = format!(
+            "{what}(joinType=[{}], where=[{}{}])",
+            join_type_name(j.join_type),
+            j.on.iter().map(|(a, b)| format!("{a} = {b}")).collect::<Vec<_>>().join(" AND "),
+            j.filter.as_ref().map(|f| format!(" AND {f}")).unwrap_or_default()
+        );
+        if !matches!(kind, Kind::Regular) {
+            for (side, s) in [("left", &l), ("right", &r)] {
+                if let Some(op) = &s.updating {
+                    return Err(format!("{what}: the {side} input is updating ({op}); interval and window joins need append-only inputs"));
+                }
+            }
+        }
+        let (left_outer, right_outer) = match j.join_type {
+            JoinType::Left => (true, false),
+            JoinType::Right => (false, true),
+            JoinType::Full => (true, true),
+            _ => (false, false),
+        };
+        let null_keys_match = j.null_equality == NullEquality::NullEqualsNull;
+        let spec = Arc::new(JoinSpec {
+            name: desc.clone(),
+            schema: nullable(j.schema.as_arrow()),
+            left_width: j.left.schema().fields().len(),
+            left_outer,
+            right_outer,
+            null_keys_match,
+            filter,
+        });
+        let mut sides = Vec::new();
+        for (side, s, keys, plan, outer) in [("left", l.stream, lkeys, &j.left, left_outer), ("right", r.stream, rkeys, &j.right, right_outer)] {
+            let f = SideRows { name: format!("{desc}: {side} keys"), keys: phys_exprs(&keys, plan.schema())?, drop_null_keys: !outer && !null_keys_match };
+            let uid = self.uid("join-keys", &format!("{side} {desc}"));
+            let name = f.name.clone();
+            let keyed = self.par(s.flat_map(move |b, out| f.run(b, out)).uid(&uid).name(&name));
+            sides.push(keyed.key_by(|r: &JoinRow| r.key.clone()));
+        }
+        let connected = sides[0].connect(&sides[1]);
+        let (out, updating, uid_kind) = match kind {
+            Kind::Regular => {
+                let ttl = match self.c.job.settings.get(STATE_TTL) {
+                    Some(v) => Some(parse_duration(v).map_err(|m| format!("'{STATE_TTL}': {m}"))?).filter(|d| !d.is_zero()),
+                    None => None,
+                };
+                let updating = (left_outer || right_outer || l.updating.is_some() || r.updating.is_some()).then(|| desc.clone());
+                (connected.process(RegularJoin { spec, ttl, state: None }), updating, "join")
+            }
+            Kind::Interval(bounds) => (connected.process(IntervalJoin { spec, bounds, state: None }), None, "interval-join"),
+            Kind::Window { end_key } => (connected.process(WindowJoin { spec, end_key, state: None }), None, "window-join"),
+        };
+        let uid = self.uid(uid_kind, &desc);
+        let out = self.par(out.uid(&uid).name(&desc));
+        Ok(Lowered { stream: out, updating, win: vec![None; j.schema.fields().len()] })
+    }
+
+    fn join_kind(&self, j: &Join, l: &Lowered, r: &Lowered) -> Result<Kind, String> {
+        // window join: window_start = window_start and window_end = window_end
+        let win_of = |e: &Expr, plan: &LogicalPlan, low: &Lowered| match unalias(e) {
+            Expr::Column(c) => plan.schema().index_of_column(c).ok().and_then(|i| low.win.get(i).copied().flatten()),
+            _ => None,
+        };
+        let mut start = false;
+        let mut end_key = None;
+        for (i, (a, b)) in j.on.iter().enumerate() {
+            match (win_of(a, &j.left, l), win_of(b, &j.right, r)) {
+                (Some(WinCol::Start), Some(WinCol::Start)) => start = true,
+                (Some(WinCol::End), Some(WinCol::End)) => end_key = Some(i),
+                (None, None) => {}
+                _ => return Err(format!("a window join must join window_start with window_start and window_end with window_end, not {a} = {b}")),
+            }
+        }
+        match (start, end_key) {
+            (true, Some(end_key)) => return Ok(Kind::Window { end_key }),
+            (false, None) => {}
+            _ => return Err("a window join must join on both window_start and window_end of the two inputs".into()),
+        }
+        if let Some(b) = find_bounds(j)
+            && self.is_rowtime(&j.left, b.left_time)
+            && self.is_rowtime(&j.right, b.right_time)
+        {
+            for (side, plan, i) in [("left", &j.left, b.left_time), ("right", &j.right, b.right_time)] {
+                let f = plan.schema().field(i);
+                if !matches!(f.data_type(), DataType::Timestamp(TimeUnit::Millisecond, _)) {
+                    return Err(format!("interval join: the {side} time attribute '{}' has type {}; TIMESTAMP(3) is supported", f.name(), f.data_type()));
+                }
+            }
+            if b.lower > b.upper {
+                return Err(format!("interval join: the time bounds are empty (lower {} ms > upper {} ms)", b.lower, b.upper));
+            }
+            return Ok(Kind::Interval(b));
+        }
+        Ok(Kind::Regular)
+    }
+
+    /// Whether column `i` of `plan` is a rowtime attribute (a table's WATERMARK
+    /// column, or the `window_time` of a window TVF), traced through projections,
+    /// filters and aliases.
+    fn is_rowtime(&self, plan: &LogicalPlan, i: usize) -> bool {
+        match plan {
+            LogicalPlan::Projection(p) => match p.expr.get(i).map(unalias) {
+                Some(Expr::Column(c)) => p.input.schema().index_of_column(c).is_ok_and(|k| self.is_rowtime(&p.input, k)),
+                _ => false,
+            },
+            LogicalPlan::Filter(f) => self.is_rowtime(&f.input, i),
+            LogicalPlan::SubqueryAlias(a) => self.is_rowtime(&a.input, i),
+            LogicalPlan::TableScan(s) => {
+                let Some(idx) = s.projection.as_ref().map_or(Some(i), |p| p.get(i).copied()) else { return false };
+                self.entry_rowtime(s.table_name.table(), idx)
+            }
+            _ => false,
+        }
+    }
+
+    pub(super) fn entry_rowtime(&self, name: &str, i: usize) -> bool {
+        match self.c.catalog.get(name) {
+            Some(Entry::Table(t)) => t.watermark.as_ref().is_some_and(|w| w.0 == i),
+            Some(Entry::View(v)) => self.is_rowtime(v, i),
+            Some(Entry::Window(call)) => {
+                let n = self.c.entry_schema(&call.table).map_or(0, |s| s.fields().len());
+                if i < n { self.entry_rowtime(&call.table, i) } else { i == n + 2 }
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{Field, Schema};
+    use datafusion::physical_expr::expressions::{BinaryExpr as PBinary, Column as PColumn};
+
+    /// A join of (k, x) with (k, y), all BIGINT; `x_gt_y`: the extra condition `x > y`.
+    fn spec(t: JoinType, x_gt_y: bool) -> JoinSpec {
+        let f = |n: &str| Field::new(n, DataType::Int64, true);
+        let filter = x_gt_y.then(|| Arc::new(PBinary::new(Arc::new(PColumn::new("x", 1)), Operator::Gt, Arc::new(PColumn::new("y", 3)))) as Arc<dyn PhysicalExpr>);
+        JoinSpec {
+            name: "test".into(),
+            schema: Arc::new(Schema::new(vec![f("k"), f("x"), f("k2"), f("y")])),
+            left_width: 2,
+            left_outer: matches!(t, JoinType::Left | JoinType::Full),
+            right_outer: matches!(t, JoinType::Right | JoinType::Full),
+            null_keys_match: false,
+            filter,
+        }
+    }
+
+    /// Feeds `(left?, kind, value)` rows of key 1 through `regular_step`: the changelog.
+    fn run(spec: &JoinSpec, rows: &[(bool, RowKind, i64)]) -> Vec<String> {
+        let (mut l, mut r) = (Vec::new(), Vec::new());
+        let mut log = Vec::new();
+        for (left, kind, v) in rows {
+            let row = JoinRow { key: GroupKey(vec![Value::Int(1)]), kind: *kind, row: vec![Value::Int(1), Value::Int(*v)] };
+            let (mine, other) = if *left { (&mut l, &mut r) } else { (&mut r, &mut l) };
+            let (out, _) = regular_step(spec, *left, &row, mine, other).unwrap();
+            for (k, vals) in out {
+                let s: Vec<String> = vals.iter().map(|v| match v {
+                    Value::Int(i) => i.to_string(),
+                    _ => "N".into(),
+                }).collect();
+                log.push(format!("{}[{}]", k.short(), s.join(",")));
+            }
+        }
+        log
+    }
+
+    use RowKind::{Delete as D, Insert as I, UpdateAfter as UA, UpdateBefore as UB};
+
+    #[test]
+    fn inner_join_keeps_the_input_kind() {
+        let s = spec(JoinType::Inner, false);
+        assert_eq!(run(&s, &[(true, I, 5), (false, I, 7), (true, UB, 5), (true, UA, 6), (false, D, 7)]), vec!["+I[1,5,1,7]", "-U[1,5,1,7]", "+U[1,6,1,7]", "-D[1,6,1,7]"]);
+    }
+
+    #[test]
+    fn left_join_retracts_and_restores_the_padded_row() {
+        let s = spec(JoinType::Left, false);
+        assert_eq!(
+            run(&s, &[(true, I, 5), (false, I, 7), (false, I, 8), (false, D, 7), (false, D, 8), (true, D, 5)]),
+            vec!["+I[1,5,N,N]", "-D[1,5,N,N]", "+I[1,5,1,7]", "+I[1,5,1,8]", "-D[1,5,1,7]", "-D[1,5,1,8]", "+I[1,5,N,N]", "-D[1,5,N,N]"]
+        );
+    }
+
+    #[test]
+    fn right_side_first_then_left_outer_row_matches_at_once() {
+        let s = spec(JoinType::Left, false);
+        assert_eq!(run(&s, &[(false, I, 7), (true, I, 5), (true, UB, 5), (true, UA, 6)]), vec!["+I[1,5,1,7]", "-D[1,5,1,7]", "+I[1,6,1,7]"]);
+    }
+
+    #[test]
+    fn full_join_pads_both_sides_with_duplicates() {
+        let s = spec(JoinType::Full, false);
+        assert_eq!(
+            run(&s, &[(true, I, 5), (true, I, 5), (false, I, 7), (true, D, 5), (true, D, 5)]),
+            vec!["+I[1,5,N,N]", "+I[1,5,N,N]", "-D[1,5,N,N]", "-D[1,5,N,N]", "+I[1,5,1,7]", "+I[1,5,1,7]", "-D[1,5,1,7]", "-D[1,5,1,7]", "+I[N,N,1,7]"]
+        );
+    }
+
+    #[test]
+    fn the_extra_condition_decides_what_matches() {
+        let s = spec(JoinType::Right, true);
+        // y = 7 matches x = 9 but not x = 5
+        assert_eq!(run(&s, &[(false, I, 7), (true, I, 5), (true, I, 9), (true, D, 9)]), vec!["+I[N,N,1,7]", "-D[N,N,1,7]", "+I[1,9,1,7]", "-D[1,9,1,7]", "+I[N,N,1,7]"]);
+    }
+
+    /// The kind of join operator `query` is planned to (`join`, `interval-join`, `window-join`).
+    fn planned(query: &str) -> String {
+        let tables = "CREATE TABLE a (k BIGINT, x BIGINT, ts TIMESTAMP(3), t TIMESTAMP(3), WATERMARK FOR ts AS ts) WITH ('connector' = 'datagen');
+            CREATE TABLE b (k BIGINT, y BIGINT, ts TIMESTAMP(3), t TIMESTAMP(3), WATERMARK FOR ts AS ts) WITH ('connector' = 'datagen');
+            CREATE TABLE o (x BIGINT, y BIGINT) WITH ('connector' = 'blackhole');";
+        let env = weir::StreamEnv::new(weir::JobConfig::default());
+        let job = crate::compile(&format!("{tables}\nINSERT INTO o {query};"), &env, &Default::default()).unwrap_or_else(|e| panic!("{query}: {e}"));
+        let uids = &job.inserts[0].uids;
+        ["interval-join", "window-join", "join"].iter().find(|k| uids.iter().any(|u| u.starts_with(&format!("sql-{k}-")))).map_or("none".into(), |k| k.to_string())
+    }
+
+    #[test]
+    fn the_condition_decides_the_kind_of_join() {
+        let sel = "SELECT a.x, b.y FROM";
+        assert_eq!(planned(&format!("{sel} a JOIN b ON a.k = b.k")), "join");
+        assert_eq!(planned(&format!("{sel} a, b WHERE a.k = b.k AND a.ts BETWEEN b.ts - INTERVAL '1' HOUR AND b.ts")), "interval-join");
+        assert_eq!(planned(&format!("{sel} a JOIN b ON a.k = b.k AND a.ts > b.ts - INTERVAL '1' MINUTE AND a.ts < b.ts + INTERVAL '1' MINUTE")), "interval-join");
+        assert_eq!(planned(&format!("{sel} a JOIN b ON a.k = b.k AND b.ts >= a.ts AND b.ts <= a.ts + INTERVAL '10' SECOND")), "interval-join");
+        // one bound only, or bounds on columns that are not time attributes: a regular join
+        assert_eq!(planned(&format!("{sel} a JOIN b ON a.k = b.k AND a.ts >= b.ts")), "join");
+        assert_eq!(planned(&format!("{sel} a JOIN b ON a.k = b.k AND a.t BETWEEN b.t - INTERVAL '1' HOUR AND b.t")), "join");
+        assert_eq!(planned(&format!("{sel} a JOIN b ON a.k = b.k AND a.ts BETWEEN b.t - INTERVAL '1' HOUR AND b.t")), "join");
+        let w = |t: &str| format!("(SELECT * FROM TABLE(TUMBLE(TABLE {t}, DESCRIPTOR(ts), INTERVAL '1' MINUTE)))");
+        let (l, r) = (w("a"), w("b"));
+        assert_eq!(planned(&format!("SELECT L.x, R.y FROM {l} L JOIN {r} R ON L.window_start = R.window_start AND L.window_end = R.window_end AND L.k = R.k")), "window-join");
+        assert_eq!(planned(&format!("SELECT L.x, R.y FROM {l} L JOIN {r} R ON L.k = R.k")), "join");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1 h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("10 s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("5 min").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1500").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("1 fortnight").unwrap_err().contains("unknown time unit"));
+        assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
+    }
+}
