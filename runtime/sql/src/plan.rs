@@ -107,7 +107,14 @@ struct Compiler<'a> {
 fn df_err(e: impl std::fmt::Display) -> String {
     let s = e.to_string();
     // DataFusion prefixes: keep the message
-    s.trim_start_matches("Error during planning: ").trim_start_matches("SQL error: ").to_string()
+    let m = s.trim_start_matches("Error during planning: ").trim_start_matches("SQL error: ");
+    // a function neither DataFusion nor Weir has (a Flink built-in such as DATE_FORMAT)
+    if let Some(rest) = m.strip_prefix("Invalid function '")
+        && let Some((name, _)) = rest.split_once('\'')
+    {
+        return format!("function {} is not supported yet", name.to_ascii_uppercase());
+    }
+    m.to_string()
 }
 
 impl<'a> Compiler<'a> {
@@ -170,6 +177,7 @@ impl<'a> Compiler<'a> {
             ["INSERT", ..] => self.insert(p),
             _ if self.in_set => Err(self.err(p.start, "only INSERT INTO statements may be in a statement set")),
             ["SELECT", ..] | ["WITH", ..] => Err(self.err(p.start, "a query needs a sink here: write INSERT INTO <table> SELECT ...")),
+            ["CREATE", what, ..] => Err(self.err(p.start, format!("CREATE {what} statements are not supported yet"))),
             [first, ..] => Err(self.err(p.start, format!("{first} statements are not supported yet"))),
             [] => Ok(()),
         }
@@ -224,6 +232,13 @@ impl<'a> Compiler<'a> {
         let state = self.ctx.state();
         let plan = futures::executor::block_on(state.statement_to_plan(DFStatement::Statement(Box::new(stmt)))).map_err(df_err)?;
         state.optimize(&plan).map_err(df_err)
+    }
+
+    /// A view's query: its columns named as Flink names them (see [`field_access_names`]).
+    fn plan_view(&self, stmt: Statement) -> Result<LogicalPlan, String> {
+        let state = self.ctx.state();
+        let plan = futures::executor::block_on(state.statement_to_plan(DFStatement::Statement(Box::new(stmt)))).map_err(df_err)?;
+        state.optimize(&field_access_names(plan)?).map_err(df_err)
     }
 
     fn register(&self, name: &str, schema: SchemaRef) -> Result<(), String> {
@@ -325,6 +340,9 @@ impl<'a> Compiler<'a> {
     /// Masked text of the statement with window TVFs replaced by placeholder tables.
     fn prepare_query_text(&mut self, p: &Piece) -> Result<String, SqlError> {
         let mut text = script::masked(self.script, p.start, p.end);
+        if let Some(at) = script::find_word(&text, "SYSTEM_TIME") {
+            return Err(self.err(at, "FOR SYSTEM_TIME AS OF (temporal and lookup joins) is not supported yet"));
+        }
         let calls = script::rewrite_window_tvfs(self.script, &mut text, &mut self.next_window)?;
         for call in calls {
             let base = self.entry_schema(&call.table).ok_or_else(|| SqlError { pos: call.pos, statement: None, message: format!("unknown table '{}'", call.table) })?;
@@ -355,7 +373,7 @@ impl<'a> Compiler<'a> {
         let Statement::CreateView(cv) = self.parse_one(p, &text)? else { return Err(self.err(p.start, "expected CREATE VIEW")) };
         let name = cv.name.to_string().trim_matches('`').trim_matches('"').to_string();
         self.check_new(&name, p.start)?;
-        let plan = self.plan_statement(Statement::Query(cv.query)).map_err(|m| self.err(p.start, m))?;
+        let plan = self.plan_view(Statement::Query(cv.query)).map_err(|m| self.err(p.start, m))?;
         self.register(&name, nullable(plan.schema().as_arrow())).map_err(|m| self.err(p.start, m))?;
         self.catalog.insert(name, Entry::View(plan));
         Ok(())
@@ -410,6 +428,35 @@ impl<'a> Compiler<'a> {
         self.job.inserts.push(InsertPlan { sink, plan: plan.display_indent().to_string(), updating, uids });
         Ok(())
     }
+}
+
+/// Flink names the column of a nested field access `row.field` after the field
+/// (DataFusion: `table.row[field]`): the unnamed field accesses of a view's top
+/// projection are named so (unless the name is taken).
+fn field_access_names(plan: LogicalPlan) -> Result<LogicalPlan, String> {
+    let LogicalPlan::Projection(pr) = &plan else { return Ok(plan) };
+    let mut names: HashSet<String> = pr.schema.fields().iter().map(|f| f.name().clone()).collect();
+    let mut changed = false;
+    let exprs: Vec<Expr> = pr
+        .expr
+        .iter()
+        .enumerate()
+        .map(|(i, e)| match unalias(e) {
+            // unnamed: its name is still DataFusion's (the optimizer may have aliased it so)
+            Expr::ScalarFunction(f) if f.func.name() == "get_field" && *pr.schema.field(i).name() == unalias(e).schema_name().to_string() => match f.args.last() {
+                Some(Expr::Literal(datafusion::common::ScalarValue::Utf8(Some(n)), _)) if names.insert(n.clone()) => {
+                    changed = true;
+                    unalias(e).clone().alias(n.clone())
+                }
+                _ => e.clone(),
+            },
+            _ => e.clone(),
+        })
+        .collect();
+    if !changed {
+        return Ok(plan);
+    }
+    datafusion::logical_expr::Projection::try_new(exprs, pr.input.clone()).map(LogicalPlan::Projection).map_err(df_err)
 }
 
 /// Physical expressions of `exprs` over `schema`.
