@@ -340,8 +340,8 @@ impl<'a> Compiler<'a> {
     /// Masked text of the statement with window TVFs replaced by placeholder tables.
     fn prepare_query_text(&mut self, p: &Piece) -> Result<String, SqlError> {
         let mut text = script::masked(self.script, p.start, p.end);
-        if let Some(at) = script::find_word(&text, "SYSTEM_TIME") {
-            return Err(self.err(at, "FOR SYSTEM_TIME AS OF (temporal and lookup joins) is not supported yet"));
+        if let Some((at, m)) = script::unsupported_flink(&text) {
+            return Err(self.err(at, m));
         }
         let calls = script::rewrite_window_tvfs(self.script, &mut text, &mut self.next_window)?;
         for call in calls {

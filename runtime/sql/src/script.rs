@@ -425,6 +425,17 @@ pub fn find_word(text: &str, word: &str) -> Option<usize> {
     found
 }
 
+/// Flink SQL that our parser or DataFusion would take differently (an error that
+/// does not say why, or a silently different result): where, and the error.
+pub fn unsupported_flink(text: &str) -> Option<(usize, &'static str)> {
+    const WORDS: &[(&str, &str)] = &[
+        ("SYSTEM_TIME", "FOR SYSTEM_TIME AS OF (temporal and lookup joins) is not supported yet"),
+        // DataFusion's DATE_FORMAT is TO_CHAR, with chrono's patterns: 'yyyy-MM-dd' would come out as is
+        ("DATE_FORMAT", "function DATE_FORMAT (with Java date patterns) is not supported yet"),
+    ];
+    WORDS.iter().filter_map(|(w, m)| find_word(text, w).map(|at| (at, *m))).min_by_key(|(at, _)| *at)
+}
+
 /// A windowing table-valued function call found in a query.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WindowCall {
@@ -569,6 +580,13 @@ mod tests {
         let s = "SET 'a' = 'x;y';\n-- c; d\nSELECT 1; /* ; */ SELECT ';';  ;";
         let p: Vec<&str> = split(s).iter().map(|p| p.text(s)).collect();
         assert_eq!(p, vec!["SET 'a' = 'x;y'", "SELECT 1", "SELECT ';'"]);
+    }
+
+    #[test]
+    fn flink_only_syntax_is_named() {
+        let q = "SELECT DATE_FORMAT(t, 'yyyy') FROM x JOIN y FOR SYSTEM_TIME AS OF x.p";
+        assert_eq!(unsupported_flink(q), Some((7, "function DATE_FORMAT (with Java date patterns) is not supported yet")));
+        assert_eq!(unsupported_flink("SELECT 'DATE_FORMAT' AS date_format_x FROM t"), None);
     }
 
     #[test]
