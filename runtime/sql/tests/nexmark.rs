@@ -162,3 +162,73 @@ fn sql_queries_give_the_builtin_rows() {
     }
     assert!(compared.len() >= 3, "compared only {compared:?}");
 }
+
+/// Throughput of the SQL queries and the built-in jobs on the same events (blackhole
+/// sinks): `cargo test -p weir-sql --test nexmark throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn throughput() {
+    let events: u64 = std::env::var("NEXMARK_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    for q in ["q0", "q1", "q2"] {
+        let env = weir::StreamEnv::new(weir::JobConfig { parallelism: 1, ..Default::default() });
+        let job = weir::jobs::find(&format!("nexmark-{q}")).unwrap();
+        (job.build)(&env, &JobParams { events: Some(events), ..Default::default() }).unwrap();
+        let t = std::time::Instant::now();
+        env.execute().unwrap();
+        let builtin = t.elapsed();
+        let env = weir::StreamEnv::new(weir::JobConfig { parallelism: 1, ..Default::default() });
+        let script = nexmark_script(q, &NexmarkSettings { events: Some(events), ..Default::default() }).unwrap();
+        weir_sql::compile(&script, &env, &CompileOptions::default()).unwrap();
+        let t = std::time::Instant::now();
+        env.execute().unwrap();
+        let sql = t.elapsed();
+        let rate = |d: std::time::Duration| events as f64 / d.as_secs_f64() / 1e6;
+        eprintln!("{q}: built-in {builtin:.2?} ({:.2} M events/s), SQL {sql:.2?} ({:.2} M events/s)", rate(builtin), rate(sql));
+    }
+}
+
+/// The SQL nexmark source checkpoints its position like the built-in source: q2 run at
+/// parallelism 2 (rate-limited), stopped with a savepoint, resumed at parallelism 3,
+/// writes exactly the built-in job's rows (exactly-once file sink).
+#[test]
+fn stop_with_savepoint_and_resume_at_another_parallelism() {
+    use weir::checkpoint::coordinator::{self, CheckpointSettings, StopHandle};
+    const N: u64 = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, out) = (dir.path().join("ckpt"), dir.path().join("out"));
+    let script = |rate: Option<u64>| {
+        let s = nexmark_script("q2", &NexmarkSettings { events: Some(N), rate, ..Default::default() }).unwrap();
+        s.replace("'connector' = 'blackhole'", &format!("'connector' = 'filesystem', 'path' = '{}/', 'format' = 'json'", out.display()))
+    };
+    let mut settings = CheckpointSettings::new(ckpt.to_string_lossy().to_string());
+    settings.interval = std::time::Duration::from_millis(50);
+
+    let env = weir::StreamEnv::new(weir::JobConfig { parallelism: 2, ..Default::default() });
+    weir_sql::compile(&script(Some(100_000)), &env, &CompileOptions::default()).unwrap();
+    let stop = StopHandle::default();
+    let s2 = stop.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        s2.stop_with_savepoint();
+    });
+    let report = coordinator::run(&env, &settings, &stop, |_| {}).unwrap();
+    t.join().unwrap();
+    let sp = report.savepoint.expect("stopped with a savepoint");
+    let partial = weir::connector::files::read_committed(&out).unwrap().len();
+
+    let env = weir::StreamEnv::new(weir::JobConfig { parallelism: 3, ..Default::default() });
+    weir_sql::compile(&script(None), &env, &CompileOptions::default()).unwrap();
+    settings.restore_from = Some(sp.url.clone());
+    coordinator::run(&env, &settings, &StopHandle::default(), |_| {}).unwrap();
+    let got = normalize(weir::connector::files::read_committed(&out).unwrap());
+
+    let want = {
+        let env = weir::StreamEnv::new(weir::JobConfig { parallelism: 1, ..Default::default() });
+        let p = JobParams { events: Some(N), output: Some(dir.path().join("builtin.jsonl")), ..Default::default() };
+        (weir::jobs::find("nexmark-q2").unwrap().build)(&env, &p).unwrap();
+        env.execute().unwrap();
+        normalize(std::fs::read_to_string(dir.path().join("builtin.jsonl")).unwrap().lines().map(str::to_string).collect())
+    };
+    assert!(partial > 0 && partial < want.len(), "stopped in the middle ({partial} of {} rows)", want.len());
+    assert!(got == want, "after the restore: {}", diff(&want, &got));
+}
