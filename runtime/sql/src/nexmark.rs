@@ -16,8 +16,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int32Array, Int64Builder, RecordBatch, StringBuilder, StructArray, TimestampMillisecondBuilder};
-use arrow::buffer::NullBuffer;
+use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, StructArray, TimestampMillisecondArray};
+use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Fields, SchemaRef, TimeUnit};
 use weir::checkpoint::restore::Redistribution;
 use weir::connector::sequence::{Pacer, SequenceSplits};
@@ -275,14 +275,16 @@ struct NexmarkSource {
 impl NexmarkSource {
     fn batch(&self) -> Result<RecordBatch, ConnectorError> {
         let ev = &self.events;
+        let kinds: Vec<u8> = ev.iter().map(event_type).collect();
         let arrays: Vec<ArrayRef> = self
             .columns
             .iter()
             .map(|c| match c {
-                Column::EventType => Arc::new(Int32Array::from_iter_values(ev.iter().map(|e| event_type(e) as i32))) as ArrayRef,
+                Column::EventType => Arc::new(Int32Array::from_iter_values(kinds.iter().map(|k| *k as i32))) as ArrayRef,
                 Column::Row { kind, fields, getters } => {
-                    let children: Vec<ArrayRef> = getters.iter().map(|g| child(*g, ev)).collect();
-                    let nulls = NullBuffer::from_iter(ev.iter().map(|e| event_type(e) == *kind));
+                    let rows: Vec<usize> = (0..ev.len()).filter(|&i| kinds[i] == *kind).collect();
+                    let nulls = NullBuffer::from_iter(kinds.iter().map(|k| k == kind));
+                    let children: Vec<ArrayRef> = getters.iter().map(|g| child(*g, ev, &rows, &nulls)).collect();
                     Arc::new(StructArray::new(fields.clone(), children, Some(nulls))) as ArrayRef
                 }
             })
@@ -291,23 +293,35 @@ impl NexmarkSource {
     }
 }
 
-/// The values of one nested field (NULL for events of another kind).
-fn child(g: Getter, ev: &[Event]) -> ArrayRef {
+/// The values of one nested field: those of the events at `rows` (the events of the
+/// field's kind), NULL (`nulls`) elsewhere. Only `rows` are visited one by one; the
+/// other slots are zeroed in bulk.
+fn child(g: Getter, ev: &[Event], rows: &[usize], nulls: &NullBuffer) -> ArrayRef {
+    let n = ev.len();
+    let longs = |f: fn(&Event) -> Option<i64>| {
+        let mut v = vec![0i64; n];
+        for &i in rows {
+            v[i] = f(&ev[i]).unwrap_or_default();
+        }
+        v
+    };
     match g {
-        Getter::Long(f) => {
-            let mut b = Int64Builder::with_capacity(ev.len());
-            ev.iter().for_each(|e| b.append_option(f(e)));
-            Arc::new(b.finish())
-        }
-        Getter::Time(f) => {
-            let mut b = TimestampMillisecondBuilder::with_capacity(ev.len());
-            ev.iter().for_each(|e| b.append_option(f(e)));
-            Arc::new(b.finish())
-        }
+        Getter::Long(f) => Arc::new(Int64Array::new(longs(f).into(), Some(nulls.clone()))),
+        Getter::Time(f) => Arc::new(TimestampMillisecondArray::new(longs(f).into(), Some(nulls.clone()))),
         Getter::Text(f) => {
-            let mut b = StringBuilder::with_capacity(ev.len(), ev.len() * 16);
-            ev.iter().for_each(|e| b.append_option(f(e)));
-            Arc::new(b.finish())
+            let mut offsets: Vec<i32> = Vec::with_capacity(n + 1);
+            let mut values: Vec<u8> = Vec::with_capacity(rows.len() * 32);
+            offsets.push(0);
+            let mut next = rows.iter().copied().peekable();
+            for (i, e) in ev.iter().enumerate() {
+                if next.peek() == Some(&i) {
+                    next.next();
+                    values.extend_from_slice(f(e).unwrap_or_default().as_bytes());
+                }
+                offsets.push(values.len() as i32);
+            }
+            // the values are whole &str, so the offsets are at character boundaries
+            Arc::new(StringArray::new(OffsetBuffer::new(offsets.into()), values.into(), Some(nulls.clone())))
         }
     }
 }

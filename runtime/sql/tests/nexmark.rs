@@ -169,6 +169,24 @@ fn sql_queries_give_the_builtin_rows() {
 #[ignore]
 fn throughput() {
     let events: u64 = std::env::var("NEXMARK_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    {
+        // the source alone: the generator, and the generator made into Arrow batches
+        let c = weir_nexmark::generator::GeneratorConfig::default();
+        let t = std::time::Instant::now();
+        let n = (0..events).map(|i| weir_nexmark::generator::event(&c, i).timestamp()).fold(0i64, i64::wrapping_add);
+        let gen_time = t.elapsed();
+        let script = weir_sql::NEXMARK_DDL.replace("${TPS}", "10000").replace("${EVENTS_NUM}", &events.to_string()).replace("${RATE}", "0");
+        let script = script.replace("${PERSON_PROPORTION}", "1").replace("${AUCTION_PROPORTION}", "3").replace("${BID_PROPORTION}", "46");
+        let schema = {
+            let env = weir::StreamEnv::new(weir::JobConfig { parallelism: 1, ..Default::default() });
+            let ddl_only = format!("{script}\nCREATE TABLE o (e INT) WITH ('connector' = 'blackhole'); INSERT INTO o SELECT event_type FROM datagen;");
+            weir_sql::compile(&ddl_only, &env, &CompileOptions::default()).unwrap();
+            let t = std::time::Instant::now();
+            env.execute().unwrap();
+            t.elapsed()
+        };
+        eprintln!("generator alone {gen_time:.2?} ({n}), SQL source to a blackhole {schema:.2?}");
+    }
     for q in ["q0", "q1", "q2"] {
         let env = weir::StreamEnv::new(weir::JobConfig { parallelism: 1, ..Default::default() });
         let job = weir::jobs::find(&format!("nexmark-{q}")).unwrap();
