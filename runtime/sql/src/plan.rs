@@ -412,7 +412,7 @@ impl<'a> Compiler<'a> {
             casts.push(datafusion::logical_expr::cast(Expr::Column(Column::from((q, qf))), f.data_type().clone()));
         }
         let seed = format!("{sink}|{}", plan.display_indent());
-        let mut lower = Lower { c: self, seed, uids: Vec::new() };
+        let mut lower = Lower { c: self, seed, uids: Vec::new(), sources: HashMap::new() };
         let lowered = lower.lower(&plan).map_err(|m| lower.c.err(p.start, m))?;
         if let (ChangelogMode::AppendOnly, Some(op)) = (mode, &lowered.updating) {
             return Err(lower.c.err(p.start, format!("table '{sink}' (connector '{}') is append-only and cannot take the updates that {op} produces", def.opts.connector)));
@@ -484,6 +484,9 @@ struct Lower<'c, 'a> {
     c: &'c mut Compiler<'a>,
     seed: String,
     uids: Vec<String>,
+    /// the source of each table the query reads, read once however often it is scanned
+    /// (Flink's source reuse: the `person` and `auction` views of one Nexmark table)
+    sources: HashMap<String, DataStream<ChangeBatch>>,
 }
 
 fn unalias(e: &Expr) -> &Expr {
@@ -633,12 +636,16 @@ impl Lower<'_, '_> {
     }
 
     fn source(&mut self, t: &Arc<TableDef>) -> Result<Lowered, String> {
+        if let Some(s) = self.sources.get(&t.name) {
+            return Ok(Lowered { stream: s.clone(), updating: None, win: vec![None; t.schema.fields().len()] });
+        }
         let factory = t.connector.source(&t.opts, t.physical.clone()).map_err(|m| format!("table '{}': {m}", t.name))?;
         let uid = self.uid("source", &t.name);
         let (computed, wm) = (t.computed.clone(), t.watermark.clone());
         let f = factory.clone();
         let s = self.c.env.source(&format!("source: {}", t.name), move |ctx: &SourceContext| SqlSource { inner: f(ctx), computed: computed.clone(), watermark: wm.clone(), emitted: i64::MIN, name: String::new() }, WatermarkStrategy::none());
         let s = self.par(s.uid(&uid));
+        self.sources.insert(t.name.clone(), s.clone());
         let _: &SourceFactory = &factory;
         Ok(Lowered { stream: s, updating: None, win: vec![None; t.schema.fields().len()] })
     }

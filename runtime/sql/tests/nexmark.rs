@@ -115,6 +115,19 @@ fn every_query_compiles_or_is_not_supported_yet() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// A query over several views of the Nexmark table reads one source (as Flink reuses it).
+#[test]
+fn views_of_one_table_share_its_source() {
+    let env = weir::StreamEnv::new(weir::JobConfig { parallelism: 2, ..Default::default() });
+    let script = format!(
+        "{}\nCREATE TABLE o (id BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT id FROM person UNION ALL SELECT auction FROM bid;",
+        weir_sql::NEXMARK_DDL.replace("${TPS}", "10000").replace("${EVENTS_NUM}", "0").replace("${RATE}", "0").replace("${PERSON_PROPORTION}", "1").replace("${AUCTION_PROPORTION}", "3").replace("${BID_PROPORTION}", "46")
+    );
+    let job = weir_sql::compile(&script, &env, &CompileOptions::default()).unwrap();
+    let sources: Vec<&String> = job.inserts[0].uids.iter().filter(|u| u.starts_with("sql-source-")).collect();
+    assert_eq!(sources.len(), 1, "{:?}", job.inserts[0].uids);
+}
+
 /// JSON rows in one form for both sides: keys sorted, every number as a number with
 /// three decimals (the built-in q1 writes its DECIMAL as a float, SQL as a decimal).
 fn normalize(lines: Vec<String>) -> Vec<String> {
