@@ -20,7 +20,7 @@ mod types;
 
 pub use connectors::{ChangelogMode, Connector, ConnectorRegistry, TableOptions};
 pub use ops::RowKind;
-pub use nexmark_queries::{NEXMARK_DDL, NEXMARK_QUERIES, NexmarkSettings, nexmark_query, nexmark_script};
+pub use nexmark_queries::{NEXMARK_DDL, NEXMARK_QUERIES, NexmarkSettings, nexmark_ddl, nexmark_query, nexmark_script};
 pub use plan::{CompileOptions, InsertPlan, SqlJob, compile};
 pub use script::Pos;
 

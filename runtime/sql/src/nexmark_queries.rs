@@ -76,11 +76,15 @@ impl NexmarkSettings {
     }
 }
 
+/// The shared DDL with `settings` (for a query of one's own over the Nexmark views).
+pub fn nexmark_ddl(settings: &NexmarkSettings) -> Result<String, String> {
+    substitute(NEXMARK_DDL, &settings.vars())
+}
+
 /// The whole script of query `name`: the DDL with `settings`, then the query.
 pub fn nexmark_script(name: &str, settings: &NexmarkSettings) -> Result<String, String> {
     let q = nexmark_query(name).ok_or_else(|| format!("no Nexmark query '{name}' (known: q0 … q22)"))?;
-    let ddl = substitute(NEXMARK_DDL, &settings.vars())?;
-    Ok(format!("{ddl}\n{q}"))
+    Ok(format!("{}\n{q}", nexmark_ddl(settings)?))
 }
 
 /// Replaces each `${NAME}` of `text` by its value; a name without one is an error.

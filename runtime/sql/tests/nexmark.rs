@@ -121,7 +121,7 @@ fn views_of_one_table_share_its_source() {
     let env = weir::StreamEnv::new(weir::JobConfig { parallelism: 2, ..Default::default() });
     let script = format!(
         "{}\nCREATE TABLE o (id BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT id FROM person UNION ALL SELECT auction FROM bid;",
-        weir_sql::NEXMARK_DDL.replace("${TPS}", "10000").replace("${EVENTS_NUM}", "0").replace("${RATE}", "0").replace("${PERSON_PROPORTION}", "1").replace("${AUCTION_PROPORTION}", "3").replace("${BID_PROPORTION}", "46")
+        weir_sql::nexmark_ddl(&NexmarkSettings::default()).unwrap()
     );
     let job = weir_sql::compile(&script, &env, &CompileOptions::default()).unwrap();
     let sources: Vec<&String> = job.inserts[0].uids.iter().filter(|u| u.starts_with("sql-source-")).collect();
@@ -230,9 +230,8 @@ fn throughput() {
         let t = std::time::Instant::now();
         let n = (0..events).map(|i| weir_nexmark::generator::event(&c, i).timestamp()).fold(0i64, i64::wrapping_add);
         let gen_time = t.elapsed();
-        let script = weir_sql::NEXMARK_DDL.replace("${TPS}", "10000").replace("${EVENTS_NUM}", &events.to_string()).replace("${RATE}", "0");
-        let script = script.replace("${PERSON_PROPORTION}", "1").replace("${AUCTION_PROPORTION}", "3").replace("${BID_PROPORTION}", "46");
-        let schema = {
+        let script = weir_sql::nexmark_ddl(&NexmarkSettings { events: Some(events), ..Default::default() }).unwrap();
+        let source_time = {
             let env = weir::StreamEnv::new(weir::JobConfig { parallelism: 1, ..Default::default() });
             let ddl_only = format!("{script}\nCREATE TABLE o (e INT) WITH ('connector' = 'blackhole'); INSERT INTO o SELECT event_type FROM datagen;");
             weir_sql::compile(&ddl_only, &env, &CompileOptions::default()).unwrap();
@@ -240,7 +239,7 @@ fn throughput() {
             env.execute().unwrap();
             t.elapsed()
         };
-        eprintln!("generator alone {gen_time:.2?} ({n}), SQL source to a blackhole {schema:.2?}");
+        eprintln!("generator alone {gen_time:.2?} ({n}), SQL source to a blackhole {source_time:.2?}");
     }
     for q in ["q0", "q1", "q2"] {
         let env = weir::StreamEnv::new(weir::JobConfig { parallelism: 1, ..Default::default() });
