@@ -113,11 +113,12 @@ pub struct ConnectorRegistry {
 }
 
 impl Default for ConnectorRegistry {
-    /// The built-in connectors: `filesystem`, `datagen`, `print`, `blackhole`.
+    /// The built-in connectors: `filesystem`, `datagen`, `nexmark`, `print`, `blackhole`.
     fn default() -> Self {
         let mut r = ConnectorRegistry::empty();
         r.register(Arc::new(Filesystem));
         r.register(Arc::new(Datagen));
+        r.register(Arc::new(crate::nexmark::Nexmark));
         r.register(Arc::new(Print));
         r.register(Arc::new(Blackhole));
         r

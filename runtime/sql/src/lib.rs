@@ -11,6 +11,8 @@
 //! ```
 
 pub mod connectors;
+pub mod nexmark;
+mod nexmark_queries;
 pub mod ops;
 mod plan;
 pub mod script;
@@ -18,6 +20,7 @@ mod types;
 
 pub use connectors::{ChangelogMode, Connector, ConnectorRegistry, TableOptions};
 pub use ops::RowKind;
+pub use nexmark_queries::{NEXMARK_DDL, NEXMARK_QUERIES, NexmarkSettings, nexmark_ddl, nexmark_query, nexmark_script};
 pub use plan::{CompileOptions, InsertPlan, QueryPlan, SqlJob, compile, compile_query, compile_statements};
 pub use script::Pos;
 

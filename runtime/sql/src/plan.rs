@@ -146,7 +146,14 @@ struct Compiler<'a> {
 fn df_err(e: impl std::fmt::Display) -> String {
     let s = e.to_string();
     // DataFusion prefixes: keep the message
-    s.trim_start_matches("Error during planning: ").trim_start_matches("SQL error: ").to_string()
+    let m = s.trim_start_matches("Error during planning: ").trim_start_matches("SQL error: ");
+    // a function neither DataFusion nor Weir has (a Flink built-in such as DATE_FORMAT)
+    if let Some(rest) = m.strip_prefix("Invalid function '")
+        && let Some((name, _)) = rest.split_once('\'')
+    {
+        return format!("function {} is not supported yet", name.to_ascii_uppercase());
+    }
+    m.to_string()
 }
 
 impl<'a> Compiler<'a> {
@@ -210,6 +217,7 @@ impl<'a> Compiler<'a> {
             ["INSERT", ..] => self.insert(p),
             _ if self.in_set => Err(self.err(p.start, "only INSERT INTO statements may be in a statement set")),
             ["SELECT", ..] | ["WITH", ..] => Err(self.err(p.start, "a query needs a sink here: write INSERT INTO <table> SELECT ...")),
+            ["CREATE", what, ..] => Err(self.err(p.start, format!("CREATE {what} statements are not supported yet"))),
             [first, ..] => Err(self.err(p.start, format!("{first} statements are not supported yet"))),
             [] => Ok(()),
         }
@@ -267,6 +275,13 @@ impl<'a> Compiler<'a> {
         let state = self.ctx.state();
         let plan = futures::executor::block_on(state.statement_to_plan(DFStatement::Statement(Box::new(stmt)))).map_err(df_err)?;
         state.optimize(&plan).map_err(df_err)
+    }
+
+    /// A view's query: its columns named as Flink names them (see [`field_access_names`]).
+    fn plan_view(&self, stmt: Statement) -> Result<LogicalPlan, String> {
+        let state = self.ctx.state();
+        let plan = futures::executor::block_on(state.statement_to_plan(DFStatement::Statement(Box::new(stmt)))).map_err(df_err)?;
+        state.optimize(&field_access_names(plan)?).map_err(df_err)
     }
 
     fn register(&self, name: &str, schema: SchemaRef) -> Result<(), String> {
@@ -368,6 +383,9 @@ impl<'a> Compiler<'a> {
     /// Masked text of the statement with window TVFs replaced by placeholder tables.
     fn prepare_query_text(&mut self, p: &Piece) -> Result<String, SqlError> {
         let mut text = script::masked(self.script, p.start, p.end);
+        if let Some((at, m)) = script::unsupported_flink(&text) {
+            return Err(self.err(at, m));
+        }
         let calls = script::rewrite_window_tvfs(self.script, &mut text, &mut self.next_window)?;
         for call in calls {
             let base = self.entry_schema(&call.table).ok_or_else(|| SqlError { pos: call.pos, statement: None, message: format!("unknown table '{}'", call.table) })?;
@@ -398,7 +416,7 @@ impl<'a> Compiler<'a> {
         let Statement::CreateView(cv) = self.parse_one(p, &text)? else { return Err(self.err(p.start, "expected CREATE VIEW")) };
         let name = cv.name.to_string().trim_matches('`').trim_matches('"').to_string();
         self.check_new(&name, p.start)?;
-        let plan = self.plan_statement(Statement::Query(cv.query)).map_err(|m| self.err(p.start, m))?;
+        let plan = self.plan_view(Statement::Query(cv.query)).map_err(|m| self.err(p.start, m))?;
         self.register(&name, nullable(plan.schema().as_arrow())).map_err(|m| self.err(p.start, m))?;
         self.catalog.insert(name, Entry::View(plan));
         Ok(())
@@ -437,7 +455,7 @@ impl<'a> Compiler<'a> {
             casts.push(datafusion::logical_expr::cast(Expr::Column(Column::from((q, qf))), f.data_type().clone()));
         }
         let seed = format!("{sink}|{}", plan.display_indent());
-        let mut lower = Lower { c: self, seed, uids: Vec::new() };
+        let mut lower = Lower { c: self, seed, uids: Vec::new(), sources: HashMap::new() };
         let lowered = lower.lower(&plan).map_err(|m| lower.c.err(p.start, m))?;
         if let (ChangelogMode::AppendOnly, Some(op)) = (mode, &lowered.updating) {
             return Err(lower.c.err(p.start, format!("table '{sink}' (connector '{}') is append-only and cannot take the updates that {op} produces", def.opts.connector)));
@@ -463,10 +481,39 @@ impl<'a> Compiler<'a> {
         let Statement::Query(q) = self.parse_one(p, &text)? else { return Err(self.err(p.start, "expected a query")) };
         let plan = self.plan_statement(Statement::Query(q)).map_err(|m| self.err(p.start, m))?;
         let seed = format!("query|{}", plan.display_indent());
-        let mut lower = Lower { c: self, seed, uids: Vec::new() };
+        let mut lower = Lower { c: self, seed, uids: Vec::new(), sources: HashMap::new() };
         let lowered = lower.lower(&plan).map_err(|m| lower.c.err(p.start, m))?;
         Ok(QueryPlan { stream: lowered.stream, schema: nullable(plan.schema().as_arrow()), updating: lowered.updating, plan: plan.display_indent().to_string() })
     }
+}
+
+/// Flink names the column of a nested field access `row.field` after the field
+/// (DataFusion: `table.row[field]`): the unnamed field accesses of a view's top
+/// projection are named so (unless the name is taken).
+fn field_access_names(plan: LogicalPlan) -> Result<LogicalPlan, String> {
+    let LogicalPlan::Projection(pr) = &plan else { return Ok(plan) };
+    let mut names: HashSet<String> = pr.schema.fields().iter().map(|f| f.name().clone()).collect();
+    let mut changed = false;
+    let exprs: Vec<Expr> = pr
+        .expr
+        .iter()
+        .enumerate()
+        .map(|(i, e)| match unalias(e) {
+            // unnamed: its name is still DataFusion's (the optimizer may have aliased it so)
+            Expr::ScalarFunction(f) if f.func.name() == "get_field" && *pr.schema.field(i).name() == unalias(e).schema_name().to_string() => match f.args.last() {
+                Some(Expr::Literal(datafusion::common::ScalarValue::Utf8(Some(n)), _)) if names.insert(n.clone()) => {
+                    changed = true;
+                    unalias(e).clone().alias(n.clone())
+                }
+                _ => e.clone(),
+            },
+            _ => e.clone(),
+        })
+        .collect();
+    if !changed {
+        return Ok(plan);
+    }
+    datafusion::logical_expr::Projection::try_new(exprs, pr.input.clone()).map(LogicalPlan::Projection).map_err(df_err)
 }
 
 /// Physical expressions of `exprs` over `schema`.
@@ -494,6 +541,9 @@ struct Lower<'c, 'a> {
     c: &'c mut Compiler<'a>,
     seed: String,
     uids: Vec<String>,
+    /// the source of each table the query reads, read once however often it is scanned
+    /// (Flink's source reuse: the `person` and `auction` views of one Nexmark table)
+    sources: HashMap<String, DataStream<ChangeBatch>>,
 }
 
 fn unalias(e: &Expr) -> &Expr {
@@ -648,12 +698,16 @@ impl Lower<'_, '_> {
     }
 
     fn source(&mut self, t: &Arc<TableDef>) -> Result<Lowered, String> {
+        if let Some(s) = self.sources.get(&t.name) {
+            return Ok(Lowered { stream: s.clone(), updating: None, win: vec![None; t.schema.fields().len()] });
+        }
         let factory = t.connector.source(&t.opts, t.physical.clone()).map_err(|m| format!("table '{}': {m}", t.name))?;
         let uid = self.uid("source", &t.name);
         let (computed, wm) = (t.computed.clone(), t.watermark.clone());
         let f = factory.clone();
         let s = self.c.env.source(&format!("source: {}", t.name), move |ctx: &SourceContext| SqlSource { inner: f(ctx), computed: computed.clone(), watermark: wm.clone(), emitted: i64::MIN, name: String::new() }, WatermarkStrategy::none());
         let s = self.par(s.uid(&uid));
+        self.sources.insert(t.name.clone(), s.clone());
         let _: &SourceFactory = &factory;
         Ok(Lowered { stream: s, updating: None, win: vec![None; t.schema.fields().len()] })
     }

@@ -110,7 +110,8 @@ pub fn split(script: &str) -> Vec<Piece> {
     for end in cuts.into_iter().chain(std::iter::once(script.len())) {
         let p = trim(script, start, end);
         if p.start < p.end && !only_comments(&script[p.start..p.end]) {
-            out.push(p);
+            // a statement starts at its first code, after any leading comments
+            out.push(Piece { start: p.start + skip_comments(&script[p.start..p.end]), end: p.end });
         }
         start = end + 1;
     }
@@ -127,6 +128,23 @@ fn only_comments(s: &str) -> bool {
         true
     });
     !code
+}
+
+/// The length of the whitespace and comments at the start of `s`.
+fn skip_comments(s: &str) -> usize {
+    let mut i = 0;
+    loop {
+        let rest = &s[i..];
+        let t = rest.trim_start();
+        i += rest.len() - t.len();
+        if t.starts_with("--") {
+            i += t.find('\n').unwrap_or(t.len());
+        } else if let Some(body) = t.strip_prefix("/*") {
+            i += body.find("*/").map_or(t.len(), |e| e + 4);
+        } else {
+            return i;
+        }
+    }
 }
 
 fn trim(script: &str, mut start: usize, mut end: usize) -> Piece {
@@ -216,12 +234,24 @@ pub fn strip_create_table(script: &str, text: &str, start: usize, end: usize) ->
     let mut close = None;
     let mut elements: Vec<(usize, usize)> = Vec::new();
     let mut elem_start = 0;
+    // `<...>` of a type (ROW<a INT, b INT>, ARRAY<T>, MAP<K, V>): its commas separate fields, not columns
+    let mut angle = 0;
+    let mut rows: Vec<usize> = Vec::new();
     scan(&text[start..end], |i, c, d| {
         let i = i + start;
-        if c == '(' && d == 1 && open.is_none() {
+        if c == '<' && open.is_some() && close.is_none() {
+            if let Some(w) = type_word_before(text, i) {
+                angle += 1;
+                if text[w..].get(..3).is_some_and(|x| x.eq_ignore_ascii_case("ROW")) {
+                    rows.push(w);
+                }
+            }
+        } else if c == '>' && angle > 0 {
+            angle -= 1;
+        } else if c == '(' && d == 1 && open.is_none() {
             open = Some(i);
             elem_start = i + 1;
-        } else if c == ',' && d == 1 && open.is_some() && close.is_none() {
+        } else if c == ',' && d == 1 && angle == 0 && open.is_some() && close.is_none() {
             elements.push((elem_start, i));
             elem_start = i + 1;
         } else if c == ')' && d == 0 && open.is_some() && close.is_none() {
@@ -294,6 +324,9 @@ pub fn strip_create_table(script: &str, text: &str, start: usize, end: usize) ->
     }
     // the WITH options after the column list
     let tail = &text[close + 1..end];
+    if let Some(pb) = find_word(tail, "PARTITIONED") {
+        return Err(SqlError::at(script, close + 1 + pb, "PARTITIONED BY is not supported yet"));
+    }
     if let Some(wpos) = find_word(tail, "WITH") {
         let wabs = close + 1 + wpos;
         let (Some(po), Some(pc)) = (text[wabs..end].find('(').map(|x| x + wabs), text[wabs..end].rfind(')').map(|x| x + wabs)) else {
@@ -322,7 +355,20 @@ pub fn strip_create_table(script: &str, text: &str, start: usize, end: usize) ->
         }
         blank(&mut out, wabs, end);
     }
+    // Flink's ROW<...> is sqlparser's STRUCT<...> (the text after it on that line shifts by 3 columns)
+    for &w in rows.iter().rev() {
+        out.replace_range(w..w + 3, "STRUCT");
+    }
     Ok((out, extras))
+}
+
+/// The start of the type keyword (`ROW`, `ARRAY`, `MAP`, `MULTISET`, `STRUCT`) just
+/// before the `<` at `lt`, if there is one.
+fn type_word_before(text: &str, lt: usize) -> Option<usize> {
+    let before = text[..lt].trim_end();
+    let word_start = before.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |i| i + 1);
+    let word = &before[word_start..];
+    ["ROW", "ARRAY", "MAP", "MULTISET", "STRUCT"].iter().any(|k| word.eq_ignore_ascii_case(k)).then_some(word_start)
 }
 
 fn words_raw(s: &str, n: usize) -> &str {
@@ -377,6 +423,17 @@ pub fn find_word(text: &str, word: &str) -> Option<usize> {
         true
     });
     found
+}
+
+/// Flink SQL that our parser or DataFusion would take differently (an error that
+/// does not say why, or a silently different result): where, and the error.
+pub fn unsupported_flink(text: &str) -> Option<(usize, &'static str)> {
+    const WORDS: &[(&str, &str)] = &[
+        ("SYSTEM_TIME", "FOR SYSTEM_TIME AS OF (temporal and lookup joins) is not supported yet"),
+        // DataFusion's DATE_FORMAT is TO_CHAR, with chrono's patterns: 'yyyy-MM-dd' would come out as is
+        ("DATE_FORMAT", "function DATE_FORMAT (with Java date patterns) is not supported yet"),
+    ];
+    WORDS.iter().filter_map(|(w, m)| find_word(text, w).map(|at| (at, *m))).min_by_key(|(at, _)| *at)
 }
 
 /// A windowing table-valued function call found in a query.
@@ -522,7 +579,21 @@ mod tests {
     fn splits_respecting_quotes_and_comments() {
         let s = "SET 'a' = 'x;y';\n-- c; d\nSELECT 1; /* ; */ SELECT ';';  ;";
         let p: Vec<&str> = split(s).iter().map(|p| p.text(s)).collect();
-        assert_eq!(p, vec!["SET 'a' = 'x;y'", "-- c; d\nSELECT 1", "/* ; */ SELECT ';'"]);
+        assert_eq!(p, vec!["SET 'a' = 'x;y'", "SELECT 1", "SELECT ';'"]);
+    }
+
+    #[test]
+    fn flink_only_syntax_is_named() {
+        let q = "SELECT DATE_FORMAT(t, 'yyyy') FROM x JOIN y FOR SYSTEM_TIME AS OF x.p";
+        assert_eq!(unsupported_flink(q), Some((7, "function DATE_FORMAT (with Java date patterns) is not supported yet")));
+        assert_eq!(unsupported_flink("SELECT 'DATE_FORMAT' AS date_format_x FROM t"), None);
+    }
+
+    #[test]
+    fn statements_start_after_leading_comments() {
+        let script = "-- a header\n/* and a block */ CREATE TABLE t (a INT);\n-- next\nINSERT INTO t SELECT 1;";
+        let texts: Vec<&str> = split(script).iter().map(|p| p.text(script)).collect();
+        assert_eq!(texts, ["CREATE TABLE t (a INT)", "INSERT INTO t SELECT 1"]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Flink SQL column types to Arrow types.
 
-use arrow::datatypes::{DataType, TimeUnit};
+use arrow::datatypes::{DataType, Field, Fields, TimeUnit};
 use datafusion::sql::sqlparser::ast::{DataType as S, ExactNumberInfo, TimezoneInfo};
 
 fn ts_unit(p: Option<u64>) -> TimeUnit {
@@ -34,6 +34,15 @@ pub fn arrow_type(t: &S) -> Result<DataType, String> {
             TimezoneInfo::None | TimezoneInfo::WithoutTimeZone => DataType::Timestamp(ts_unit(*p), None),
             _ => DataType::Timestamp(ts_unit(*p), Some("UTC".into())),
         },
+        // Flink's `ROW<name TYPE, ...>` (parsed as `STRUCT<...>`, see `script::strip_create_table`)
+        S::Struct(fields, _) => {
+            let mut out = Vec::with_capacity(fields.len());
+            for (i, f) in fields.iter().enumerate() {
+                let name = f.field_name.as_ref().map(|n| n.value.clone()).ok_or_else(|| format!("field {} of {t} needs a name", i + 1))?;
+                out.push(Field::new(name.clone(), arrow_type(&f.field_type).map_err(|m| format!("field '{name}': {m}"))?, true));
+            }
+            DataType::Struct(Fields::from(out))
+        }
         S::Custom(name, args) => {
             let n = name.to_string().to_ascii_uppercase();
             let p = args.first().and_then(|a| a.parse().ok());
@@ -67,5 +76,10 @@ mod tests {
         assert_eq!(ty("TIMESTAMP_LTZ(3)").unwrap(), DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())));
         assert_eq!(ty("DECIMAL(10, 2)").unwrap(), DataType::Decimal128(10, 2));
         assert!(ty("INTERVAL").is_err());
+        let row = ty("STRUCT<id BIGINT, `dateTime` TIMESTAMP(3), name VARCHAR>").unwrap();
+        let DataType::Struct(fields) = row else { panic!("{row}") };
+        let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["id", "dateTime", "name"]);
+        assert_eq!(fields[1].data_type(), &DataType::Timestamp(TimeUnit::Millisecond, None));
     }
 }

@@ -135,7 +135,7 @@ fn run(sql: &str, parallelism: u32) -> Vec<String> {
     let mut reg = ConnectorRegistry::default();
     reg.register(Arc::new(Script(collected.clone())));
     let env = weir::StreamEnv::new(weir::JobConfig { parallelism, ..Default::default() });
-    weir_sql::compile(sql, &env, &CompileOptions { connectors: reg }).unwrap_or_else(|e| panic!("compile: {e}"));
+    weir_sql::compile(sql, &env, &CompileOptions { connectors: reg, ..CompileOptions::default() }).unwrap_or_else(|e| panic!("compile: {e}"));
     env.execute().unwrap_or_else(|e| panic!("run: {e}"));
     let mut rows = collected.lock().unwrap().remove("out").unwrap_or_default();
     rows.sort();

@@ -1,0 +1,16 @@
+-- Nexmark Query 0: pass-through (not in the original suite).
+-- The cost of the source and the monitoring: every bid, unchanged.
+-- Adaptations: none.
+
+CREATE TABLE nexmark_q0 (
+  auction BIGINT,
+  bidder BIGINT,
+  price BIGINT,
+  dateTime TIMESTAMP(3),
+  extra VARCHAR
+) WITH (
+  'connector' = 'blackhole'
+);
+
+INSERT INTO nexmark_q0
+SELECT auction, bidder, price, dateTime, extra FROM bid;
