@@ -11,9 +11,13 @@
 //! ```
 
 pub mod connectors;
+pub mod functions;
 pub mod ops;
+mod over;
 mod plan;
+mod rank;
 pub mod script;
+mod session;
 mod types;
 
 pub use connectors::{ChangelogMode, Connector, ConnectorRegistry, TableOptions};
