@@ -395,6 +395,8 @@ pub enum WindowKind {
     Tumble { size: i64 },
     Hop { slide: i64, size: i64 },
     Cumulate { step: i64, size: i64 },
+    /// windows of rows at most `gap` apart (per GROUP BY key)
+    Session { gap: i64 },
 }
 
 /// Replaces every `TABLE(TUMBLE|HOP|CUMULATE(TABLE t, DESCRIPTOR(ts), INTERVAL ...))`
@@ -432,7 +434,16 @@ pub fn rewrite_window_tvfs(script: &str, text: &mut String, next_id: &mut usize)
         if args.len() < 3 {
             return Err(bad("expected (TABLE t, DESCRIPTOR(time column), INTERVAL ...)"));
         }
-        let table = args[0].strip_prefix("TABLE ").or_else(|| args[0].strip_prefix("table ")).ok_or_else(|| bad("the first argument must be TABLE <name>"))?.trim().trim_matches('`').to_string();
+        let table_arg = args[0].get(..6).filter(|p| p.eq_ignore_ascii_case("TABLE ")).map(|_| args[0][6..].trim()).ok_or_else(|| bad("the first argument must be TABLE <name>"))?;
+        let (table, partition) = table_arg.split_once(char::is_whitespace).map_or((table_arg, ""), |(t, r)| (t, r.trim()));
+        let table = table.trim_matches('`').to_string();
+        // SESSION(TABLE t PARTITION BY k, ...): the sessions are per GROUP BY key anyway
+        if !partition.is_empty() {
+            let up = partition.to_ascii_uppercase();
+            if fname != "SESSION" || !up.starts_with("PARTITION") || !up["PARTITION".len()..].trim_start().starts_with("BY") {
+                return Err(bad(&format!("unexpected '{partition}' after TABLE {table}")));
+            }
+        }
         let d = args[1].trim();
         if !d.to_ascii_uppercase().starts_with("DESCRIPTOR") {
             return Err(bad("the second argument must be DESCRIPTOR(<time column>)"));
@@ -453,7 +464,8 @@ pub fn rewrite_window_tvfs(script: &str, text: &mut String, next_id: &mut usize)
                 }
                 WindowKind::Cumulate { step: *step, size: *size }
             }
-            ("SESSION", _) => return Err(bad("SESSION windows are not supported yet")),
+            ("SESSION", [gap]) => WindowKind::Session { gap: *gap },
+            ("SESSION", _) => return Err(bad("expected one INTERVAL (the gap)")),
             ("TUMBLE", _) => return Err(bad("expected one INTERVAL (the size); offsets are not supported yet")),
             ("HOP", _) | ("CUMULATE", _) => return Err(bad("expected two INTERVALs (slide/step, size)")),
             _ => return Err(bad("unknown windowing function")),
@@ -554,5 +566,16 @@ mod tests {
         assert_eq!(calls[0].kind, WindowKind::Hop { slide: 5000, size: 10000 });
         assert_eq!(calls[0].table, "bids");
         assert_eq!(calls[0].time_col, "ts");
+    }
+
+    #[test]
+    fn rewrites_session_calls_with_partition() {
+        let s = "SELECT * FROM TABLE(SESSION(TABLE bids PARTITION BY item, DESCRIPTOR(ts), INTERVAL '5' MINUTE)) GROUP BY 1";
+        let mut t = s.to_string();
+        let calls = rewrite_window_tvfs(s, &mut t, &mut 0).unwrap();
+        assert_eq!(calls[0].kind, WindowKind::Session { gap: 300_000 });
+        assert_eq!(calls[0].table, "bids");
+        let s = "SELECT * FROM TABLE(TUMBLE(TABLE bids PARTITION BY item, DESCRIPTOR(ts), INTERVAL '5' MINUTE))";
+        assert!(rewrite_window_tvfs(s, &mut s.to_string(), &mut 0).is_err());
     }
 }
