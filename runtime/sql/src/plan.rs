@@ -118,6 +118,10 @@ impl<'a> Compiler<'a> {
         cfg.options_mut().execution.time_zone = Some("UTC".into());
         let ctx = SessionContext::new_with_config(cfg);
         crate::functions::register(&ctx);
+        // COUNT(DISTINCT x) stays one aggregate (keyed state counts the distinct
+        // values); split into two GROUP BYs it would turn window aggregations into
+        // unbounded ones
+        ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
         Ok(Compiler {
             script,
             env,
