@@ -15,6 +15,10 @@ use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 use datafusion::prelude::SessionContext;
 
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{CastKind, Expr as SqlExpr, FunctionArgumentClause, FunctionArguments, Statement, Value as SqlValue, visit_expressions_mut};
+
 use crate::SqlError;
 
 /// Registers the functions on `ctx` (replacing DataFusion's of the same name).
@@ -484,6 +488,23 @@ fn timestamp_diff(unit: &str, t1: i64, t2: i64) -> Result<Option<i32>, String> {
         other => return Err(format!("TIMESTAMPDIFF: unknown unit {other}")),
     };
     Ok(Some(v as i32))
+}
+
+/// `JSON_VALUE(j, path RETURNING type)` (parsed by sqlparser, refused by DataFusion's
+/// planner) becomes `CAST(JSON_VALUE(j, path) AS type)`.
+pub fn rewrite_ast(stmt: &mut Statement) {
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let SqlExpr::Function(f) = e
+            && f.name.to_string().eq_ignore_ascii_case("JSON_VALUE")
+            && let FunctionArguments::List(list) = &mut f.args
+            && let Some(i) = list.clauses.iter().position(|c| matches!(c, FunctionArgumentClause::JsonReturningClause(_)))
+            && let FunctionArgumentClause::JsonReturningClause(r) = list.clauses.remove(i)
+        {
+            let inner = std::mem::replace(e, SqlExpr::Value(SqlValue::Null.into()));
+            *e = SqlExpr::Cast { kind: CastKind::Cast, expr: Box::new(inner), data_type: r.data_type, array: false, format: None };
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 const UNITS: [&str; 7] = ["SECOND", "MINUTE", "HOUR", "DAY", "WEEK", "MONTH", "YEAR"];

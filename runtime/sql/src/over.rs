@@ -276,9 +276,10 @@ impl KeyedProcessFunction<GroupKey, KeyedRow, ChangeBatch> for OverAgg {
         let n = self.spec.aggs.len();
         let row = r.args.split_off(1 + n);
         let args = r.args.split_off(1);
-        let mut st = state.value(ctx).unwrap_or_default();
-        st.pending.push((ts, args, row));
-        state.update(ctx, st);
+        match state.get_mut(ctx) {
+            Some(st) => st.pending.push((ts, args, row)),
+            None => state.update(ctx, OverState { pending: vec![(ts, args, row)], ..Default::default() }),
+        }
         ctx.register_event_time_timer(ts);
     }
 
@@ -287,9 +288,8 @@ impl KeyedProcessFunction<GroupKey, KeyedRow, ChangeBatch> for OverAgg {
             return;
         }
         let Some(state) = self.state.clone() else { return };
-        let Some(mut st) = state.value(ctx) else { return };
-        let out = self.spec.fire(&mut st, time);
-        state.update(ctx, st);
+        let Some(st) = state.get_mut(ctx) else { return };
+        let out = self.spec.fire(st, time);
         if !out.is_empty() {
             let b = rows_to_batch(&self.spec.out_schema, &out).unwrap_or_else(|e| fail(&self.spec.name, e));
             ctx.emit_at(time, b);

@@ -225,7 +225,8 @@ impl<'a> Compiler<'a> {
         self.plan_statement(stmt)
     }
 
-    fn plan_statement(&self, stmt: Statement) -> Result<LogicalPlan, String> {
+    fn plan_statement(&self, mut stmt: Statement) -> Result<LogicalPlan, String> {
+        crate::functions::rewrite_ast(&mut stmt);
         let state = self.ctx.state();
         let plan = futures::executor::block_on(state.statement_to_plan(DFStatement::Statement(Box::new(stmt)))).map_err(df_err)?;
         state.optimize(&plan).map_err(df_err)

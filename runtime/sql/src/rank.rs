@@ -383,16 +383,14 @@ impl KeyedProcessFunction<GroupKey, KeyedRow, ChangeBatch> for TopN {
         let Some(state) = self.state.clone() else { return };
         let spec = &self.spec;
         let row = r.args.split_off(spec.order.len());
-        let mut rows = state.value(ctx).unwrap_or_default();
-        let old: Vec<Ranked> = rows.iter().take(spec.n).cloned().collect();
-        if !spec.apply(&mut rows, r.kind, r.args, row) {
-            return;
+        if state.get(ctx).is_none() {
+            state.update(ctx, Vec::new());
         }
-        let changes = spec.diff(&old, &rows[..rows.len().min(spec.n)]);
+        let Some(rows) = state.get_mut(ctx) else { return };
+        let old: Vec<Ranked> = rows.iter().take(spec.n).cloned().collect();
+        let changes = if spec.apply(rows, r.kind, r.args, row) { spec.diff(&old, &rows[..rows.len().min(spec.n)]) } else { Vec::new() };
         if rows.is_empty() {
             state.clear(ctx);
-        } else {
-            state.update(ctx, rows);
         }
         if !changes.is_empty() {
             let b = rows_to_batch(&spec.out_schema, &changes).unwrap_or_else(|e| fail(&spec.name, e));

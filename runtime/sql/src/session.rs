@@ -103,14 +103,19 @@ impl KeyedProcessFunction<GroupKey, KeyedRow, ChangeBatch> for SessionAgg {
         for ((k, a), v) in self.spec.aggs.iter().zip(accs.iter_mut()).zip(&r.args) {
             k.update(a, v, sign);
         }
-        let mut sessions = state.value(ctx).unwrap_or_default();
-        let spec = self.spec.clone();
-        let (at, absorbed) = merge(&mut sessions, Session { start, end, rows: sign, accs }, |into, from| merge_accs(&spec, into, from));
+        let new = Session { start, end, rows: sign, accs };
+        let Some(sessions) = state.get_mut(ctx) else {
+            state.update(ctx, vec![new]);
+            ctx.register_event_time_timer(end - 1);
+            return;
+        };
+        let spec = &self.spec;
+        let (at, absorbed) = merge(sessions, new, |into, from| merge_accs(spec, into, from));
+        let fire_at = sessions[at].end - 1;
         for e in absorbed {
             ctx.delete_event_time_timer(e - 1);
         }
-        ctx.register_event_time_timer(sessions[at].end - 1);
-        state.update(ctx, sessions);
+        ctx.register_event_time_timer(fire_at);
     }
 
     fn on_timer(&mut self, time: Timestamp, domain: TimeDomain, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>) {
