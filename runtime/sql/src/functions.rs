@@ -2,8 +2,10 @@
 //! DataFusion scalar UDFs registered on the planning context: `JSON_VALUE`,
 //! `TO_TIMESTAMP` and `DATE_FORMAT` (Java date formats), `TIMESTAMPDIFF`, `IF`,
 //! `MOD`, `REGEXP_REPLACE` (all matches, as in Flink), `REGEXP_EXTRACT`, and
-//! `CURRENT_WATERMARK` (refused with a clear error for now).
+//! `CURRENT_WATERMARK` (the watermark of the projection/filter operator evaluating
+//! it, see [`with_watermark`]; NULL elsewhere and before the first watermark).
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray, TimestampMillisecondArray};
@@ -20,6 +22,19 @@ use std::ops::ControlFlow;
 use datafusion::sql::sqlparser::ast::{CastKind, Expr as SqlExpr, FunctionArgumentClause, FunctionArguments, Statement, Value as SqlValue, visit_expressions_mut};
 
 use crate::SqlError;
+
+thread_local! {
+    static WATERMARK: Cell<Option<i64>> = const { Cell::new(None) };
+}
+
+/// Evaluates `f` with `wm` (the evaluating operator's current watermark; `i64::MIN`:
+/// none yet) as what `CURRENT_WATERMARK` returns.
+pub fn with_watermark<R>(wm: i64, f: impl FnOnce() -> R) -> R {
+    let prev = WATERMARK.with(|w| w.replace((wm != i64::MIN).then_some(wm)));
+    let r = f();
+    WATERMARK.with(|w| w.set(prev));
+    r
+}
 
 /// Registers the functions on `ctx` (replacing DataFusion's of the same name).
 pub fn register(ctx: &SessionContext) {
@@ -141,20 +156,20 @@ impl ScalarUDFImpl for Udf {
                 [a, b] if (a.is_numeric() || *a == DataType::Null) && (b.is_numeric() || *b == DataType::Null) => Ok(vec![DataType::Float64, DataType::Float64]),
                 _ => Err(plan_err("MOD takes two numbers")),
             },
-            Func::CurrentWatermark => Ok(t.to_vec()),
+            Func::CurrentWatermark => match t {
+                [DataType::Timestamp(_, _)] => Ok(vec![TS]),
+                _ => Err(plan_err("CURRENT_WATERMARK takes the rowtime attribute (a timestamp column)")),
+            },
         }
     }
 
     fn return_type(&self, t: &[DataType]) -> DfResult<DataType> {
         Ok(match self.f {
             Func::JsonValue | Func::DateFormat | Func::RegexpReplace | Func::RegexpExtract => DataType::Utf8,
-            Func::ToTimestamp => TS,
+            Func::ToTimestamp | Func::CurrentWatermark => TS,
             Func::TimestampDiff => DataType::Int32,
             Func::If => t.get(1).cloned().unwrap_or(DataType::Null),
             Func::Mod => t.first().cloned().unwrap_or(DataType::Int64),
-            Func::CurrentWatermark => {
-                return Err(plan_err("CURRENT_WATERMARK(ts) is not supported yet (it needs the watermark of the operator evaluating it)"));
-            }
         })
     }
 
@@ -317,7 +332,10 @@ impl Udf {
                 }
                 Arc::new(StringArray::from(out))
             }
-            Func::CurrentWatermark => return Err(exec_err("CURRENT_WATERMARK is not supported yet")),
+            Func::CurrentWatermark => {
+                let wm = WATERMARK.with(Cell::get);
+                Arc::new(TimestampMillisecondArray::from(vec![wm; n]))
+            }
         })
     }
 }

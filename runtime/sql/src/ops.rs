@@ -117,6 +117,15 @@ impl Calc {
         Ok(Some(b))
     }
 
+    /// As a process function: CURRENT_WATERMARK() evaluates to the operator's watermark.
+    pub fn run_at(&self, b: ChangeBatch, ctx: &mut weir::ProcessContext<'_, ChangeBatch>) {
+        match crate::functions::with_watermark(ctx.current_watermark(), || self.apply(b)) {
+            Ok(Some(b)) => ctx.emit(b),
+            Ok(None) => {}
+            Err(e) => fail(&self.name, e),
+        }
+    }
+
     /// As a `flat_map` function.
     pub fn run(&self, b: ChangeBatch, out: &mut Collector<'_, ChangeBatch>) {
         match self.apply(b) {

@@ -489,7 +489,8 @@ impl Lower<'_, '_> {
     pub(crate) fn stateless(&mut self, s: DataStream<ChangeBatch>, calc: Calc, kind: &str) -> DataStream<ChangeBatch> {
         let uid = self.uid(kind, &format!("{:?}", calc.steps.len()) );
         let name = calc.name.clone();
-        let out = s.flat_map(move |b, out| calc.run(b, out)).uid(&uid).name(&name);
+        // a process function: CURRENT_WATERMARK() evaluates to the operator's watermark
+        let out = s.process(move |b, ctx: &mut weir::ProcessContext<'_, ChangeBatch>| calc.run_at(b, ctx)).uid(&uid).name(&name);
         self.par(out)
     }
 
