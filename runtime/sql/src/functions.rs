@@ -144,7 +144,7 @@ impl ScalarUDFImpl for Udf {
                 _ => Err(plan_err("TIMESTAMPDIFF takes (SECOND|MINUTE|HOUR|DAY|WEEK|MONTH|YEAR, timestamp, timestamp)")),
             },
             Func::If => match t {
-                [c, a, b] if matches!(c, DataType::Boolean | DataType::Null) => {
+                [DataType::Boolean | DataType::Null, a, b] => {
                     let common = if a == b { Some(a.clone()) } else { comparison_coercion(a, b) };
                     let common = common.ok_or_else(|| plan_err(format!("IF: the two branches have incompatible types {a} and {b}")))?;
                     Ok(vec![DataType::Boolean, common.clone(), common])
@@ -224,7 +224,7 @@ impl Udf {
                 let mut conv: Option<(String, String)> = None;
                 let out: TimestampMillisecondArray = (0..n)
                     .map(|i| {
-                        let Some(v) = str_at(&s, i) else { return None };
+                        let v = str_at(&s, i)?;
                         let fmt = match &f {
                             None => "yyyy-MM-dd HH:mm:ss",
                             Some(f) => str_at(f, i)?,

@@ -724,6 +724,27 @@ mod tests {
     }
 
     #[test]
+    fn distinct_accumulators_count_values_once_and_retract() {
+        let k = AggKind::Count;
+        let mut a = k.create_distinct();
+        for v in [1, 1, 2] {
+            k.update(&mut a, &Value::Int(v), 1);
+        }
+        assert_eq!(k.result(&a, &DataType::Int64), Value::Int(2));
+        k.update(&mut a, &Value::Int(1), -1);
+        assert_eq!(k.result(&a, &DataType::Int64), Value::Int(2), "1 is still there once");
+        k.update(&mut a, &Value::Int(1), -1);
+        assert_eq!(k.result(&a, &DataType::Int64), Value::Int(1));
+        let s = AggKind::Sum;
+        let (mut x, mut y) = (s.create_distinct(), s.create_distinct());
+        s.update(&mut x, &Value::Int(5), 1);
+        s.update(&mut y, &Value::Int(5), 1);
+        s.update(&mut y, &Value::Int(7), 1);
+        s.merge(&mut x, y);
+        assert_eq!(s.result(&x, &DataType::Int64), Value::Int(12));
+    }
+
+    #[test]
     fn group_keys_hash_canonically() {
         let a = GroupKey(vec![Value::Str("ab".into()), Value::Str("c".into())]);
         let b = GroupKey(vec![Value::Str("a".into()), Value::Str("bc".into())]);
