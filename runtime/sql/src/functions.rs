@@ -1,6 +1,7 @@
 //! Flink built-in functions that DataFusion lacks or defines differently, as
 //! DataFusion scalar UDFs registered on the planning context: `JSON_VALUE`,
-//! `TO_TIMESTAMP` and `DATE_FORMAT` (Java date formats), `TIMESTAMPDIFF`, `IF`,
+//! `TO_TIMESTAMP`, `DATE_FORMAT`, `FROM_UNIXTIME` and `UNIX_TIMESTAMP` (Java date
+//! formats), `TIMESTAMPDIFF`, `IF`, `SPLIT_INDEX`, `LOCATE`,
 //! `MOD`, `REGEXP_REPLACE` (all matches, as in Flink), `REGEXP_EXTRACT`, and
 //! `CURRENT_WATERMARK` (the watermark of the projection/filter operator evaluating
 //! it, see [`with_watermark`]; NULL elsewhere and before the first watermark).
@@ -47,6 +48,10 @@ pub fn register(ctx: &SessionContext) {
         Func::Mod,
         Func::RegexpReplace,
         Func::RegexpExtract,
+        Func::SplitIndex,
+        Func::Locate,
+        Func::FromUnixtime,
+        Func::UnixTimestamp,
         Func::CurrentWatermark,
     ] {
         ctx.register_udf(ScalarUDF::new_from_impl(Udf::new(f)));
@@ -63,6 +68,10 @@ enum Func {
     Mod,
     RegexpReplace,
     RegexpExtract,
+    SplitIndex,
+    Locate,
+    FromUnixtime,
+    UnixTimestamp,
     CurrentWatermark,
 }
 
@@ -107,6 +116,10 @@ impl ScalarUDFImpl for Udf {
             Func::Mod => "mod",
             Func::RegexpReplace => "regexp_replace",
             Func::RegexpExtract => "regexp_extract",
+            Func::SplitIndex => "split_index",
+            Func::Locate => "locate",
+            Func::FromUnixtime => "from_unixtime",
+            Func::UnixTimestamp => "unix_timestamp",
             Func::CurrentWatermark => "current_watermark",
         }
     }
@@ -130,6 +143,24 @@ impl ScalarUDFImpl for Udf {
             Func::JsonValue => strings(&[2]),
             Func::ToTimestamp => strings(&[1, 2]),
             Func::RegexpReplace => strings(&[3]),
+            Func::SplitIndex => match t {
+                [a, b, i] if is_string(a) && is_string(b) && (i.is_integer() || *i == DataType::Null) => Ok(vec![DataType::Utf8, DataType::Utf8, DataType::Int64]),
+                _ => Err(plan_err("SPLIT_INDEX takes (string, separator, index)")),
+            },
+            Func::Locate => match t {
+                [a, b] if is_string(a) && is_string(b) => Ok(vec![DataType::Utf8, DataType::Utf8]),
+                [a, b, i] if is_string(a) && is_string(b) && (i.is_integer() || *i == DataType::Null) => Ok(vec![DataType::Utf8, DataType::Utf8, DataType::Int64]),
+                _ => Err(plan_err("LOCATE takes (substring, string [, start position])")),
+            },
+            Func::FromUnixtime => match t {
+                [n] if n.is_integer() || *n == DataType::Null => Ok(vec![DataType::Int64]),
+                [n, f] if (n.is_integer() || *n == DataType::Null) && is_string(f) => Ok(vec![DataType::Int64, DataType::Utf8]),
+                _ => Err(plan_err("FROM_UNIXTIME takes (seconds since the epoch [, format])")),
+            },
+            Func::UnixTimestamp => match t {
+                [] => Err(plan_err("UNIX_TIMESTAMP() without arguments (the current time) is not supported yet")),
+                _ => strings(&[1, 2]).map_err(|_| plan_err("UNIX_TIMESTAMP takes (string [, format])")),
+            },
             Func::RegexpExtract => match t {
                 [a, b] if is_string(a) && is_string(b) => Ok(vec![DataType::Utf8, DataType::Utf8]),
                 [a, b, i] if is_string(a) && is_string(b) && (i.is_integer() || *i == DataType::Null) => Ok(vec![DataType::Utf8, DataType::Utf8, DataType::Int64]),
@@ -165,7 +196,9 @@ impl ScalarUDFImpl for Udf {
 
     fn return_type(&self, t: &[DataType]) -> DfResult<DataType> {
         Ok(match self.f {
-            Func::JsonValue | Func::DateFormat | Func::RegexpReplace | Func::RegexpExtract => DataType::Utf8,
+            Func::JsonValue | Func::DateFormat | Func::RegexpReplace | Func::RegexpExtract | Func::SplitIndex | Func::FromUnixtime => DataType::Utf8,
+            Func::Locate => DataType::Int32,
+            Func::UnixTimestamp => DataType::Int64,
             Func::ToTimestamp | Func::CurrentWatermark => TS,
             Func::TimestampDiff => DataType::Int32,
             Func::If => t.get(1).cloned().unwrap_or(DataType::Null),
@@ -295,6 +328,79 @@ impl Udf {
                     Arc::new(out)
                 }
             },
+            Func::SplitIndex => {
+                let (s, sep, idx) = (strs(&a[0])?, strs(&a[1])?, a[2].as_primitive::<arrow::datatypes::Int64Type>());
+                let out: StringArray = (0..n)
+                    .map(|i| {
+                        let (v, sep) = (str_at(&s, i)?, str_at(&sep, i)?);
+                        let k = usize::try_from((!idx.is_null(i)).then(|| idx.value(i))?).ok()?;
+                        if sep.is_empty() {
+                            return None;
+                        }
+                        v.split(sep).nth(k).map(str::to_string)
+                    })
+                    .collect();
+                Arc::new(out)
+            }
+            Func::Locate => {
+                let (needle, hay) = (strs(&a[0])?, strs(&a[1])?);
+                let from = a.get(2).map(|f| f.as_primitive::<arrow::datatypes::Int64Type>().clone());
+                let out: Int32Array = (0..n)
+                    .map(|i| {
+                        let (nd, h) = (str_at(&needle, i)?, str_at(&hay, i)?);
+                        let start = match &from {
+                            Some(f) if f.is_null(i) => return None,
+                            Some(f) => f.value(i).max(1) as usize - 1,
+                            None => 0,
+                        };
+                        // 1-based character positions, 0 when not found
+                        let byte = h.char_indices().nth(start).map(|(b, _)| b)?;
+                        Some(h[byte..].find(nd).map_or(0, |p| (start + h[byte..byte + p].chars().count() + 1) as i32))
+                    })
+                    .collect();
+                Arc::new(out)
+            }
+            Func::FromUnixtime => {
+                let secs = a[0].as_primitive::<arrow::datatypes::Int64Type>();
+                let f = if a.len() > 1 { Some(strs(&a[1])?) } else { None };
+                let mut conv: Option<(String, String)> = None;
+                let out: StringArray = (0..n)
+                    .map(|i| {
+                        if secs.is_null(i) {
+                            return None;
+                        }
+                        let fmt = match &f {
+                            None => "yyyy-MM-dd HH:mm:ss",
+                            Some(f) => str_at(f, i)?,
+                        };
+                        if conv.as_ref().is_none_or(|(j, _)| j != fmt) {
+                            conv = Some((fmt.to_string(), java_format(fmt)));
+                        }
+                        let dt = DateTime::from_timestamp(secs.value(i), 0)?.naive_utc();
+                        Some(dt.format(&conv.as_ref()?.1).to_string())
+                    })
+                    .collect();
+                Arc::new(out)
+            }
+            Func::UnixTimestamp => {
+                let s = strs(&a[0])?;
+                let f = if a.len() > 1 { Some(strs(&a[1])?) } else { None };
+                let mut conv: Option<(String, String)> = None;
+                let out: Int64Array = (0..n)
+                    .map(|i| {
+                        let v = str_at(&s, i)?;
+                        let fmt = match &f {
+                            None => "yyyy-MM-dd HH:mm:ss",
+                            Some(f) => str_at(f, i)?,
+                        };
+                        if conv.as_ref().is_none_or(|(j, _)| j != fmt) {
+                            conv = Some((fmt.to_string(), java_format(fmt)));
+                        }
+                        parse_ts(v, &conv.as_ref()?.1).map(|ms| ms.div_euclid(1000))
+                    })
+                    .collect();
+                Arc::new(out)
+            }
             Func::RegexpReplace | Func::RegexpExtract => {
                 let (s, p) = (strs(&a[0])?, strs(&a[1])?);
                 let third = if a.len() > 2 { Some(a[2].clone()) } else { None };
