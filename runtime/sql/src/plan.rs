@@ -141,6 +141,11 @@ impl<'a> Compiler<'a> {
 
     fn statement(&mut self, p: &Piece) -> Result<(), SqlError> {
         let text = p.text(self.script);
+        let skip = script::leading_trivia(text);
+        if skip > 0 && skip < text.len() {
+            // a statement starting with comments: dispatch on its first word
+            return self.statement(&Piece { start: p.start + skip, end: p.end });
+        }
         let words = script::leading_words(text, 4);
         let w: Vec<&str> = words.iter().map(String::as_str).collect();
         match w.as_slice() {

@@ -157,6 +157,19 @@ fn blank(s: &mut String, start: usize, end: usize) {
     s.replace_range(start..end, &(replaced + &" ".repeat(pad)));
 }
 
+/// The length of the whitespace and comments at the start of `text`.
+pub fn leading_trivia(text: &str) -> usize {
+    let mut first = text.len();
+    scan(text, |i, c, _| {
+        if c.is_whitespace() {
+            return true;
+        }
+        first = i;
+        false
+    });
+    first
+}
+
 /// The upper-cased words at the start of `text` (code only), at most `n`.
 pub fn leading_words(text: &str, n: usize) -> Vec<String> {
     text.split(|c: char| c.is_whitespace() || c == '(' || c == ';' || c == '\'')
@@ -535,6 +548,13 @@ mod tests {
         let s = "SET 'a' = 'x;y';\n-- c; d\nSELECT 1; /* ; */ SELECT ';';  ;";
         let p: Vec<&str> = split(s).iter().map(|p| p.text(s)).collect();
         assert_eq!(p, vec!["SET 'a' = 'x;y'", "-- c; d\nSELECT 1", "/* ; */ SELECT ';'"]);
+    }
+
+    #[test]
+    fn leading_comments_are_trivia() {
+        let s = "-- a; comment\n /* b */ SET 'x' = 'y'";
+        assert_eq!(&s[leading_trivia(s)..], "SET 'x' = 'y'");
+        assert_eq!(leading_trivia("SELECT"), 0);
     }
 
     #[test]
