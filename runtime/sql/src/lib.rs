@@ -11,11 +11,15 @@
 //! ```
 
 pub mod connectors;
+pub mod functions;
 pub mod nexmark;
 mod nexmark_queries;
 pub mod ops;
+mod over;
 mod plan;
+mod rank;
 pub mod script;
+mod session;
 mod types;
 
 pub use connectors::{ChangelogMode, Connector, ConnectorRegistry, TableOptions};

@@ -66,7 +66,7 @@ pub fn nullable(schema: &Schema) -> SchemaRef {
 }
 
 /// A failure while running a SQL operator: the task fails with this message.
-fn fail(op: &str, e: impl std::fmt::Display) -> ! {
+pub(crate) fn fail(op: &str, e: impl std::fmt::Display) -> ! {
     panic!("SQL operator {op}: {e}")
 }
 
@@ -115,6 +115,15 @@ impl Calc {
             }
         }
         Ok(Some(b))
+    }
+
+    /// As a process function: CURRENT_WATERMARK() evaluates to the operator's watermark.
+    pub fn run_at(&self, b: ChangeBatch, ctx: &mut weir::ProcessContext<'_, ChangeBatch>) {
+        match crate::functions::with_watermark(ctx.current_watermark(), || self.apply(b)) {
+            Ok(Some(b)) => ctx.emit(b),
+            Ok(None) => {}
+            Err(e) => fail(&self.name, e),
+        }
     }
 
     /// As a `flat_map` function.
@@ -166,6 +175,8 @@ impl WindowAssign {
                 }
                 out.reverse();
             }
+            // a proto-session: the aggregation merges overlapping ones
+            Session { gap } => out.push((ts, ts + gap)),
             Cumulate { step, size } => {
                 let s = ts - ts.rem_euclid(size);
                 let mut e = s + step;
@@ -333,7 +344,7 @@ impl Value {
         }
     }
 
-    fn cmp_sql(&self, o: &Value) -> std::cmp::Ordering {
+    pub(crate) fn cmp_sql(&self, o: &Value) -> std::cmp::Ordering {
         use std::cmp::Ordering::Equal;
         match (self, o) {
             (Value::Int(a), Value::Int(b)) => a.cmp(b),
@@ -383,6 +394,9 @@ pub enum Acc {
     Sum { int: i128, float: f64, is_float: bool, n: i64 },
     Avg { sum: f64, n: i64 },
     Extreme(Option<Value>),
+    /// a DISTINCT aggregate: how often each value is in the group (so retractions
+    /// work), the inner accumulator seeing each distinct value once
+    Distinct { seen: Vec<(Value, i64)>, inner: Box<Acc> },
 }
 
 impl AggKind {
@@ -395,12 +409,40 @@ impl AggKind {
         }
     }
 
+    /// The accumulator of `self(DISTINCT ...)`.
+    pub fn create_distinct(self) -> Acc {
+        Acc::Distinct { seen: Vec::new(), inner: Box::new(self.create()) }
+    }
+
     /// Adds (`sign` = 1) or retracts (`sign` = -1) `v`.
     pub fn update(self, acc: &mut Acc, v: &Value, sign: i64) {
         if self != AggKind::CountStar && *v == Value::Null {
             return;
         }
         match acc {
+            Acc::Distinct { seen, inner } => {
+                let at = seen.iter().position(|(x, _)| x == v);
+                let (before, after) = match at {
+                    Some(i) => {
+                        let b = seen[i].1;
+                        seen[i].1 += sign;
+                        if seen[i].1 <= 0 {
+                            seen.swap_remove(i);
+                        }
+                        (b, b + sign)
+                    }
+                    None if sign > 0 => {
+                        seen.push((v.clone(), sign));
+                        (0, sign)
+                    }
+                    None => (0, 0),
+                };
+                if before <= 0 && after > 0 {
+                    self.update(inner, v, 1);
+                } else if before > 0 && after <= 0 {
+                    self.update(inner, v, -1);
+                }
+            }
             Acc::Count(n) => *n += sign,
             Acc::Sum { int, float, is_float, n } => {
                 *n += sign;
@@ -432,6 +474,38 @@ impl AggKind {
         }
     }
 
+    /// Folds `other` into `acc` (merging session windows).
+    pub fn merge(self, acc: &mut Acc, other: Acc) {
+        match (acc, other) {
+            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::Sum { int, float, is_float, n }, Acc::Sum { int: i2, float: f2, is_float: x2, n: n2 }) => {
+                *int += i2;
+                *float += f2;
+                *is_float |= x2;
+                *n += n2;
+            }
+            (Acc::Avg { sum, n }, Acc::Avg { sum: s2, n: n2 }) => {
+                *sum += s2;
+                *n += n2;
+            }
+            (a @ Acc::Extreme(_), Acc::Extreme(Some(v))) => self.update(a, &v, 1),
+            (Acc::Distinct { seen, inner }, Acc::Distinct { seen: s2, .. }) => {
+                for (v, c) in s2 {
+                    match seen.iter_mut().find(|(x, _)| *x == v) {
+                        Some(e) => e.1 += c,
+                        None => seen.push((v, c)),
+                    }
+                }
+                seen.retain(|(_, c)| *c > 0);
+                **inner = self.create();
+                for (v, _) in seen.iter() {
+                    self.update(inner, v, 1);
+                }
+            }
+            _ => {}
+        }
+    }
+
     pub fn result(self, acc: &Acc, out_type: &DataType) -> Value {
         match acc {
             Acc::Count(n) => Value::Int(*n),
@@ -444,6 +518,7 @@ impl AggKind {
             Acc::Avg { n: 0, .. } => Value::Null,
             Acc::Avg { sum, n } => Value::Float(sum / *n as f64),
             Acc::Extreme(v) => v.clone().unwrap_or(Value::Null),
+            Acc::Distinct { inner, .. } => self.result(inner, out_type),
         }
     }
 }
@@ -453,11 +528,20 @@ impl AggKind {
 pub struct AggSpec {
     pub name: String,
     pub aggs: Vec<AggKind>,
+    /// per aggregate: `f(DISTINCT x)`
+    pub distinct: Vec<bool>,
     /// group columns, then aggregates
     pub out_schema: SchemaRef,
     /// index of `window_end` in the key: a window aggregation (final rows when the
     /// watermark passes the window's end); `None`: unbounded (a changelog)
     pub window_end: Option<usize>,
+}
+
+impl AggSpec {
+    /// Fresh accumulators, one per aggregate.
+    pub fn new_accs(&self) -> Vec<Acc> {
+        self.aggs.iter().enumerate().map(|(i, a)| if self.distinct.get(i).copied().unwrap_or(false) { a.create_distinct() } else { a.create() }).collect()
+    }
 }
 
 /// The state of one group.
@@ -486,17 +570,22 @@ impl AggFunction {
     }
 
     fn batch(&self, rows: Vec<(RowKind, Vec<Value>)>) -> ChangeBatch {
-        let schema = &self.spec.out_schema;
-        let mut cols = Vec::with_capacity(schema.fields().len());
-        for (i, f) in schema.fields().iter().enumerate() {
-            let scalars: Vec<ScalarValue> = rows.iter().map(|(_, r)| r[i].to_scalar(f.data_type())).collect::<Result<_, _>>().unwrap_or_else(|e| fail(&self.spec.name, e));
-            cols.push(ScalarValue::iter_to_array(scalars).unwrap_or_else(|e| fail(&self.spec.name, e)));
-        }
-        let b = RecordBatch::try_new(schema.clone(), cols).unwrap_or_else(|e| fail(&self.spec.name, e));
-        let kinds: Vec<RowKind> = rows.iter().map(|(k, _)| *k).collect();
-        let kinds = if kinds.iter().all(|k| *k == RowKind::Insert) { None } else { Some(kinds) };
-        ChangeBatch { rows: ArrowBatch(b), kinds }
+        rows_to_batch(&self.spec.out_schema, &rows).unwrap_or_else(|e| fail(&self.spec.name, e))
     }
+}
+
+/// Rows of values (in `schema`'s column order) as a batch.
+pub fn rows_to_batch(schema: &SchemaRef, rows: &[(RowKind, Vec<Value>)]) -> Result<ChangeBatch, String> {
+    let mut cols = Vec::with_capacity(schema.fields().len());
+    for (i, f) in schema.fields().iter().enumerate() {
+        let scalars: Vec<ScalarValue> = rows.iter().map(|(_, r)| r.get(i).unwrap_or(&Value::Null).to_scalar(f.data_type())).collect::<Result<_, _>>()?;
+        let col = if scalars.is_empty() { arrow::array::new_empty_array(f.data_type()) } else { ScalarValue::iter_to_array(scalars).map_err(|e| e.to_string())? };
+        cols.push(col);
+    }
+    let b = RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())?;
+    let kinds: Vec<RowKind> = rows.iter().map(|(k, _)| *k).collect();
+    let kinds = if kinds.iter().all(|k| *k == RowKind::Insert) { None } else { Some(kinds) };
+    Ok(ChangeBatch { rows: ArrowBatch(b), kinds })
 }
 
 impl KeyedProcessFunction<GroupKey, KeyedRow, ChangeBatch> for AggFunction {
@@ -513,7 +602,7 @@ impl KeyedProcessFunction<GroupKey, KeyedRow, ChangeBatch> for AggFunction {
             if end - 1 <= ctx.current_watermark() {
                 return; // late: its window has fired
             }
-            let mut st = state.value(ctx).unwrap_or_else(|| GroupState { rows: 0, accs: self.spec.aggs.iter().map(|a| a.create()).collect() });
+            let mut st = state.value(ctx).unwrap_or_else(|| GroupState { rows: 0, accs: self.spec.new_accs() });
             st.rows += sign;
             for ((k, a), v) in self.spec.aggs.iter().zip(st.accs.iter_mut()).zip(&r.args) {
                 k.update(a, v, sign);
@@ -524,7 +613,7 @@ impl KeyedProcessFunction<GroupKey, KeyedRow, ChangeBatch> for AggFunction {
         }
         let old = state.value(ctx);
         let before = old.as_ref().filter(|s| s.rows > 0).map(|s| self.row(&r.key, s));
-        let mut st = old.unwrap_or_else(|| GroupState { rows: 0, accs: self.spec.aggs.iter().map(|a| a.create()).collect() });
+        let mut st = old.unwrap_or_else(|| GroupState { rows: 0, accs: self.spec.new_accs() });
         st.rows += sign;
         for ((k, a), v) in self.spec.aggs.iter().zip(st.accs.iter_mut()).zip(&r.args) {
             k.update(a, v, sign);
@@ -632,6 +721,27 @@ mod tests {
         let mut c = AggKind::Count.create();
         AggKind::Count.update(&mut c, &Value::Null, 1);
         assert_eq!(AggKind::Count.result(&c, &DataType::Int64), Value::Int(0));
+    }
+
+    #[test]
+    fn distinct_accumulators_count_values_once_and_retract() {
+        let k = AggKind::Count;
+        let mut a = k.create_distinct();
+        for v in [1, 1, 2] {
+            k.update(&mut a, &Value::Int(v), 1);
+        }
+        assert_eq!(k.result(&a, &DataType::Int64), Value::Int(2));
+        k.update(&mut a, &Value::Int(1), -1);
+        assert_eq!(k.result(&a, &DataType::Int64), Value::Int(2), "1 is still there once");
+        k.update(&mut a, &Value::Int(1), -1);
+        assert_eq!(k.result(&a, &DataType::Int64), Value::Int(1));
+        let s = AggKind::Sum;
+        let (mut x, mut y) = (s.create_distinct(), s.create_distinct());
+        s.update(&mut x, &Value::Int(5), 1);
+        s.update(&mut y, &Value::Int(5), 1);
+        s.update(&mut y, &Value::Int(7), 1);
+        s.merge(&mut x, y);
+        assert_eq!(s.result(&x, &DataType::Int64), Value::Int(12));
     }
 
     #[test]

@@ -163,6 +163,11 @@ impl<'a> Compiler<'a> {
         cfg.options_mut().sql_parser.map_string_types_to_utf8view = false;
         cfg.options_mut().execution.time_zone = Some("UTC".into());
         let ctx = SessionContext::new_with_config(cfg);
+        crate::functions::register(&ctx);
+        // COUNT(DISTINCT x) stays one aggregate (keyed state counts the distinct
+        // values); split into two GROUP BYs it would turn window aggregations into
+        // unbounded ones
+        ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
         Ok(Compiler {
             script,
             env,
@@ -183,6 +188,11 @@ impl<'a> Compiler<'a> {
 
     fn statement(&mut self, p: &Piece) -> Result<(), SqlError> {
         let text = p.text(self.script);
+        let skip = script::leading_trivia(text);
+        if skip > 0 && skip < text.len() {
+            // a statement starting with comments: dispatch on its first word
+            return self.statement(&Piece { start: p.start + skip, end: p.end });
+        }
         let words = script::leading_words(text, 4);
         let w: Vec<&str> = words.iter().map(String::as_str).collect();
         match w.as_slice() {
@@ -271,7 +281,8 @@ impl<'a> Compiler<'a> {
         self.plan_statement(stmt)
     }
 
-    fn plan_statement(&self, stmt: Statement) -> Result<LogicalPlan, String> {
+    fn plan_statement(&self, mut stmt: Statement) -> Result<LogicalPlan, String> {
+        crate::functions::rewrite_ast(&mut stmt);
         let state = self.ctx.state();
         let plan = futures::executor::block_on(state.statement_to_plan(DFStatement::Statement(Box::new(stmt)))).map_err(df_err)?;
         state.optimize(&plan).map_err(df_err)
@@ -386,6 +397,7 @@ impl<'a> Compiler<'a> {
         if let Some((at, m)) = script::unsupported_flink(&text) {
             return Err(self.err(at, m));
         }
+        crate::functions::rewrite_timestampdiff(self.script, &mut text)?;
         let calls = script::rewrite_window_tvfs(self.script, &mut text, &mut self.next_window)?;
         for call in calls {
             let base = self.entry_schema(&call.table).ok_or_else(|| SqlError { pos: call.pos, statement: None, message: format!("unknown table '{}'", call.table) })?;
@@ -455,7 +467,7 @@ impl<'a> Compiler<'a> {
             casts.push(datafusion::logical_expr::cast(Expr::Column(Column::from((q, qf))), f.data_type().clone()));
         }
         let seed = format!("{sink}|{}", plan.display_indent());
-        let mut lower = Lower { c: self, seed, uids: Vec::new(), sources: HashMap::new() };
+        let mut lower = Lower { c: self, seed, uids: Vec::new(), sources: HashMap::new(), rank: None, rank_used: None };
         let lowered = lower.lower(&plan).map_err(|m| lower.c.err(p.start, m))?;
         if let (ChangelogMode::AppendOnly, Some(op)) = (mode, &lowered.updating) {
             return Err(lower.c.err(p.start, format!("table '{sink}' (connector '{}') is append-only and cannot take the updates that {op} produces", def.opts.connector)));
@@ -481,7 +493,7 @@ impl<'a> Compiler<'a> {
         let Statement::Query(q) = self.parse_one(p, &text)? else { return Err(self.err(p.start, "expected a query")) };
         let plan = self.plan_statement(Statement::Query(q)).map_err(|m| self.err(p.start, m))?;
         let seed = format!("query|{}", plan.display_indent());
-        let mut lower = Lower { c: self, seed, uids: Vec::new(), sources: HashMap::new() };
+        let mut lower = Lower { c: self, seed, uids: Vec::new(), sources: HashMap::new(), rank: None, rank_used: None };
         let lowered = lower.lower(&plan).map_err(|m| lower.c.err(p.start, m))?;
         Ok(QueryPlan { stream: lowered.stream, schema: nullable(plan.schema().as_arrow()), updating: lowered.updating, plan: plan.display_indent().to_string() })
     }
@@ -517,36 +529,46 @@ fn field_access_names(plan: LogicalPlan) -> Result<LogicalPlan, String> {
 }
 
 /// Physical expressions of `exprs` over `schema`.
-fn phys_exprs(exprs: &[Expr], schema: &DFSchema) -> Result<Vec<Arc<dyn PhysicalExpr>>, String> {
+pub(crate) fn phys_exprs(exprs: &[Expr], schema: &DFSchema) -> Result<Vec<Arc<dyn PhysicalExpr>>, String> {
     let props = ExecutionProps::new();
     let ctx = PhysicalPlanningContext::default();
     exprs.iter().map(|e| create_physical_expr(e, schema, &props, &ctx).map_err(df_err)).collect()
 }
 
+/// What a column is besides its value: a window's bounds or the rowtime attribute.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum WinCol {
+pub(crate) enum WinCol {
     Start,
     End,
+    /// bounds of a SESSION window (merged by the aggregation)
+    SessionStart,
+    SessionEnd,
+    /// the rowtime attribute of a table (its `WATERMARK FOR` column)
+    Rowtime,
 }
 
-struct Lowered {
-    stream: DataStream<ChangeBatch>,
+pub(crate) struct Lowered {
+    pub(crate) stream: DataStream<ChangeBatch>,
     /// the operator that makes this stream updating
-    updating: Option<String>,
-    /// which columns are a window's start/end (for window aggregations)
-    win: Vec<Option<WinCol>>,
+    pub(crate) updating: Option<String>,
+    /// which columns are a window's start/end or the rowtime (for window aggregations)
+    pub(crate) win: Vec<Option<WinCol>>,
 }
 
-struct Lower<'c, 'a> {
+pub(crate) struct Lower<'c, 'a> {
     c: &'c mut Compiler<'a>,
     seed: String,
     uids: Vec<String>,
     /// the source of each table the query reads, read once however often it is scanned
     /// (Flink's source reuse: the `person` and `auction` views of one Nexmark table)
     sources: HashMap<String, DataStream<ChangeBatch>>,
+    /// the Top-N bound of a `ROW_NUMBER` filter being lowered (see `rank`)
+    pub(crate) rank: Option<crate::rank::RankBound>,
+    /// whether the projection above a Top-N filter selects the rank column
+    pub(crate) rank_used: Option<bool>,
 }
 
-fn unalias(e: &Expr) -> &Expr {
+pub(crate) fn unalias(e: &Expr) -> &Expr {
     match e {
         Expr::Alias(a) => unalias(&a.expr),
         other => other,
@@ -556,7 +578,7 @@ fn unalias(e: &Expr) -> &Expr {
 impl Lower<'_, '_> {
     /// A uid derived from the query (sink and plan text), the operator kind and its
     /// own description: stable for an unchanged query.
-    fn uid(&mut self, kind: &str, detail: &str) -> String {
+    pub(crate) fn uid(&mut self, kind: &str, detail: &str) -> String {
         let h = xxhash_rust::xxh3::xxh3_64(format!("{}|{kind}|{detail}", self.seed).as_bytes());
         let mut uid = format!("sql-{kind}-{h:016x}");
         let mut n = 2;
@@ -569,7 +591,7 @@ impl Lower<'_, '_> {
         uid
     }
 
-    fn par<T: weir::Data>(&self, s: DataStream<T>) -> DataStream<T> {
+    pub(crate) fn par<T: weir::Data>(&self, s: DataStream<T>) -> DataStream<T> {
         match self.c.job.parallelism {
             Some(p) if !self.c.fixed_parallelism => s.parallelism(p),
             _ => s,
@@ -578,16 +600,18 @@ impl Lower<'_, '_> {
 
     /// A stateless operator (`kind`: what it does, a word; `detail`: what makes it this
     /// one, hashed into the uid).
-    fn stateless(&mut self, s: DataStream<ChangeBatch>, calc: Calc, kind: &str, detail: &str) -> DataStream<ChangeBatch> {
+    pub(crate) fn stateless(&mut self, s: DataStream<ChangeBatch>, calc: Calc, kind: &str, detail: &str) -> DataStream<ChangeBatch> {
         let uid = self.uid(kind, &format!("{detail}|{}", calc.steps.len()));
         let name = calc.name.clone();
-        let out = s.flat_map(move |b, out| calc.run(b, out)).uid(&uid).name(&name);
+        // a process function: CURRENT_WATERMARK() evaluates to the operator's watermark
+        let out = s.process(move |b, ctx: &mut weir::ProcessContext<'_, ChangeBatch>| calc.run_at(b, ctx)).uid(&uid).name(&name);
         self.par(out)
     }
 
-    fn lower(&mut self, plan: &LogicalPlan) -> Result<Lowered, String> {
+    pub(crate) fn lower(&mut self, plan: &LogicalPlan) -> Result<Lowered, String> {
         match plan {
             LogicalPlan::Projection(pr) => {
+                crate::rank::note_projection(self, pr);
                 let l = self.lower(&pr.input)?;
                 let exprs = phys_exprs(&pr.expr, pr.input.schema())?;
                 let win = pr
@@ -603,6 +627,9 @@ impl Lower<'_, '_> {
                 Ok(Lowered { stream, updating: l.updating, win })
             }
             LogicalPlan::Filter(f) => {
+                if let Some((n, rest)) = crate::rank::match_filter(f)? {
+                    return crate::rank::lower_filter(self, f, n, rest);
+                }
                 let l = self.lower(&f.input)?;
                 let e = phys_exprs(std::slice::from_ref(&f.predicate), f.input.schema())?.remove(0);
                 let calc = Calc { name: format!("Calc(where=[{}])", f.predicate), steps: vec![Step::Filter(e)] };
@@ -649,7 +676,10 @@ impl Lower<'_, '_> {
             LogicalPlan::Join(j) => self.join(j),
             LogicalPlan::Sort(_) => Err("ORDER BY is not supported in streaming queries yet (only on time attributes in Flink)".into()),
             LogicalPlan::Limit(_) => Err("LIMIT is not supported in streaming queries yet".into()),
-            LogicalPlan::Window(_) => Err("OVER windows (and ROW_NUMBER Top-N) are not supported yet".into()),
+            LogicalPlan::Window(w) => match self.rank.take() {
+                Some(bound) => crate::rank::lower(self, w, bound),
+                None => crate::over::lower(self, w),
+            },
             LogicalPlan::Distinct(_) => Err("SELECT DISTINCT is not supported yet".into()),
             other => Err(format!("{} is not supported in streaming SQL yet", other.display())),
         }
@@ -690,8 +720,9 @@ impl Lower<'_, '_> {
                 let opname = op.name.clone();
                 let stream = self.par(base.stream.flat_map(move |b, out| op.run(b, out)).uid(&uid).name(&opname));
                 let mut win = vec![None; n];
-                win[n - 3] = Some(WinCol::Start);
-                win[n - 2] = Some(WinCol::End);
+                let session = matches!(call.kind, crate::script::WindowKind::Session { .. });
+                win[n - 3] = Some(if session { WinCol::SessionStart } else { WinCol::Start });
+                win[n - 2] = Some(if session { WinCol::SessionEnd } else { WinCol::End });
                 Ok(Lowered { stream, updating: None, win })
             }
         }
@@ -709,7 +740,11 @@ impl Lower<'_, '_> {
         let s = self.par(s.uid(&uid));
         self.sources.insert(t.name.clone(), s.clone());
         let _: &SourceFactory = &factory;
-        Ok(Lowered { stream: s, updating: None, win: vec![None; t.schema.fields().len()] })
+        let mut win = vec![None; t.schema.fields().len()];
+        if let Some((rt, _)) = &t.watermark {
+            win[*rt] = Some(WinCol::Rowtime);
+        }
+        Ok(Lowered { stream: s, updating: None, win })
     }
 
     fn aggregate(&mut self, agg: &datafusion::logical_expr::Aggregate) -> Result<Lowered, String> {
@@ -727,21 +762,25 @@ impl Lower<'_, '_> {
                 _ => None,
             });
         }
-        let we = win_in_key.iter().position(|w| *w == Some(WinCol::End));
-        let ws = win_in_key.iter().position(|w| *w == Some(WinCol::Start));
+        let we = win_in_key.iter().position(|w| matches!(w, Some(WinCol::End | WinCol::SessionEnd)));
+        let ws = win_in_key.iter().position(|w| matches!(w, Some(WinCol::Start | WinCol::SessionStart)));
         let windowed = match (ws, we) {
             (Some(_), Some(e)) => Some(e),
-            _ if l.win.iter().any(Option::is_some) => return Err("a window aggregation must GROUP BY both window_start and window_end".into()),
+            _ if l.win.iter().any(|w| matches!(w, Some(WinCol::Start | WinCol::End | WinCol::SessionStart | WinCol::SessionEnd))) => {
+                return Err("a window aggregation must GROUP BY both window_start and window_end".into());
+            }
+            _ => None,
+        };
+        let session = match (ws, we) {
+            (Some(s), Some(e)) if win_in_key[e] == Some(WinCol::SessionEnd) => Some((s, e)),
             _ => None,
         };
         let mut kinds = Vec::new();
+        let mut distinct = Vec::new();
         let mut args = Vec::new();
         for a in &agg.aggr_expr {
             let Expr::AggregateFunction(af) = unalias(a) else { return Err(format!("unsupported aggregate {a}")) };
             let fname = af.func.name().to_ascii_lowercase();
-            if af.params.distinct {
-                return Err(format!("{}(DISTINCT ...) is not supported yet", fname.to_uppercase()));
-            }
             if af.params.filter.is_some() || !af.params.order_by.is_empty() {
                 return Err(format!("{}: FILTER and WITHIN GROUP are not supported yet", fname.to_uppercase()));
             }
@@ -762,7 +801,11 @@ impl Lower<'_, '_> {
             if af.params.args.len() > 1 {
                 return Err(format!("{} with several arguments is not supported", fname.to_uppercase()));
             }
+            if af.params.distinct && kind == AggKind::CountStar {
+                return Err("COUNT(DISTINCT *) is not valid: name the column".into());
+            }
             kinds.push(kind);
+            distinct.push(af.params.distinct && !matches!(kind, AggKind::Min | AggKind::Max));
             args.push(if kind == AggKind::CountStar { None } else { Some(phys_exprs(std::slice::from_ref(a0.ok_or("missing argument")?), in_schema)?.remove(0)) });
         }
         if windowed.is_some() && l.updating.is_some() {
@@ -774,19 +817,34 @@ impl Lower<'_, '_> {
             agg.group_expr.iter().map(|e| e.schema_name().to_string()).collect::<Vec<_>>().join(", "),
             agg.aggr_expr.iter().map(|e| e.schema_name().to_string()).collect::<Vec<_>>().join(", ")
         );
+        let mut args = args;
+        let mut key_exprs = key_exprs;
+        if let Some((s, e)) = session {
+            // sessions merge: the key is the group without the bounds, which travel as arguments
+            args.push(Some(phys_exprs(std::slice::from_ref(&key_exprs[s]), in_schema)?.remove(0)));
+            args.push(Some(phys_exprs(std::slice::from_ref(&key_exprs[e]), in_schema)?.remove(0)));
+            key_exprs = key_exprs.into_iter().enumerate().filter(|(i, _)| *i != s && *i != e).map(|(_, k)| k).collect();
+        }
         let key_rows = KeyRows { name: format!("{desc}: keys"), keys: phys_exprs(&key_exprs, in_schema)?, args };
-        let spec = Arc::new(AggSpec { name: desc.clone(), aggs: kinds, out_schema: nullable(agg.schema.as_arrow()), window_end: windowed });
+        let spec = Arc::new(AggSpec { name: desc.clone(), aggs: kinds, distinct, out_schema: nullable(agg.schema.as_arrow()), window_end: windowed });
         let kuid = self.uid("agg-keys", &desc);
         let keyed = self.par(l.stream.flat_map(move |b, out| key_rows.run(b, out)).uid(&kuid).name(&format!("{desc}: keys")));
-        let auid = self.uid(if windowed.is_some() { "window-agg" } else { "group-agg" }, &desc);
-        let out = keyed.key_by(|r: &crate::ops::KeyedRow| r.key.clone()).process(AggFunction { spec, state: None }).uid(&auid).name(&desc);
-        let out = self.par(out);
+        let auid = self.uid(if session.is_some() { "session-agg" } else if windowed.is_some() { "window-agg" } else { "group-agg" }, &desc);
+        let keyed = keyed.key_by(|r: &crate::ops::KeyedRow| r.key.clone());
+        let out = match session {
+            Some((s, e)) => keyed.process(crate::session::SessionAgg::new(spec, s, e)),
+            None => keyed.process(AggFunction { spec, state: None }),
+        };
+        let out = self.par(out.uid(&auid).name(&desc));
         let n_out = agg.schema.fields().len();
         let mut win = vec![None; n_out];
         for (i, w) in win_in_key.iter().enumerate() {
             win[i] = *w;
         }
-        let updating = if windowed.is_some() { None } else { Some(desc) };
+        // SELECT DISTINCT (no aggregates) over an append-only input only ever inserts
+        let insert_only = windowed.is_some() || (agg.aggr_expr.is_empty() && l.updating.is_none());
+        let updating = if insert_only { None } else { Some(desc) };
+        let win: Vec<Option<WinCol>> = win.into_iter().map(|w| w.filter(|w| *w != WinCol::Rowtime)).collect();
         // window columns stay window columns only for windowed aggregations' output
         Ok(Lowered { stream: out, updating, win: if windowed.is_some() { vec![None; n_out] } else { win } })
     }

@@ -175,6 +175,19 @@ fn blank(s: &mut String, start: usize, end: usize) {
     s.replace_range(start..end, &(replaced + &" ".repeat(pad)));
 }
 
+/// The length of the whitespace and comments at the start of `text`.
+pub fn leading_trivia(text: &str) -> usize {
+    let mut first = text.len();
+    scan(text, |i, c, _| {
+        if c.is_whitespace() {
+            return true;
+        }
+        first = i;
+        false
+    });
+    first
+}
+
 /// The upper-cased words at the start of `text` (code only), at most `n`.
 pub fn leading_words(text: &str, n: usize) -> Vec<String> {
     text.split(|c: char| c.is_whitespace() || c == '(' || c == ';' || c == '\'')
@@ -430,8 +443,6 @@ pub fn find_word(text: &str, word: &str) -> Option<usize> {
 pub fn unsupported_flink(text: &str) -> Option<(usize, &'static str)> {
     const WORDS: &[(&str, &str)] = &[
         ("SYSTEM_TIME", "FOR SYSTEM_TIME AS OF (temporal and lookup joins) is not supported yet"),
-        // DataFusion's DATE_FORMAT is TO_CHAR, with chrono's patterns: 'yyyy-MM-dd' would come out as is
-        ("DATE_FORMAT", "function DATE_FORMAT (with Java date patterns) is not supported yet"),
     ];
     WORDS.iter().filter_map(|(w, m)| find_word(text, w).map(|at| (at, *m))).min_by_key(|(at, _)| *at)
 }
@@ -452,6 +463,8 @@ pub enum WindowKind {
     Tumble { size: i64 },
     Hop { slide: i64, size: i64 },
     Cumulate { step: i64, size: i64 },
+    /// windows of rows at most `gap` apart (per GROUP BY key)
+    Session { gap: i64 },
 }
 
 /// Replaces every `TABLE(TUMBLE|HOP|CUMULATE(TABLE t, DESCRIPTOR(ts), INTERVAL ...))`
@@ -489,7 +502,16 @@ pub fn rewrite_window_tvfs(script: &str, text: &mut String, next_id: &mut usize)
         if args.len() < 3 {
             return Err(bad("expected (TABLE t, DESCRIPTOR(time column), INTERVAL ...)"));
         }
-        let table = args[0].strip_prefix("TABLE ").or_else(|| args[0].strip_prefix("table ")).ok_or_else(|| bad("the first argument must be TABLE <name>"))?.trim().trim_matches('`').to_string();
+        let table_arg = args[0].get(..6).filter(|p| p.eq_ignore_ascii_case("TABLE ")).map(|_| args[0][6..].trim()).ok_or_else(|| bad("the first argument must be TABLE <name>"))?;
+        let (table, partition) = table_arg.split_once(char::is_whitespace).map_or((table_arg, ""), |(t, r)| (t, r.trim()));
+        let table = table.trim_matches('`').to_string();
+        // SESSION(TABLE t PARTITION BY k, ...): the sessions are per GROUP BY key anyway
+        if !partition.is_empty() {
+            let up = partition.to_ascii_uppercase();
+            if fname != "SESSION" || !up.starts_with("PARTITION") || !up["PARTITION".len()..].trim_start().starts_with("BY") {
+                return Err(bad(&format!("unexpected '{partition}' after TABLE {table}")));
+            }
+        }
         let d = args[1].trim();
         if !d.to_ascii_uppercase().starts_with("DESCRIPTOR") {
             return Err(bad("the second argument must be DESCRIPTOR(<time column>)"));
@@ -510,7 +532,8 @@ pub fn rewrite_window_tvfs(script: &str, text: &mut String, next_id: &mut usize)
                 }
                 WindowKind::Cumulate { step: *step, size: *size }
             }
-            ("SESSION", _) => return Err(bad("SESSION windows are not supported yet")),
+            ("SESSION", [gap]) => WindowKind::Session { gap: *gap },
+            ("SESSION", _) => return Err(bad("expected one INTERVAL (the gap)")),
             ("TUMBLE", _) => return Err(bad("expected one INTERVAL (the size); offsets are not supported yet")),
             ("HOP", _) | ("CUMULATE", _) => return Err(bad("expected two INTERVALs (slide/step, size)")),
             _ => return Err(bad("unknown windowing function")),
@@ -585,8 +608,8 @@ mod tests {
     #[test]
     fn flink_only_syntax_is_named() {
         let q = "SELECT DATE_FORMAT(t, 'yyyy') FROM x JOIN y FOR SYSTEM_TIME AS OF x.p";
-        assert_eq!(unsupported_flink(q), Some((7, "function DATE_FORMAT (with Java date patterns) is not supported yet")));
-        assert_eq!(unsupported_flink("SELECT 'DATE_FORMAT' AS date_format_x FROM t"), None);
+        assert_eq!(unsupported_flink(q), Some((48, "FOR SYSTEM_TIME AS OF (temporal and lookup joins) is not supported yet")));
+        assert_eq!(unsupported_flink("SELECT 'SYSTEM_TIME' AS system_time_x FROM t"), None);
     }
 
     #[test]
@@ -594,6 +617,13 @@ mod tests {
         let script = "-- a header\n/* and a block */ CREATE TABLE t (a INT);\n-- next\nINSERT INTO t SELECT 1;";
         let texts: Vec<&str> = split(script).iter().map(|p| p.text(script)).collect();
         assert_eq!(texts, ["CREATE TABLE t (a INT)", "INSERT INTO t SELECT 1"]);
+    }
+
+    #[test]
+    fn leading_comments_are_trivia() {
+        let s = "-- a; comment\n /* b */ SET 'x' = 'y'";
+        assert_eq!(&s[leading_trivia(s)..], "SET 'x' = 'y'");
+        assert_eq!(leading_trivia("SELECT"), 0);
     }
 
     #[test]
@@ -625,5 +655,16 @@ mod tests {
         assert_eq!(calls[0].kind, WindowKind::Hop { slide: 5000, size: 10000 });
         assert_eq!(calls[0].table, "bids");
         assert_eq!(calls[0].time_col, "ts");
+    }
+
+    #[test]
+    fn rewrites_session_calls_with_partition() {
+        let s = "SELECT * FROM TABLE(SESSION(TABLE bids PARTITION BY item, DESCRIPTOR(ts), INTERVAL '5' MINUTE)) GROUP BY 1";
+        let mut t = s.to_string();
+        let calls = rewrite_window_tvfs(s, &mut t, &mut 0).unwrap();
+        assert_eq!(calls[0].kind, WindowKind::Session { gap: 300_000 });
+        assert_eq!(calls[0].table, "bids");
+        let s = "SELECT * FROM TABLE(TUMBLE(TABLE bids PARTITION BY item, DESCRIPTOR(ts), INTERVAL '5' MINUTE))";
+        assert!(rewrite_window_tvfs(s, &mut s.to_string(), &mut 0).is_err());
     }
 }
