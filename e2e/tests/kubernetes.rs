@@ -33,6 +33,7 @@ weir_e2e::kube_scenarios!(scenarios:
     bounded_nexmark_rescaled_mid_run_writes_exactly_once,
     s3_outage_during_an_upgrade_keeps_the_old_job,
     sql_job_rescaled_mid_run_gives_the_uninterrupted_result,
+    sql_planning_error_is_reported,
 );
 
 const MIN: Duration = Duration::from_secs(60);
@@ -446,6 +447,24 @@ pub mod scenarios {
         let got = weir_e2e::committed(Path::new(&out));
         assert_eq!(got.len(), expected.len(), "as many committed rows as the uninterrupted run (nothing lost or doubled)");
         assert_eq!(got, expected, "the same rows as the uninterrupted run");
+    }
+
+    /// A SQL script that does not plan: the planner's message (line, column, what) in
+    /// status.message and a Warning Event, quickly, not a readiness timeout.
+    pub fn sql_planning_error_is_reported(ctx: &Ctx) {
+        let spec = format!(
+            "job:\n  sql: |\n    CREATE TABLE t (n BIGINT) WITH ('connector' = 'datagen');\n    CREATE TABLE o (n BIGINT) WITH ('connector' = 'blackhole');\n    INSERT INTO o SELECT nope FROM t;\nparallelism: 1\ncheckpointing:\n  interval: 1s\n  storage: {}\nrollout:\n  readinessTimeout: 60s\n",
+            ctx.storage("badsql")
+        );
+        let t0 = Instant::now();
+        ctx.must_apply(&kube::streamjob_yaml("badsql", &ctx.cluster.image, &spec));
+        let job = ctx.job("badsql");
+        let names_it = |t: &str| t.contains("job.sql:3:") && t.contains("nope");
+        ctx.wait_for("status.message has the planner's error (job.sql:3:..., the unknown column)", MIN, || job.field("status.message").filter(|m| names_it(m)));
+        ctx.wait_for("a Warning Event with the planner's error", Duration::from_secs(45), || {
+            job.events().into_iter().find(|e| e.kind == "Warning" && names_it(&e.message))
+        });
+        ctx.timing("SQL planning error: apply -> reported", t0.elapsed());
     }
 
     pub fn s3_outage_during_an_upgrade_keeps_the_old_job(ctx: &Ctx) {
