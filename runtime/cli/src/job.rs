@@ -98,3 +98,21 @@ mod tests {
         assert_eq!(s, "job.sql:2:8: unknown table 'x'\n  in: INSERT INTO x SELECT\n 2 | INSERT INTO x SELECT 1;\n   |        ^");
     }
 }
+
+/// `weir bench nexmark --sql`: runs the Nexmark query `query` (q0 … q22) as SQL over
+/// `events` generated events into its blackhole sink, measured like the built-in jobs.
+pub fn bench_nexmark_sql(query: &str, parallelism: u32, events: u64) -> Result<weir::cli::bench::BenchResult, JobError> {
+    let settings = weir_sql::NexmarkSettings { events: Some(events), ..weir_sql::NexmarkSettings::default() };
+    let script = weir_sql::nexmark_script(query, &settings).map_err(JobError::Invalid)?;
+    let origin = format!("the Nexmark DDL + runtime/sql/nexmark/{query}.sql");
+    let env = StreamEnv::new(weir::JobConfig { name: format!("nexmark-{query} (SQL)"), parallelism, ..weir::JobConfig::default() });
+    let options = CompileOptions { fixed_parallelism: true, ..CompileOptions::default() };
+    weir_sql::compile(&script, &env, &options).map_err(|e| sql_error(&SqlScript { text: script.clone(), origin }, &e))?;
+    let cpu0 = weir::cli::cpu_seconds();
+    let t0 = std::time::Instant::now();
+    env.launch()?.wait()?;
+    let wall_s = t0.elapsed().as_secs_f64();
+    let cpu_s = weir::cli::cpu_seconds() - cpu0;
+    // the SQL source emits batches: the events are what the generator was asked for
+    Ok(weir::cli::bench::BenchResult { query: format!("{query}-sql"), parallelism, events, wall_s, cpu_s })
+}

@@ -249,7 +249,7 @@ impl From<JobOpts> for Overrides {
 enum BenchCmd {
     /// Nexmark queries at full speed into a blackhole sink.
     Nexmark {
-        /// Queries to run (q0 q1 q2 q3 q4 q5 q7 q8); default all.
+        /// Queries to run (q0 q1 q2 q3 q4 q5 q7 q8; with --sql-only any of q0 … q22); default q0 … q8.
         #[arg(long = "query", short, value_delimiter = ',')]
         queries: Vec<String>,
         /// Events per run (generator).
@@ -264,6 +264,13 @@ enum BenchCmd {
         /// Where keyed state lives: memory or rocksdb.
         #[arg(long, default_value = "memory", value_name = "memory|rocksdb")]
         state_backend: weir::state::StateBackend,
+        /// Also run each query as SQL (runtime/sql/nexmark/qN.sql, the Flink benchmark's
+        /// text) on the same events, next to the built-in job; `--sql-only` for SQL alone.
+        #[arg(long)]
+        sql: bool,
+        /// Run only the SQL queries (any of q0 … q22 that plans).
+        #[arg(long, conflicts_with = "input")]
+        sql_only: bool,
     },
     /// Checkpoint, restore and rescale-restore times for a given amount of keyed state.
     State {
@@ -295,7 +302,10 @@ fn main() -> ExitCode {
             }
             Ok(())
         }
-        Cmd::Bench(BenchCmd::Nexmark { queries, events, parallelism, input, state_backend }) => bench_nexmark(queries, events, parallelism, input, state_backend),
+        Cmd::Bench(BenchCmd::Nexmark { queries, events, parallelism, input, state_backend, sql, sql_only }) => {
+            let sql = if sql_only { SqlBench::Only } else if sql { SqlBench::Also } else { SqlBench::No };
+            bench_nexmark(queries, events, parallelism, input, state_backend, sql)
+        }
         Cmd::Bench(BenchCmd::State { megabytes, dir, backend }) => bench::state::run(megabytes, &dir, backend),
         Cmd::Savepoint(SavepointCmd::Inspect { url }) => cli::inspect(&url),
     };
@@ -367,14 +377,32 @@ fn run_resolved(mut resolved: cli::ResolvedJob, checkpoints: CheckpointOpts, qui
     Ok(())
 }
 
-fn bench_nexmark(queries: Vec<String>, events: u64, parallelism: Vec<u32>, input: Option<PathBuf>, backend: weir::state::StateBackend) -> Result<(), weir::JobError> {
+#[derive(Clone, Copy, PartialEq)]
+enum SqlBench {
+    No,
+    Also,
+    Only,
+}
+
+fn bench_nexmark(queries: Vec<String>, events: u64, parallelism: Vec<u32>, input: Option<PathBuf>, backend: weir::state::StateBackend, sql: SqlBench) -> Result<(), weir::JobError> {
     let queries = if queries.is_empty() { weir::jobs::nexmark::QUERIES.iter().map(|s| s.to_string()).collect() } else { queries };
-    let events = if input.is_some() { None } else { Some(events) };
+    if sql != SqlBench::No && input.is_some() {
+        return Err(weir::JobError::Invalid("--sql measures generated events: it excludes --input".into()));
+    }
+    let bounded = if input.is_some() { None } else { Some(events) };
     bench::print_header();
     for q in &queries {
         for &p in &parallelism {
-            let r = bench::run_one_on(q, p, events, input.clone(), backend)?;
-            bench::print_row(&r);
+            if sql != SqlBench::Only {
+                let r = bench::run_one_on(q, p, bounded, input.clone(), backend)?;
+                bench::print_row(&r);
+            }
+            if sql != SqlBench::No {
+                match weir_cli::job::bench_nexmark_sql(q, p, events) {
+                    Ok(r) => bench::print_row(&r),
+                    Err(e) => println!("{:<6} {p:>3} (SQL does not run: {e})", format!("{q}-sql")),
+                }
+            }
         }
     }
     Ok(())
