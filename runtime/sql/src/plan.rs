@@ -39,6 +39,10 @@ pub struct CompileOptions {
     /// The deployment fixes the parallelism (the env's: `-p`, a job file, the pods of
     /// a StreamJob): `SET 'parallelism.default'` is then recorded but not applied.
     pub fixed_parallelism: bool,
+    /// Scalar functions written in Rust, callable from the script by their names
+    /// (DataFusion `ScalarUDF`s, e.g. from `datafusion::logical_expr::create_udf`):
+    /// how a custom job image adds its own functions.
+    pub udfs: Vec<Arc<datafusion::logical_expr::ScalarUDF>>,
 }
 
 /// One `INSERT INTO` of the job.
@@ -164,6 +168,9 @@ impl<'a> Compiler<'a> {
         cfg.options_mut().execution.time_zone = Some("UTC".into());
         let ctx = SessionContext::new_with_config(cfg);
         crate::functions::register(&ctx);
+        for f in &options.udfs {
+            ctx.register_udf(f.as_ref().clone());
+        }
         // COUNT(DISTINCT x) stays one aggregate (keyed state counts the distinct
         // values); split into two GROUP BYs it would turn window aggregations into
         // unbounded ones
