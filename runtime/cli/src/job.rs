@@ -35,10 +35,8 @@ pub fn build_sql(r: &mut ResolvedJob, script: &SqlScript) -> Result<(StreamEnv, 
     } else if let Some(v) = settings.get(PARALLELISM).filter(|v| v.parse::<u32>().ok() != Some(r.config.parallelism)) {
         tracing::info!(script = %script.origin, set = %v, parallelism = r.config.parallelism, "SET '{PARALLELISM}' is overridden by the deployment's parallelism");
     }
-    if !r.name_given {
-        if let Some(name) = settings.get(PIPELINE_NAME).filter(|n| !n.trim().is_empty()) {
-            r.config.name = name.clone();
-        }
+    if let Some(name) = settings.get(PIPELINE_NAME).filter(|n| !r.name_given && !n.trim().is_empty()) {
+        r.config.name = name.clone();
     }
     let env = StreamEnv::new(r.config.clone());
     let options = CompileOptions { fixed_parallelism: true, ..CompileOptions::default() };
@@ -87,17 +85,6 @@ pub fn explain(job: &SqlJob) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn errors_point_at_the_line_and_column() {
-        let e = SqlError { pos: weir_sql::Pos { line: 2, column: 8 }, statement: Some("INSERT INTO x SELECT".into()), message: "unknown table 'x'".into() };
-        let s = render_sql_error("SET 'a' = 'b';\nINSERT INTO x SELECT 1;", "job.sql", &e);
-        assert_eq!(s, "job.sql:2:8: unknown table 'x'\n  in: INSERT INTO x SELECT\n 2 | INSERT INTO x SELECT 1;\n   |        ^");
-    }
-}
 
 /// `weir bench nexmark --sql`: runs the Nexmark query `query` (q0 … q22) as SQL over
 /// `events` generated events into its blackhole sink, measured like the built-in jobs.
@@ -115,4 +102,16 @@ pub fn bench_nexmark_sql(query: &str, parallelism: u32, events: u64) -> Result<w
     let cpu_s = weir::cli::cpu_seconds() - cpu0;
     // the SQL source emits batches: the events are what the generator was asked for
     Ok(weir::cli::bench::BenchResult { query: format!("{query}-sql"), parallelism, events, wall_s, cpu_s })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_point_at_the_line_and_column() {
+        let e = SqlError { pos: weir_sql::Pos { line: 2, column: 8 }, statement: Some("INSERT INTO x SELECT".into()), message: "unknown table 'x'".into() };
+        let s = render_sql_error("SET 'a' = 'b';\nINSERT INTO x SELECT 1;", "job.sql", &e);
+        assert_eq!(s, "job.sql:2:8: unknown table 'x'\n  in: INSERT INTO x SELECT\n 2 | INSERT INTO x SELECT 1;\n   |        ^");
+    }
 }
