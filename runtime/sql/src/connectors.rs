@@ -92,6 +92,10 @@ pub trait Connector: Send + Sync {
     fn source(&self, _opts: &TableOptions, _schema: SchemaRef) -> Result<SourceFactory, String> {
         Err(format!("connector '{}' cannot be read (it is a sink only)", self.name()))
     }
+    /// Whether its source ends (with these options): batch mode reads only bounded sources.
+    fn bounded(&self, _opts: &TableOptions) -> bool {
+        false
+    }
     /// Whether the sink accepts updates.
     fn sink_mode(&self, _opts: &TableOptions) -> Option<ChangelogMode> {
         None
@@ -229,6 +233,9 @@ impl Connector for Filesystem {
         let path = PathBuf::from(opts.required("path")?);
         let batch_rows: usize = opts.parse("source.batch-rows")?.unwrap_or(1024);
         Ok(Arc::new(move |_ctx: &SourceContext| Box::new(JsonFileSource::new(path.clone(), schema.clone(), batch_rows)) as Box<dyn BatchSource>))
+    }
+    fn bounded(&self, _opts: &TableOptions) -> bool {
+        true
     }
     fn sink_mode(&self, _opts: &TableOptions) -> Option<ChangelogMode> {
         Some(ChangelogMode::AppendOnly)
@@ -387,6 +394,9 @@ impl Connector for Datagen {
     }
     fn options(&self) -> &[&str] {
         &["number-of-rows", "rows-per-second"]
+    }
+    fn bounded(&self, opts: &TableOptions) -> bool {
+        opts.get("number-of-rows").is_some()
     }
     fn validate(&self, opts: &TableOptions, _schema: &SchemaRef) -> Result<(), String> {
         opts.parse::<u64>("number-of-rows")?;

@@ -240,6 +240,9 @@ impl Connector for Nexmark {
     fn options(&self) -> &[&str] {
         OPTIONS
     }
+    fn bounded(&self, opts: &TableOptions) -> bool {
+        settings(opts).is_ok_and(|s| s.events.is_some())
+    }
     fn validate(&self, opts: &TableOptions, schema: &SchemaRef) -> Result<(), String> {
         settings(opts)?;
         columns(schema)?;

@@ -30,6 +30,9 @@ use crate::SqlError;
 // a child of `plan` (it lowers plan nodes with the private `Lower`), kept in its own file
 #[path = "join.rs"]
 mod join;
+// the batch runtime mode (also a child: it reads the catalog)
+#[path = "batch.rs"]
+mod batch;
 
 /// What `compile` needs besides the script.
 #[derive(Clone, Default)]
@@ -422,6 +425,11 @@ impl<'a> Compiler<'a> {
         Ok(text)
     }
 
+    /// `SET 'execution.runtime-mode' = 'batch'` (see `batch`).
+    fn batch_mode(&self) -> bool {
+        self.job.settings.get("execution.runtime-mode").is_some_and(|m| m == "batch")
+    }
+
     fn entry_schema(&self, name: &str) -> Option<SchemaRef> {
         match self.catalog.get(name)? {
             Entry::Table(t) => Some(t.schema.clone()),
@@ -474,8 +482,9 @@ impl<'a> Compiler<'a> {
             casts.push(datafusion::logical_expr::cast(Expr::Column(Column::from((q, qf))), f.data_type().clone()));
         }
         let seed = format!("{sink}|{}", plan.display_indent());
+        let batch = self.batch_mode();
         let mut lower = Lower { c: self, seed, uids: Vec::new(), sources: HashMap::new(), rank: None, rank_used: None };
-        let lowered = lower.lower(&plan).map_err(|m| lower.c.err(p.start, m))?;
+        let lowered = if batch { batch::lower(&mut lower, &plan) } else { lower.lower(&plan) }.map_err(|m| lower.c.err(p.start, m))?;
         if let (ChangelogMode::AppendOnly, Some(op)) = (mode, &lowered.updating) {
             return Err(lower.c.err(p.start, format!("table '{sink}' (connector '{}') is append-only and cannot take the updates that {op} produces", def.opts.connector)));
         }
@@ -500,8 +509,9 @@ impl<'a> Compiler<'a> {
         let Statement::Query(q) = self.parse_one(p, &text)? else { return Err(self.err(p.start, "expected a query")) };
         let plan = self.plan_statement(Statement::Query(q)).map_err(|m| self.err(p.start, m))?;
         let seed = format!("query|{}", plan.display_indent());
+        let batch = self.batch_mode();
         let mut lower = Lower { c: self, seed, uids: Vec::new(), sources: HashMap::new(), rank: None, rank_used: None };
-        let lowered = lower.lower(&plan).map_err(|m| lower.c.err(p.start, m))?;
+        let lowered = if batch { batch::lower(&mut lower, &plan) } else { lower.lower(&plan) }.map_err(|m| lower.c.err(p.start, m))?;
         Ok(QueryPlan { stream: lowered.stream, schema: nullable(plan.schema().as_arrow()), updating: lowered.updating, plan: plan.display_indent().to_string() })
     }
 }

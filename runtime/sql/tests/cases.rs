@@ -11,8 +11,14 @@
 //! == result name             (the 'collect' table 'name' after applying its changelog in order,
 //!                             as +I[...] rows, any order; each -U/-D must retract an existing row)
 //! == error                   (the compile error contains each line)
+//! == streaming-only reason   (why batch mode legitimately differs: late rows, ...)
 //! ```
 //! Each case is compiled and run on the engine for real, at parallelism 1 and 4.
+//! Every case with expected rows also runs in batch mode (`SET
+//! 'execution.runtime-mode' = 'batch'` prepended: DataFusion's batch engine over
+//! the bounded sources) and must give the streaming run's final result: the same
+//! rows of each file sink, and the materialized changelog of each 'collect' table
+//! (as inserts only). A case marked `== streaming-only` gives its reason instead.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -70,6 +76,7 @@ struct Case {
     changelog: Vec<(String, Vec<String>)>,
     result: Vec<(String, Vec<String>)>,
     error: Option<Vec<String>>,
+    streaming_only: Option<String>,
 }
 
 fn parse(text: &str) -> Vec<Case> {
@@ -86,6 +93,10 @@ fn parse(text: &str) -> Vec<Case> {
                 "changelog" => c.changelog.push((arg, lines)),
                 "result" => c.result.push((arg, lines)),
                 "error" => c.error = Some(lines),
+                "streaming-only" => {
+                    assert!(!arg.is_empty(), "case '{}': '== streaming-only' needs the reason", c.name);
+                    c.streaming_only = Some(arg);
+                }
                 other => panic!("unknown section {other}"),
             }
         }
@@ -139,6 +150,26 @@ fn norm_json(lines: &[String]) -> Vec<String> {
 }
 
 fn run_case(c: &Case, parallelism: u32) -> Result<(), String> {
+    run_mode(c, parallelism, false)
+}
+
+/// The case in batch mode: its final rows must be the streaming run's final rows
+/// (the expected changelogs materialized; the streaming run checks those).
+fn run_batch(c: &Case, parallelism: u32) -> Result<(), String> {
+    let batch = Case {
+        name: c.name.clone(),
+        sql: format!("SET 'execution.runtime-mode' = 'batch';\n{}", c.sql),
+        files: c.files.clone(),
+        rows: c.rows.clone(),
+        changelog: Vec::new(),
+        result: c.result.iter().cloned().chain(c.changelog.iter().map(|(t, log)| (t.clone(), materialize(log).unwrap_or_else(|e| panic!("case '{}': changelog of {t}: {e}", c.name))))).collect(),
+        error: None,
+        streaming_only: None,
+    };
+    run_mode(&batch, parallelism, true)
+}
+
+fn run_mode(c: &Case, parallelism: u32, batch: bool) -> Result<(), String> {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in &c.files {
         std::fs::write(dir.path().join(name), text).unwrap();
@@ -181,6 +212,9 @@ fn run_case(c: &Case, parallelism: u32) -> Result<(), String> {
         }
     }
     for (table, expected) in &c.result {
+        if let Some(r) = m.get(table).into_iter().flatten().find(|r| batch && !r.starts_with("+I")) {
+            return Err(format!("batch mode wrote an update to {table}: {r}"));
+        }
         let mut got = materialize(m.get(table).map(Vec::as_slice).unwrap_or_default()).map_err(|e| format!("changelog of {table}: {e}"))?;
         got.sort();
         let mut want: Vec<String> = expected.iter().map(|s| s.trim().to_string()).collect();
@@ -195,7 +229,7 @@ fn run_case(c: &Case, parallelism: u32) -> Result<(), String> {
 /// Applies a changelog (`+I[..]`, `-U[..]`, `+U[..]`, `-D[..]` in order): the final rows as `+I[..]`.
 fn materialize(log: &[String]) -> Result<Vec<String>, String> {
     let mut rows: Vec<String> = Vec::new();
-    for l in log {
+    for l in log.iter().map(|l| l.trim()) {
         let (kind, row) = l.split_at(2.min(l.len()));
         match kind {
             "+I" | "+U" => rows.push(row.to_string()),
@@ -217,10 +251,19 @@ fn sql_cases() {
     let filter = std::env::var("SQL_CASE").ok();
     let mut failures = Vec::new();
     let mut ran = 0;
+    let (mut batch_checked, mut streaming_only) = (0, 0);
     for f in files {
         for c in parse(&std::fs::read_to_string(&f).unwrap()) {
             if filter.as_ref().is_some_and(|x| !c.name.contains(x.as_str())) {
                 continue;
+            }
+            let has_rows = !(c.rows.is_empty() && c.changelog.is_empty() && c.result.is_empty());
+            let batch = has_rows && c.streaming_only.is_none();
+            if has_rows && !batch {
+                streaming_only += 1;
+            }
+            if batch {
+                batch_checked += 1;
             }
             // changelog order across keys depends on parallelism; multisets do not
             for p in [1, 4] {
@@ -228,9 +271,16 @@ fn sql_cases() {
                 if let Err(e) = run_case(&c, p) {
                     failures.push(format!("{} :: {} (parallelism {p}): {e}", f.file_name().unwrap().to_string_lossy(), c.name));
                 }
+                if batch {
+                    ran += 1;
+                    if let Err(e) = run_batch(&c, p) {
+                        failures.push(format!("{} :: {} (batch mode, parallelism {p}): {e}", f.file_name().unwrap().to_string_lossy(), c.name));
+                    }
+                }
             }
         }
     }
     assert!(ran > 0, "no cases ran");
+    eprintln!("{ran} case runs; {batch_checked} cases also checked in batch mode, {streaming_only} marked streaming-only");
     assert!(failures.is_empty(), "{} of {ran} case runs failed:\n\n{}", failures.len(), failures.join("\n\n"));
 }

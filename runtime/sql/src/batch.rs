@@ -1,0 +1,235 @@
+//! The batch runtime mode (`SET 'execution.runtime-mode' = 'batch'`): an INSERT's
+//! query runs on DataFusion's own batch engine over all rows of its (bounded)
+//! sources, independently of the streaming lowering, and its final rows go to the
+//! sink as inserts. Same semantics bounded and unbounded: the batch result is the
+//! streaming run's materialized changelog, except where streaming drops late rows
+//! (batch mode has no watermarks: every row counts).
+//!
+//! On the engine the query is one source operator (parallelism 1) that, when first
+//! polled, reads every scanned table to its end, runs the optimized logical plan
+//! (its table scans bound to in-memory tables) to completion and emits the result
+//! batches into the usual sink path. Like Flink's batch jobs it keeps no
+//! checkpointed position: a restarted batch job runs its query again.
+//!
+//! Window TVFs (placeholder tables of `script::rewrite_window_tvfs`) are
+//! materialized from their base's rows with the window bounds of each row
+//! (TUMBLE, HOP, CUMULATE); SESSION windows are not supported in batch mode yet.
+
+use std::collections::{HashMap, VecDeque};
+
+use arrow::array::RecordBatch;
+use datafusion::catalog::MemTable;
+use datafusion::common::tree_node::Transformed;
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::TableScanBuilder;
+
+use super::*;
+
+/// What a scanned name is, for binding the plan to data.
+#[derive(Clone)]
+enum Input {
+    Table(Arc<TableDef>),
+    View(LogicalPlan),
+    Window(WindowCall, SchemaRef),
+}
+
+/// One INSERT's query in batch mode: the plan and every input it reads.
+pub(super) struct BatchQuery {
+    plan: LogicalPlan,
+    inputs: HashMap<String, Input>,
+}
+
+/// The batch lowering of `plan`: one source operator emitting the query's final rows.
+pub(super) fn lower(l: &mut Lower<'_, '_>, plan: &LogicalPlan) -> Result<Lowered, String> {
+    let mut inputs = HashMap::new();
+    collect_inputs(l.c, plan, &mut inputs)?;
+    let q = Arc::new(BatchQuery { plan: plan.clone(), inputs });
+    let uid = l.uid("batch-query", "");
+    let name = "batch query".to_string();
+    let s = l.c.env.source(&name, move |_: &SourceContext| BatchRun { query: q.clone(), rows: None }, WatermarkStrategy::none());
+    let stream = s.uid(&uid).parallelism(1);
+    Ok(Lowered { stream, updating: None, win: vec![None; plan.schema().fields().len()] })
+}
+
+/// The names `plan` scans (through subqueries), with the views' and windows' inputs:
+/// every table must be bounded.
+fn collect_inputs(c: &Compiler<'_>, plan: &LogicalPlan, out: &mut HashMap<String, Input>) -> Result<(), String> {
+    let mut names = Vec::new();
+    plan.apply_with_subqueries(|n| {
+        if let LogicalPlan::TableScan(s) = n {
+            names.push(s.table_name.table().to_string());
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    })
+    .map_err(df_err)?;
+    for name in names {
+        add_input(c, &name, out)?;
+    }
+    Ok(())
+}
+
+fn add_input(c: &Compiler<'_>, name: &str, out: &mut HashMap<String, Input>) -> Result<(), String> {
+    if out.contains_key(name) {
+        return Ok(());
+    }
+    match c.catalog.get(name) {
+        Some(Entry::Table(t)) => {
+            if !t.connector.bounded(&t.opts) {
+                return Err(format!("batch mode needs bounded sources: table '{name}' is unbounded (connector '{}')", t.opts.connector));
+            }
+            out.insert(name.to_string(), Input::Table(t.clone()));
+        }
+        Some(Entry::View(v)) => {
+            out.insert(name.to_string(), Input::View(v.clone()));
+            collect_inputs(c, &v.clone(), out)?;
+        }
+        Some(Entry::Window(w)) => {
+            if matches!(w.kind, crate::script::WindowKind::Session { .. }) {
+                return Err("SESSION windows are not supported in batch mode yet".into());
+            }
+            let base = c.entry_schema(&w.table).ok_or_else(|| format!("window TVF over '{}': a window over a window is not supported", w.table))?;
+            let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+            for n in ["window_start", "window_end", "window_time"] {
+                fields.push(Field::new(n, DataType::Timestamp(TimeUnit::Millisecond, None), true));
+            }
+            out.insert(name.to_string(), Input::Window(w.clone(), Arc::new(Schema::new(fields))));
+            add_input(c, &w.table.clone(), out)?;
+        }
+        None => return Err(format!("unknown table '{name}'")),
+    }
+    Ok(())
+}
+
+/// Runs a query: binds its scans to data and executes it (a run of its own state).
+struct Run<'q> {
+    q: &'q BatchQuery,
+    ctx: SessionContext,
+    /// the rows of each input read so far (with the schema the plan scans)
+    data: HashMap<String, (SchemaRef, Vec<RecordBatch>)>,
+}
+
+impl BatchQuery {
+    /// The query's result rows.
+    fn run(&self) -> Result<Vec<RecordBatch>, String> {
+        let mut cfg = SessionConfig::new().with_target_partitions(1);
+        cfg.options_mut().execution.time_zone = Some("UTC".into());
+        let mut r = Run { q: self, ctx: SessionContext::new_with_config(cfg), data: HashMap::new() };
+        r.execute(&self.plan)
+    }
+}
+
+impl Run<'_> {
+    fn execute(&mut self, plan: &LogicalPlan) -> Result<Vec<RecordBatch>, String> {
+        let bound = self.bind(plan)?;
+        let state = self.ctx.state();
+        let phys = futures::executor::block_on(state.create_physical_plan(&bound)).map_err(|e| format!("batch plan: {}", df_err(e)))?;
+        futures::executor::block_on(datafusion::physical_plan::collect(phys, state.task_ctx())).map_err(|e| format!("batch query: {}", df_err(e)))
+    }
+
+    /// `plan` with each table scan reading the input's rows.
+    fn bind(&mut self, plan: &LogicalPlan) -> Result<LogicalPlan, String> {
+        let mut err = None;
+        let out = plan
+            .clone()
+            .transform_up_with_subqueries(|n| {
+                let LogicalPlan::TableScan(s) = &n else { return Ok(Transformed::no(n)) };
+                let name = s.table_name.table().to_string();
+                let (schema, rows) = match self.rows(&name) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        err = Some(e);
+                        return Ok(Transformed::no(n));
+                    }
+                };
+                let mem = MemTable::try_new(schema, vec![rows])?;
+                let scan = TableScanBuilder::new(s.table_name.clone(), provider_as_source(Arc::new(mem))).with_projection(s.projection.clone()).with_filters(s.filters.clone()).with_fetch(s.fetch).build()?;
+                Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+            })
+            .map_err(df_err)?;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        Ok(out.data)
+    }
+
+    /// Every row of input `name` (read, computed or materialized once).
+    fn rows(&mut self, name: &str) -> Result<(SchemaRef, Vec<RecordBatch>), String> {
+        if let Some(d) = self.data.get(name) {
+            return Ok(d.clone());
+        }
+        let input = self.q.inputs.get(name).cloned().ok_or_else(|| format!("internal: batch input '{name}' not collected"))?;
+        let d = match input {
+            Input::Table(t) => (t.schema.clone(), read_table(&t)?),
+            Input::View(v) => {
+                let schema = nullable(v.schema().as_arrow());
+                let rows = self.execute(&v)?;
+                (schema.clone(), conform(&schema, rows)?)
+            }
+            Input::Window(call, schema) => {
+                let (base_schema, base) = self.rows(&call.table)?;
+                let time_col = base_schema.index_of(&call.time_col).map_err(|e| e.to_string())?;
+                let op = WindowAssign { name: format!("{:?}({})", call.kind, call.table), kind: call.kind, time_col, schema: schema.clone() };
+                let mut rows = Vec::new();
+                for b in base {
+                    if let Some(w) = op.apply(ChangeBatch::inserts(b))? {
+                        rows.push(w.rows.0);
+                    }
+                }
+                (schema.clone(), conform(&schema, rows)?)
+            }
+        };
+        self.data.insert(name.to_string(), d.clone());
+        Ok(d)
+    }
+}
+
+/// `rows` with `schema` (same column types; the schema may be more nullable).
+fn conform(schema: &SchemaRef, rows: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, String> {
+    rows.into_iter().map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()).map_err(|e| format!("batch rows: {e}"))).collect()
+}
+
+/// All rows of a bounded table, computed columns evaluated.
+fn read_table(t: &TableDef) -> Result<Vec<RecordBatch>, String> {
+    let factory = t.connector.source(&t.opts, t.physical.clone()).map_err(|m| format!("table '{}': {m}", t.name))?;
+    let ctx = SourceContext { subtask: 0, parallelism: 1 };
+    let mut src = factory(&ctx);
+    src.open(&ctx).map_err(|e| format!("table '{}': {e}", t.name))?;
+    let mut out = Vec::new();
+    while let Some(b) = src.next_batch(8192).map_err(|e| format!("table '{}': {e}", t.name))? {
+        if b.num_rows() == 0 {
+            // nothing available now (a rate-limited source): wait a little
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            continue;
+        }
+        if let Some(b) = t.computed.apply(ChangeBatch::inserts(b)).map_err(|e| format!("table '{}': {e}", t.name))? {
+            out.push(b.rows.0);
+        }
+    }
+    conform(&t.schema, out)
+}
+
+/// The engine source of a batch query: runs it when first polled, then emits its rows.
+struct BatchRun {
+    query: Arc<BatchQuery>,
+    rows: Option<VecDeque<RecordBatch>>,
+}
+
+impl Source<ChangeBatch> for BatchRun {
+    fn poll(&mut self, out: &mut SourceOutput<'_, ChangeBatch>) -> Result<SourcePoll, ConnectorError> {
+        if out.remaining() == 0 {
+            return Ok(SourcePoll::Ready);
+        }
+        if self.rows.is_none() {
+            self.rows = Some(self.query.run().map_err(ConnectorError::Other)?.into());
+        }
+        match self.rows.as_mut().and_then(VecDeque::pop_front) {
+            Some(b) => {
+                if b.num_rows() > 0 {
+                    out.collect_at(weir::record::NO_TIMESTAMP, ChangeBatch::inserts(b));
+                }
+                Ok(SourcePoll::Ready)
+            }
+            None => Ok(SourcePoll::Finished),
+        }
+    }
+}
