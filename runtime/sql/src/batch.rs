@@ -13,11 +13,14 @@
 //!
 //! Window TVFs (placeholder tables of `script::rewrite_window_tvfs`) are
 //! materialized from their base's rows with the window bounds of each row
-//! (TUMBLE, HOP, CUMULATE); SESSION windows are not supported in batch mode yet.
+//! (TUMBLE, HOP, CUMULATE; SESSION as proto-sessions `[ts, ts + gap)`, merged
+//! where the aggregation over them groups: the rows reaching it, per GROUP BY key
+//! without the bounds, get the bounds of the merged session they fall in).
 
 use std::collections::{HashMap, VecDeque};
 
 use arrow::array::RecordBatch;
+use arrow::compute::cast;
 use datafusion::catalog::MemTable;
 use datafusion::common::tree_node::Transformed;
 use datafusion::datasource::provider_as_source;
@@ -84,9 +87,6 @@ fn add_input(c: &Compiler<'_>, name: &str, out: &mut HashMap<String, Input>) -> 
             collect_inputs(c, &v.clone(), out)?;
         }
         Some(Entry::Window(w)) => {
-            if matches!(w.kind, crate::script::WindowKind::Session { .. }) {
-                return Err("SESSION windows are not supported in batch mode yet".into());
-            }
             let base = c.entry_schema(&w.table).ok_or_else(|| format!("window TVF over '{}': a window over a window is not supported", w.table))?;
             let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
             for n in ["window_start", "window_end", "window_time"] {
@@ -121,9 +121,65 @@ impl BatchQuery {
 impl Run<'_> {
     fn execute(&mut self, plan: &LogicalPlan) -> Result<Vec<RecordBatch>, String> {
         let bound = self.bind(plan)?;
+        self.execute_bound(&bound)
+    }
+
+    fn execute_bound(&self, bound: &LogicalPlan) -> Result<Vec<RecordBatch>, String> {
         let state = self.ctx.state();
-        let phys = futures::executor::block_on(state.create_physical_plan(&bound)).map_err(|e| format!("batch plan: {}", df_err(e)))?;
-        futures::executor::block_on(datafusion::physical_plan::collect(phys, state.task_ctx())).map_err(|e| format!("batch query: {}", df_err(e)))
+        // DataFusion's operators may spawn tasks: a runtime of the calling thread's own
+        let rt = tokio::runtime::Builder::new_current_thread().build().map_err(|e| format!("batch query: cannot start a runtime: {e}"))?;
+        let phys = rt.block_on(state.create_physical_plan(bound)).map_err(|e| format!("batch plan: {}", df_err(e)))?;
+        rt.block_on(datafusion::physical_plan::collect(phys, state.task_ctx())).map_err(|e| format!("batch query: {}", df_err(e)))
+    }
+
+    /// Whether `plan` scans a SESSION window placeholder.
+    fn scans_session(&self, plan: &LogicalPlan) -> bool {
+        let mut found = false;
+        let _ = plan.apply_with_subqueries(|n| {
+            if let LogicalPlan::TableScan(s) = n
+                && let Some(Input::Window(w, _)) = self.q.inputs.get(s.table_name.table())
+                && matches!(w.kind, crate::script::WindowKind::Session { .. })
+            {
+                found = true;
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        });
+        found
+    }
+
+    /// An aggregation over SESSION windows: its input rows computed, each row's
+    /// proto-session replaced by the merged session of its key, as the new input.
+    fn merge_sessions(&self, agg: &datafusion::logical_expr::Aggregate) -> Result<LogicalPlan, String> {
+        let in_schema = agg.input.schema();
+        let col_of = |n: &str| {
+            agg.group_expr.iter().find_map(|g| match unalias(g) {
+                Expr::Column(c) if c.name == n => in_schema.index_of_column(c).ok(),
+                _ => None,
+            })
+        };
+        let (Some(si), Some(ei)) = (col_of("window_start"), col_of("window_end")) else {
+            return Err("batch mode: an aggregation over SESSION windows must GROUP BY window_start and window_end".into());
+        };
+        let keys: Vec<Expr> = agg
+            .group_expr
+            .iter()
+            .filter(|g| !matches!(unalias(g), Expr::Column(c) if in_schema.index_of_column(c).is_ok_and(|i| i == si || i == ei)))
+            .cloned()
+            .collect();
+        let key_exprs = phys_exprs(&keys, in_schema)?;
+        let rows = self.execute_bound(&agg.input)?;
+        let arrow_schema = Arc::new(Schema::new(in_schema.fields().iter().enumerate().map(|(i, f)| f.as_ref().clone().with_name(format!("c{i}")).with_nullable(true)).collect::<Vec<_>>()));
+        let merged = merge_session_rows(&rows, &key_exprs, si, ei, &arrow_schema)?;
+        let mem = MemTable::try_new(arrow_schema, vec![merged]).map_err(df_err)?;
+        let scan = TableScanBuilder::new("__sessions", provider_as_source(Arc::new(mem))).build().map_err(df_err)?;
+        let exprs: Vec<Expr> = in_schema
+            .iter()
+            .enumerate()
+            .map(|(i, (q, f))| Expr::Column(Column::new(Some("__sessions"), format!("c{i}"))).alias_qualified(q.cloned(), f.name()))
+            .collect();
+        let proj = datafusion::logical_expr::Projection::try_new(exprs, Arc::new(LogicalPlan::TableScan(scan))).map_err(df_err)?;
+        let a = datafusion::logical_expr::Aggregate::try_new(Arc::new(LogicalPlan::Projection(proj)), agg.group_expr.clone(), agg.aggr_expr.clone()).map_err(df_err)?;
+        Ok(LogicalPlan::Aggregate(a))
     }
 
     /// `plan` with each table scan reading the input's rows.
@@ -132,6 +188,17 @@ impl Run<'_> {
         let out = plan
             .clone()
             .transform_up_with_subqueries(|n| {
+                if let LogicalPlan::Aggregate(a) = &n
+                    && self.scans_session(&a.input)
+                {
+                    return match self.merge_sessions(a) {
+                        Ok(p) => Ok(Transformed::yes(p)),
+                        Err(e) => {
+                            err = Some(e);
+                            Ok(Transformed::no(n))
+                        }
+                    };
+                }
                 let LogicalPlan::TableScan(s) = &n else { return Ok(Transformed::no(n)) };
                 let name = s.table_name.table().to_string();
                 let (schema, rows) = match self.rows(&name) {
@@ -181,6 +248,55 @@ impl Run<'_> {
         self.data.insert(name.to_string(), d.clone());
         Ok(d)
     }
+}
+
+/// The rows with their proto-session bounds (columns `si`, `ei`) replaced by
+/// the merged sessions per key: sessions that overlap or touch merge (as the
+/// streaming `SessionAgg` merges them); rows without bounds are dropped.
+fn merge_session_rows(rows: &[RecordBatch], keys: &[Arc<dyn PhysicalExpr>], si: usize, ei: usize, schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> {
+    use arrow::array::{Array, AsArray, TimestampMillisecondArray};
+    use arrow::row::{RowConverter, SortField};
+    let mut out = Vec::new();
+    let Some(first) = rows.first() else { return Ok(out) };
+    let all = arrow::compute::concat_batches(&first.schema(), rows).map_err(|e| e.to_string())?;
+    let n = all.num_rows();
+    let key_cols: Vec<arrow::array::ArrayRef> = keys.iter().map(|e| e.evaluate(&all).and_then(|v| v.into_array(n))).collect::<Result<_, _>>().map_err(df_err)?;
+    // no key (GROUP BY only the bounds): one group
+    let key_rows = if key_cols.is_empty() {
+        None
+    } else {
+        let conv = RowConverter::new(key_cols.iter().map(|c| SortField::new(c.data_type().clone())).collect()).map_err(|e| e.to_string())?;
+        Some(conv.convert_columns(&key_cols).map_err(|e| e.to_string())?)
+    };
+    let key_cmp = |a: usize, b: usize| key_rows.as_ref().map_or(std::cmp::Ordering::Equal, |k| k.row(a).cmp(&k.row(b)));
+    let ms = |c: &arrow::array::ArrayRef| cast(c, &DataType::Timestamp(TimeUnit::Millisecond, None)).map_err(|e| e.to_string());
+    let (st, en) = (ms(all.column(si))?, ms(all.column(ei))?);
+    let (st, en) = (st.as_primitive::<arrow::datatypes::TimestampMillisecondType>(), en.as_primitive::<arrow::datatypes::TimestampMillisecondType>());
+    let mut order: Vec<usize> = (0..n).filter(|&i| st.is_valid(i) && en.is_valid(i)).collect();
+    order.sort_by(|&a, &b| key_cmp(a, b).then(st.value(a).cmp(&st.value(b))));
+    let (mut new_s, mut new_e) = (vec![0i64; n], vec![0i64; n]);
+    let mut i = 0;
+    while i < order.len() {
+        // one merged session: rows of the same key while they reach the session so far
+        let (mut j, s0, mut e0) = (i + 1, st.value(order[i]), en.value(order[i]));
+        while j < order.len() && key_cmp(order[j], order[i]).is_eq() && st.value(order[j]) <= e0 {
+            e0 = e0.max(en.value(order[j]));
+            j += 1;
+        }
+        for &r in &order[i..j] {
+            new_s[r] = s0;
+            new_e[r] = e0;
+        }
+        i = j;
+    }
+    let take = arrow::array::UInt32Array::from(order.iter().map(|&r| r as u32).collect::<Vec<_>>());
+    let mut cols: Vec<arrow::array::ArrayRef> = all.columns().iter().map(|c| arrow::compute::take(c, &take, None)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    for (at, v) in [(si, &new_s), (ei, &new_e)] {
+        let a: arrow::array::ArrayRef = Arc::new(TimestampMillisecondArray::from(order.iter().map(|&r| v[r]).collect::<Vec<_>>()));
+        cols[at] = cast(&a, schema.field(at).data_type()).map_err(|e| e.to_string())?;
+    }
+    out.push(RecordBatch::try_new(schema.clone(), cols).map_err(|e| format!("session rows: {e}"))?);
+    Ok(out)
 }
 
 /// `rows` with `schema` (same column types; the schema may be more nullable).
