@@ -349,3 +349,39 @@ impl Source<ChangeBatch> for BatchRun {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{AsArray, Int64Array, TimestampMillisecondArray};
+
+    #[test]
+    fn sessions_merge_per_key_when_they_overlap_or_touch() {
+        let ts = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("s", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+            Field::new("e", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]));
+        // key 1: [0,5) [5,10) touch, [20,25) apart; key 2: [3,8) alone
+        let b = RecordBatch::try_new(
+            ts.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 1, 1, 2])),
+                Arc::new(TimestampMillisecondArray::from(vec![5, 0, 20, 3])),
+                Arc::new(TimestampMillisecondArray::from(vec![10, 5, 25, 8])),
+            ],
+        )
+        .unwrap();
+        let key: Arc<dyn PhysicalExpr> = Arc::new(datafusion::physical_expr::expressions::Column::new("k", 0));
+        let out = merge_session_rows(&[b], &[key], 1, 2, &ts).unwrap();
+        let o = &out[0];
+        let col = |i: usize| o.column(i).as_primitive::<arrow::datatypes::TimestampMillisecondType>().values().to_vec();
+        let k = o.column(0).as_primitive::<arrow::datatypes::Int64Type>().values().to_vec();
+        let rows: Vec<(i64, i64, i64)> = (0..o.num_rows()).map(|i| (k[i], col(1)[i], col(2)[i])).collect();
+        assert_eq!(rows, vec![(1, 0, 10), (1, 0, 10), (1, 20, 25), (2, 3, 8)]);
+        // no key: one group
+        let b = RecordBatch::try_new(ts.clone(), vec![Arc::new(Int64Array::from(vec![1, 2])), Arc::new(TimestampMillisecondArray::from(vec![0, 4])), Arc::new(TimestampMillisecondArray::from(vec![5, 9]))]).unwrap();
+        let out = merge_session_rows(&[b], &[], 1, 2, &ts).unwrap();
+        assert_eq!(out[0].column(2).as_primitive::<arrow::datatypes::TimestampMillisecondType>().values().to_vec(), vec![9, 9]);
+    }
+}
