@@ -178,6 +178,10 @@ impl<'a> Compiler<'a> {
         // values); split into two GROUP BYs it would turn window aggregations into
         // unbounded ones
         ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
+        // an inner join whose right side is distinct on the join keys and whose right
+        // columns are unused becomes a LeftSemi join (Nexmark q5, q8): keep the join
+        // as written, which lowers onto the window / regular joins
+        ctx.remove_optimizer_rule("eliminate_join");
         Ok(Compiler {
             script,
             env,
