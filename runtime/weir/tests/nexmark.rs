@@ -12,10 +12,26 @@ use weir_nexmark::model::Event;
 use weir_nexmark::queries::Q4Row;
 use weir_nexmark::reference;
 
-fn tempdir() -> PathBuf {
+/// A scratch directory, removed when the test ends (also when it fails).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+fn tempdir() -> Scratch {
     let d = std::env::temp_dir().join(format!("weir-nexmark-{}-{:?}", std::process::id(), std::thread::current().id()));
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Scratch(d)
 }
 
 fn run(query: &str, p: u32, events: Option<u64>, input: Option<&Path>, out: &Path) {
