@@ -160,6 +160,11 @@ fn df_err(e: impl std::fmt::Display) -> String {
     {
         return format!("function {} is not supported yet", name.to_ascii_uppercase());
     }
+    // syntax DataFusion parses but cannot plan: name it, not its whole syntax tree
+    if let Some(rest) = m.split_once("Unsupported ast node ").map(|(_, r)| r) {
+        let node: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        return format!("{node} is not supported yet");
+    }
     m.to_string()
 }
 

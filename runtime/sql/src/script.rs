@@ -443,6 +443,7 @@ pub fn find_word(text: &str, word: &str) -> Option<usize> {
 pub fn unsupported_flink(text: &str) -> Option<(usize, &'static str)> {
     const WORDS: &[(&str, &str)] = &[
         ("SYSTEM_TIME", "FOR SYSTEM_TIME AS OF (temporal and lookup joins) is not supported yet"),
+        ("MATCH_RECOGNIZE", "MATCH_RECOGNIZE (pattern matching, CEP in SQL) is not supported yet"),
     ];
     WORDS.iter().filter_map(|(w, m)| find_word(text, w).map(|at| (at, *m))).min_by_key(|(at, _)| *at)
 }
