@@ -252,22 +252,7 @@ impl Udf {
                 Arc::new(out)
             }
             Func::ToTimestamp => {
-                let s = strs(&a[0])?;
-                let f = if a.len() > 1 { Some(strs(&a[1])?) } else { None };
-                let mut conv: Option<(String, String)> = None;
-                let out: TimestampMillisecondArray = (0..n)
-                    .map(|i| {
-                        let v = str_at(&s, i)?;
-                        let fmt = match &f {
-                            None => "yyyy-MM-dd HH:mm:ss",
-                            Some(f) => str_at(f, i)?,
-                        };
-                        if conv.as_ref().is_none_or(|(j, _)| j != fmt) {
-                            conv = Some((fmt.to_string(), java_format(fmt)));
-                        }
-                        parse_ts(v, &conv.as_ref()?.1)
-                    })
-                    .collect();
+                let out: TimestampMillisecondArray = parse_timestamps(a, n)?.into_iter().collect();
                 Arc::new(out)
             }
             Func::DateFormat => {
@@ -383,22 +368,7 @@ impl Udf {
                 Arc::new(out)
             }
             Func::UnixTimestamp => {
-                let s = strs(&a[0])?;
-                let f = if a.len() > 1 { Some(strs(&a[1])?) } else { None };
-                let mut conv: Option<(String, String)> = None;
-                let out: Int64Array = (0..n)
-                    .map(|i| {
-                        let v = str_at(&s, i)?;
-                        let fmt = match &f {
-                            None => "yyyy-MM-dd HH:mm:ss",
-                            Some(f) => str_at(f, i)?,
-                        };
-                        if conv.as_ref().is_none_or(|(j, _)| j != fmt) {
-                            conv = Some((fmt.to_string(), java_format(fmt)));
-                        }
-                        parse_ts(v, &conv.as_ref()?.1).map(|ms| ms.div_euclid(1000))
-                    })
-                    .collect();
+                let out: Int64Array = parse_timestamps(a, n)?.into_iter().map(|ms| ms.map(|ms| ms.div_euclid(1000))).collect();
                 Arc::new(out)
             }
             Func::RegexpReplace | Func::RegexpExtract => {
@@ -568,6 +538,28 @@ pub fn java_format(f: &str) -> String {
         i += run;
     }
     out
+}
+
+/// Epoch milliseconds of `a[0]`'s strings, parsed with the Java-style format `a[1]`
+/// (default `yyyy-MM-dd HH:mm:ss`); NULL where a string, its format or the parse is
+/// missing. A format is converted once while it repeats.
+fn parse_timestamps(a: &[ArrayRef], n: usize) -> DfResult<Vec<Option<i64>>> {
+    let s = strs(&a[0])?;
+    let f = if a.len() > 1 { Some(strs(&a[1])?) } else { None };
+    let mut conv: Option<(String, String)> = None;
+    Ok((0..n)
+        .map(|i| {
+            let v = str_at(&s, i)?;
+            let fmt = match &f {
+                None => "yyyy-MM-dd HH:mm:ss",
+                Some(f) => str_at(f, i)?,
+            };
+            if conv.as_ref().is_none_or(|(j, _)| j != fmt) {
+                conv = Some((fmt.to_string(), java_format(fmt)));
+            }
+            parse_ts(v, &conv.as_ref()?.1)
+        })
+        .collect())
 }
 
 fn parse_ts(s: &str, fmt: &str) -> Option<i64> {
