@@ -20,35 +20,17 @@
 //! rows of each file sink, and the materialized changelog of each 'collect' table
 //! (as inserts only). A case marked `== streaming-only` gives its reason instead.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use weir::connector::{ConnectorError, Sink};
-use weir::record::Rec;
-use weir_sql::connectors::{ChangelogMode, Connector, ConnectorRegistry, SinkArgs, TableOptions, print_rows};
-use weir_sql::ops::ChangeBatch;
+use weir_sql::connectors::{ChangelogMode, Connector, ConnectorRegistry, SinkArgs, TableOptions};
 use weir_sql::CompileOptions;
 
-type Collected = Arc<Mutex<HashMap<String, Vec<String>>>>;
+mod common;
+use common::{CollectSink, Collected};
 
 /// A test sink: rows in print form, per table, in memory (accepts changelogs).
 struct Collect(Collected);
-
-struct CollectSink {
-    table: String,
-    out: Collected,
-}
-
-impl Sink<ChangeBatch> for CollectSink {
-    fn write(&mut self, batch: &[Rec<ChangeBatch>]) -> Result<(), ConnectorError> {
-        let mut m = self.out.lock().unwrap();
-        for r in batch {
-            m.entry(self.table.clone()).or_default().extend(print_rows(&r.value).map_err(ConnectorError::Other)?);
-        }
-        Ok(())
-    }
-}
 
 impl Connector for Collect {
     fn name(&self) -> &str {

@@ -5,20 +5,18 @@
 //! `hold <ms>` keeps the source open (idle, its watermark unchanged) until that many
 //! ms after its start.
 
-use std::collections::HashMap;
 use std::io::Cursor;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use weir::connector::{ConnectorError, Sink, SourceContext};
-use weir::record::Rec;
-use weir_sql::connectors::{BatchSource, ChangelogMode, Connector, ConnectorRegistry, SinkArgs, SourceFactory, TableOptions, print_rows};
-use weir_sql::ops::ChangeBatch;
+use weir::connector::{ConnectorError, SourceContext};
+use weir_sql::connectors::{BatchSource, ChangelogMode, Connector, ConnectorRegistry, SinkArgs, SourceFactory, TableOptions};
 use weir_sql::CompileOptions;
 
-type Collected = Arc<Mutex<HashMap<String, Vec<String>>>>;
+mod common;
+use common::{CollectSink, Collected};
 
 enum Step {
     Rows(String),
@@ -91,21 +89,6 @@ fn steps(script: &str) -> Vec<Step> {
         }
     }
     out
-}
-
-struct CollectSink {
-    table: String,
-    out: Collected,
-}
-
-impl Sink<ChangeBatch> for CollectSink {
-    fn write(&mut self, batch: &[Rec<ChangeBatch>]) -> Result<(), ConnectorError> {
-        let mut m = self.out.lock().unwrap();
-        for r in batch {
-            m.entry(self.table.clone()).or_default().extend(print_rows(&r.value).map_err(ConnectorError::Other)?);
-        }
-        Ok(())
-    }
 }
 
 impl Connector for Script {
