@@ -51,9 +51,15 @@ fn wait_new_operator(ctx: &Ctx, old: &str) {
         })?;
         Some(())
     });
-    // The old leader released the Lease when it shut down: the new one took it before
-    // the old lease could have expired (15 s after the old leader's last renewal, which
-    // is at most 5 s after the renewal seen before the deletion).
+    // The old leader released the Lease when it shut down: it says so in its log, and
+    // the new one took the Lease before the old one could have expired. Without a
+    // release, the Lease expires 15 s after the old leader's last renewal, which is no
+    // earlier than the renewal seen before the deletion (less 1 s: expiry is checked
+    // in whole seconds).
+    if ctx.cluster.harness {
+        let log = ctx.pod_log(&c.operator_ns, old);
+        assert!(log.contains("leadership released"), "the old operator pod {old} did not release the Lease on shutdown; its log ends:\n{}", last_lines(&log, 20));
+    }
     let renewed_before = LEASE_RENEWED_BEFORE.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if let Some(before) = renewed_before.as_deref().and_then(epoch_seconds) {
         let (holder, acquired) = ctx.wait_for("the new operator pod holds the Lease", Duration::from_secs(60), || {
@@ -62,12 +68,18 @@ fn wait_new_operator(ctx: &Ctx, old: &str) {
         });
         let acquired = acquired.as_deref().and_then(epoch_seconds).expect("acquireTime");
         assert!(
-            acquired - before < 12.0,
+            acquired - before < 14.0,
             "{holder:?} took the Lease {:.1} s after the old leader's renewal: the old leader did not release it on shutdown",
             acquired - before
         );
         ctx.log(&format!("lease handed over {:.1} s after the old leader's last seen renewal", acquired - before));
     }
+}
+
+/// The last `n` lines of `text`.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 static LEASE_RENEWED_BEFORE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);

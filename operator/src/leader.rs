@@ -25,8 +25,16 @@ impl LeaseLock {
         LeaseLock { api, name: name.into(), identity: identity.into(), duration }
     }
 
+    /// How often the holder renews (a third of the lease duration).
     pub fn renew_interval(&self) -> Duration {
         self.duration / 3
+    }
+
+    /// How often a candidate that does not hold the lease tries again (client-go's
+    /// `RetryPeriod`, 2 s for a 15 s lease): a lease released by a leader that shut
+    /// down is taken within this time.
+    pub fn retry_interval(&self) -> Duration {
+        (self.duration / 7).max(Duration::from_millis(200))
     }
 
     /// Takes or renews the lease; true when this candidate holds it.
@@ -104,7 +112,7 @@ impl LeaseLock {
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "leader election"),
             }
-            tokio::time::sleep(self.renew_interval()).await;
+            tokio::time::sleep(self.retry_interval()).await;
         }
     }
 
