@@ -67,8 +67,11 @@ fn wait_new_operator(ctx: &Ctx, old: &str) {
             (holder.as_deref() != Some(old) && holder.is_some()).then_some((holder, acquired))
         });
         let acquired = acquired.as_deref().and_then(epoch_seconds).expect("acquireTime");
+        // On the harness the old pod's log proved the release above; the time is then
+        // a measure (a loaded machine may start the new pod late). Elsewhere it is the
+        // proof: without a release the Lease cannot change hands this early.
         assert!(
-            acquired - before < 14.0,
+            ctx.cluster.harness || acquired - before < 14.0,
             "{holder:?} took the Lease {:.1} s after the old leader's renewal: the old leader did not release it on shutdown",
             acquired - before
         );
