@@ -51,11 +51,9 @@ fn wait_new_operator(ctx: &Ctx, old: &str) {
         })?;
         Some(())
     });
-    // The old leader released the Lease when it shut down: it says so in its log, and
-    // the new one took the Lease before the old one could have expired. Without a
-    // release, the Lease expires 15 s after the old leader's last renewal, which is no
-    // earlier than the renewal seen before the deletion (less 1 s: expiry is checked
-    // in whole seconds).
+    // The old leader released the Lease when it shut down. Without a release, the
+    // Lease expires 15 s after the old leader's last renewal, which is no earlier than
+    // the renewal seen before the deletion (less 1 s: expiry is checked in whole seconds).
     let renewed_before = LEASE_RENEWED_BEFORE.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if let Some(before) = renewed_before.as_deref().and_then(epoch_seconds) {
         let (holder, acquired) = ctx.wait_for("the new operator pod holds the Lease", Duration::from_secs(60), || {
@@ -65,9 +63,10 @@ fn wait_new_operator(ctx: &Ctx, old: &str) {
         let acquired = acquired.as_deref().and_then(epoch_seconds).expect("acquireTime");
         if ctx.cluster.harness {
             // The new leader holds the Lease: the old pod released it (its log says so
-            // once its write returned) or it expired (then the line never comes).
+            // once its write returned) or it expired (then the line never comes). The
+            // harness keeps a deleted pod's log file, which `k8s-harness logs` reads.
             ctx.wait_for("the old operator pod logs 'leadership released'", Duration::from_secs(20), || {
-                old_pod_log(ctx, old).contains("leadership released").then_some(())
+                ctx.pod_log(&c.operator_ns, old).contains("leadership released").then_some(())
             });
         }
         // On the harness the old pod's log proved the release above; the time is then
@@ -80,23 +79,6 @@ fn wait_new_operator(ctx: &Ctx, old: &str) {
         );
         ctx.log(&format!("lease handed over {:.1} s after the old leader's last seen renewal", acquired - before));
     }
-}
-
-/// The log of operator pod `pod` (deleted pods included): its files in the
-/// harness's log folder, else what `k8s-harness logs` prints.
-fn old_pod_log(ctx: &Ctx, pod: &str) -> String {
-    let ns = &ctx.cluster.operator_ns;
-    let prefix = format!("{ns}_{pod}_");
-    let from_files: String = std::env::var("K8S_HARNESS_HOME")
-        .ok()
-        .and_then(|home| std::fs::read_dir(std::path::Path::new(&home).join("logs")).ok())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect();
-    if from_files.is_empty() { ctx.pod_log(ns, pod) } else { from_files }
 }
 
 static LEASE_RENEWED_BEFORE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
