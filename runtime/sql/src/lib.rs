@@ -10,9 +10,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod connectors;
 pub mod functions;
-pub mod nexmark;
 mod nexmark_queries;
 pub mod ops;
 mod over;
@@ -22,8 +20,9 @@ pub mod script;
 mod session;
 mod types;
 
-pub use connectors::{ChangelogMode, Connector, ConnectorRegistry, TableOptions};
-pub use ops::RowKind;
+/// The connector registry and the built-in connectors (crate `weir-connectors`).
+pub use weir_connectors as connectors;
+pub use weir_connectors::{ChangeBatch, ChangelogMode, Connector, ConnectorRegistry, RowKind, TableOptions};
 pub use nexmark_queries::{NEXMARK_DDL, NEXMARK_QUERIES, NexmarkSettings, nexmark_ddl, nexmark_query, nexmark_script};
 pub use plan::{CompileOptions, InsertPlan, QueryPlan, SqlJob, compile, compile_query, compile_statements};
 pub use script::Pos;

@@ -16,49 +16,7 @@ use weir::record::{Collector, Timestamp};
 use weir::state::{OpenContext, ValueState};
 use weir::{JobError, Key, KeyedContext, KeyedProcessFunction, TimeDomain};
 
-/// Flink's RowKind: how a row changes the result table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum RowKind {
-    Insert,
-    UpdateBefore,
-    UpdateAfter,
-    Delete,
-}
-
-impl RowKind {
-    /// `+I`, `-U`, `+U`, `-D`.
-    pub fn short(self) -> &'static str {
-        match self {
-            RowKind::Insert => "+I",
-            RowKind::UpdateBefore => "-U",
-            RowKind::UpdateAfter => "+U",
-            RowKind::Delete => "-D",
-        }
-    }
-    /// Whether the row adds to the result (`+I`, `+U`) rather than retracts.
-    pub fn is_accumulate(self) -> bool {
-        matches!(self, RowKind::Insert | RowKind::UpdateAfter)
-    }
-}
-
-/// Rows as one Arrow batch, with the kind of each row (`None`: all `+I`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ChangeBatch {
-    pub rows: ArrowBatch,
-    pub kinds: Option<Vec<RowKind>>,
-}
-
-impl ChangeBatch {
-    pub fn inserts(b: RecordBatch) -> Self {
-        ChangeBatch { rows: ArrowBatch(b), kinds: None }
-    }
-    pub fn kind(&self, row: usize) -> RowKind {
-        self.kinds.as_ref().map_or(RowKind::Insert, |k| k[row])
-    }
-    pub fn num_rows(&self) -> usize {
-        self.rows.0.num_rows()
-    }
-}
+pub use weir_connectors::changelog::{ChangeBatch, RowKind};
 
 /// All fields nullable (SQL results may be null where the declared type is not).
 pub fn nullable(schema: &Schema) -> SchemaRef {

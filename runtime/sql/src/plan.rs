@@ -22,7 +22,7 @@ use weir::connector::{ConnectorError, Source, SourceContext, SourceOutput, Sourc
 use weir::stream::DataStream;
 use weir::time::WatermarkStrategy;
 
-use crate::connectors::{BatchSource, ChangelogMode, Connector, ConnectorRegistry, SinkArgs, SourceFactory, TableOptions};
+use weir_connectors::{BatchSource, ChangelogMode, Connector, ConnectorRegistry, SinkArgs, SourceFactory, TableOptions};
 use crate::ops::{AggFunction, AggKind, AggSpec, Calc, ChangeBatch, KeyRows, Step, WindowAssign, max_millis, nullable};
 use crate::script::{self, Piece, WindowCall};
 use crate::SqlError;

@@ -25,7 +25,7 @@ use weir::connector::{ConnectorError, SourceContext};
 use weir_nexmark::generator::GeneratorConfig;
 use weir_nexmark::{Auction, Bid, Event, Person};
 
-use crate::connectors::{BatchSource, Connector, SourceFactory, TableOptions};
+use crate::registry::{BatchSource, Connector, SourceFactory, TableOptions};
 
 /// Events per batch (at most).
 const BATCH: usize = 1024;

@@ -1,0 +1,151 @@
+//! The connector registry: a connector is registered by name and builds sources
+//! and/or sinks from string options (SQL's `WITH (...)`, a job file's `options:`, or
+//! a map built in Rust); unknown or missing options are errors naming the option and
+//! the connector.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use weir::connector::{ConnectorError, SourceContext};
+use weir::stream::DataStream;
+
+use crate::changelog::ChangeBatch;
+
+/// The options of one table (`WITH (...)`), as given.
+#[derive(Clone, Debug)]
+pub struct TableOptions {
+    pub table: String,
+    pub connector: String,
+    pub map: BTreeMap<String, String>,
+}
+
+impl TableOptions {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.map.get(key).map(String::as_str)
+    }
+    pub fn required(&self, key: &str) -> Result<&str, String> {
+        self.get(key).ok_or_else(|| format!("connector '{}' needs the option '{key}'", self.connector))
+    }
+    pub fn parse<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| format!("option '{key}' of connector '{}': cannot parse '{v}'", self.connector)),
+        }
+    }
+}
+
+/// A bounded or unbounded reader of Arrow batches: what a connector's source is.
+/// The SQL source around it adds computed columns, timestamps and watermarks.
+pub trait BatchSource: Send {
+    fn open(&mut self, _ctx: &SourceContext) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+    /// Up to `max_rows` rows; `Ok(None)` at end of input; an empty batch when nothing is available now.
+    fn next_batch(&mut self, max_rows: usize) -> Result<Option<RecordBatch>, ConnectorError>;
+    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>, ConnectorError> {
+        Ok(Vec::new())
+    }
+    fn restore(&mut self, _splits: Vec<Vec<u8>>) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+    fn redistribution(&self) -> weir::checkpoint::restore::Redistribution {
+        weir::checkpoint::restore::Redistribution::Split
+    }
+}
+
+/// Makes the source of each subtask.
+pub type SourceFactory = Arc<dyn Fn(&SourceContext) -> Box<dyn BatchSource> + Send + Sync>;
+
+/// What a sink connector accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangelogMode {
+    AppendOnly,
+    /// `+I`, `-U`, `+U`, `-D`
+    All,
+}
+
+/// How a connector adds its sink to a stream.
+pub struct SinkArgs<'a> {
+    pub stream: &'a DataStream<ChangeBatch>,
+    pub name: &'a str,
+    pub uid: &'a str,
+    pub parallelism: Option<u32>,
+    pub schema: SchemaRef,
+}
+
+/// A connector: one module, registered by name.
+pub trait Connector: Send + Sync {
+    fn name(&self) -> &str;
+    /// Every option it knows (besides 'connector').
+    fn options(&self) -> &[&str];
+    /// A source reading `schema` (the physical columns), if it can be one.
+    fn source(&self, _opts: &TableOptions, _schema: SchemaRef) -> Result<SourceFactory, String> {
+        Err(format!("connector '{}' cannot be read (it is a sink only)", self.name()))
+    }
+    /// Whether its source ends (with these options): batch mode reads only bounded sources.
+    fn bounded(&self, _opts: &TableOptions) -> bool {
+        false
+    }
+    /// Whether the sink accepts updates.
+    fn sink_mode(&self, _opts: &TableOptions) -> Option<ChangelogMode> {
+        None
+    }
+    /// Adds the sink; `sink_mode` said it can be one.
+    fn add_sink(&self, _opts: &TableOptions, _args: SinkArgs<'_>) -> Result<(), String> {
+        Err(format!("connector '{}' cannot be written (it is a source only)", self.name()))
+    }
+    /// Checks the options (beyond known names) when the table is created.
+    fn validate(&self, _opts: &TableOptions, _schema: &SchemaRef) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Connectors by name.
+#[derive(Clone)]
+pub struct ConnectorRegistry {
+    by_name: HashMap<String, Arc<dyn Connector>>,
+}
+
+impl Default for ConnectorRegistry {
+    /// The built-in connectors: `filesystem`, `datagen`, `nexmark`, `print`, `blackhole`.
+    fn default() -> Self {
+        let mut r = ConnectorRegistry::empty();
+        r.register(Arc::new(crate::filesystem::Filesystem));
+        r.register(Arc::new(crate::datagen::Datagen));
+        r.register(Arc::new(crate::nexmark::Nexmark));
+        r.register(Arc::new(crate::print::Print));
+        r.register(Arc::new(crate::blackhole::Blackhole));
+        r
+    }
+}
+
+impl ConnectorRegistry {
+    pub fn empty() -> Self {
+        ConnectorRegistry { by_name: HashMap::new() }
+    }
+    /// Adds (or replaces) a connector.
+    pub fn register(&mut self, c: Arc<dyn Connector>) {
+        self.by_name.insert(c.name().to_string(), c);
+    }
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Connector>> {
+        self.by_name.get(name).cloned()
+    }
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.by_name.keys().cloned().collect();
+        v.sort();
+        v
+    }
+    /// Checks the option names against the connector's (an unknown one is an error naming it).
+    pub fn check(&self, opts: &TableOptions, schema: &SchemaRef) -> Result<Arc<dyn Connector>, String> {
+        let c = self.get(&opts.connector).ok_or_else(|| format!("unknown connector '{}' (known: {})", opts.connector, self.names().join(", ")))?;
+        for k in opts.map.keys() {
+            if !c.options().contains(&k.as_str()) {
+                return Err(format!("connector '{}' has no option '{k}' (its options: {})", c.name(), c.options().join(", ")));
+            }
+        }
+        c.validate(opts, schema)?;
+        Ok(c)
+    }
+}
