@@ -21,6 +21,7 @@ mod rank;
 pub mod script;
 mod session;
 mod types;
+pub mod udaf;
 
 pub use connectors::{ChangelogMode, Connector, ConnectorRegistry, TableOptions};
 pub use ops::RowKind;

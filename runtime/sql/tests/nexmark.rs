@@ -233,10 +233,7 @@ fn diff(want: &[String], got: &[String]) -> String {
 /// Queries whose rows do not equal the built-in job's yet, and why: skipped by the
 /// comparison, and checked to still differ (a fixed one fails the test until it is
 /// taken off this list).
-const ROWS_DIFFER: &[(&str, &str)] = &[(
-    "q5",
-    "MaxBids (MAX over the window aggregation's rows, GROUP BY window_start, window_end) plans as a regular, updating GROUP BY, so the join is a regular one and its output updates (thousands of +I/+U rows for 18 at 50 000 events); Flink keeps the window properties through it and makes it a window join",
-)];
+const ROWS_DIFFER: &[(&str, &str)] = &[];
 
 #[test]
 fn queries_known_to_differ_still_differ() {
