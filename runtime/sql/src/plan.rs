@@ -666,6 +666,7 @@ impl Lower<'_, '_> {
         if args.len() != 1 {
             return Err(format!("{name}: aggregate functions written in Rust take one argument in streaming aggregations ({} given)", args.len()));
         }
+        use datafusion::logical_expr::ExprSchemable;
         let arg_fields: Vec<arrow::datatypes::FieldRef> = args.iter().map(|a| a.to_field(in_schema).map(|(_, f)| f)).collect::<Result<_, _>>().map_err(df_err)?;
         if let Some(f) = arg_fields.iter().find(|f| !value_type(f.data_type())) {
             return Err(format!("{name}: arguments of type {} are not supported in streaming aggregations yet", f.data_type()));

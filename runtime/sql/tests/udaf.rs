@@ -118,11 +118,11 @@ impl Accumulator for SecondLargest {
 }
 
 fn geo_mean() -> Arc<AggregateUDF> {
-    Arc::new(create_udaf("geo_mean", vec![DataType::Float64], Arc::new(DataType::Float64), Volatility::Immutable, Arc::new(|_| Ok(Box::<GeoMean>::default())), Arc::new(vec![DataType::Float64, DataType::Int64])))
+    Arc::new(create_udaf("geo_mean", vec![DataType::Float64], Arc::new(DataType::Float64), Volatility::Immutable, Arc::new(|_| Ok(Box::new(GeoMean::default()) as Box<dyn Accumulator>)), Arc::new(vec![DataType::Float64, DataType::Int64])))
 }
 
 fn second_largest() -> Arc<AggregateUDF> {
-    Arc::new(create_udaf("second_largest", vec![DataType::Int64], Arc::new(DataType::Int64), Volatility::Immutable, Arc::new(|_| Ok(Box::<SecondLargest>::default())), Arc::new(vec![DataType::Int64, DataType::Int64])))
+    Arc::new(create_udaf("second_largest", vec![DataType::Int64], Arc::new(DataType::Int64), Volatility::Immutable, Arc::new(|_| Ok(Box::new(SecondLargest::default()) as Box<dyn Accumulator>)), Arc::new(vec![DataType::Int64, DataType::Int64])))
 }
 
 fn options(udafs: bool, collected: &Collected) -> CompileOptions {
