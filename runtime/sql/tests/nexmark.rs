@@ -27,9 +27,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("q12", "function PROCTIME is not supported yet"),
     ("q13", "FOR SYSTEM_TIME AS OF (temporal and lookup joins) is not supported yet"),
     ("q14", "CREATE FUNCTION statements are not supported yet"),
-    ("q15", "FILTER and WITHIN GROUP are not supported yet"),
-    ("q16", "FILTER and WITHIN GROUP are not supported yet"),
-    ("q17", "FILTER and WITHIN GROUP are not supported yet"),
 ];
 
 fn settings() -> NexmarkSettings {
