@@ -32,8 +32,11 @@ elif [ -z "${KUBECONFIG:-}" ]; then
     echo "test.sh: waiting for another ./test.sh to release the CI k8s-harness"
     flock "$k8s_lock_fd"
   fi
-  echo "test.sh: building weir and weir-operator for the Kubernetes e2e tests"
-  cargo build -q -p weir-cli --bin weir -p weir-operator --bin weir-operator
+  # `cargo test --no-run` over the whole workspace builds the binaries the pods run
+  # (target/debug/weir, weir-operator) with the same features as the test run below,
+  # so nothing is compiled twice (`cargo build -p ...` unifies features differently).
+  echo "test.sh: building the workspace's tests and binaries (weir, weir-operator run in the pods)"
+  cargo test --workspace --no-run -q
   echo "test.sh: starting the k8s-harness ($k8s_harness, state ${K8S_HARNESS_HOME:-$HOME/.cache/k8s-harness-ci})"
   k8s_t0=$SECONDS
   at_exit scripts/k8s/harness.sh down
