@@ -680,7 +680,25 @@ impl Lower<'_, '_> {
         };
         let uid = self.uid(uid_kind, &desc);
         let out = self.par(out.uid(&uid).name(&desc));
-        Ok(Lowered { stream: out, updating, win: vec![None; j.schema.fields().len()] })
+        // a window join's rows are final when the watermark passes the window's end:
+        // the window bounds of a side that is never null-padded stay window bounds
+        let mut win = vec![None; j.schema.fields().len()];
+        if uid_kind == "window-join" {
+            let lw = j.left.schema().fields().len();
+            if !right_outer {
+                for (i, w) in l.win.iter().enumerate().take(lw) {
+                    win[i] = WinCol::in_final_rows(*w);
+                }
+            }
+            if !left_outer {
+                for (i, w) in r.win.iter().enumerate() {
+                    if let Some(slot) = win.get_mut(lw + i) {
+                        *slot = WinCol::in_final_rows(*w);
+                    }
+                }
+            }
+        }
+        Ok(Lowered { stream: out, updating, win })
     }
 
     fn join_kind(&self, j: &Join, l: &Lowered, r: &Lowered) -> Result<Kind, String> {
@@ -689,20 +707,30 @@ impl Lower<'_, '_> {
             Expr::Column(c) => plan.schema().index_of_column(c).ok().and_then(|i| low.win.get(i).copied().flatten()),
             _ => None,
         };
+        // the bounds of a window TVF must be joined as a window join; those of final
+        // window rows (a window aggregation's output) make one when both are joined
+        // (Flink: a join on window_start only of two window aggregations is a regular one)
         let mut start = false;
         let mut end_key = None;
+        let mut tvf = false;
         for (i, (a, b)) in j.on.iter().enumerate() {
-            match (win_of(a, &j.left, l), win_of(b, &j.right, r)) {
-                (Some(WinCol::Start), Some(WinCol::Start)) => start = true,
-                (Some(WinCol::End), Some(WinCol::End)) => end_key = Some(i),
+            let (wa, wb) = (win_of(a, &j.left, l), win_of(b, &j.right, r));
+            tvf |= wa.is_some_and(WinCol::is_tvf_bound) || wb.is_some_and(WinCol::is_tvf_bound);
+            match (wa, wb) {
+                (Some(x), Some(y)) if x.is_start() && y.is_start() => start = true,
+                (Some(x), Some(y)) if x.is_end() && y.is_end() => end_key = Some(i),
                 (None, None) => {}
-                _ => return Err(format!("a window join must join window_start with window_start and window_end with window_end, not {a} = {b}")),
+                (x, y) if x.is_some_and(WinCol::is_tvf_bound) || y.is_some_and(WinCol::is_tvf_bound) => {
+                    return Err(format!("a window join must join window_start with window_start and window_end with window_end, not {a} = {b}"));
+                }
+                _ => {}
             }
         }
         match (start, end_key) {
             (true, Some(end_key)) => return Ok(Kind::Window { end_key }),
             (false, None) => {}
-            _ => return Err("a window join must join on both window_start and window_end of the two inputs".into()),
+            _ if tvf => return Err("a window join must join on both window_start and window_end of the two inputs".into()),
+            _ => {}
         }
         if let Some(b) = find_bounds(j)
             && self.is_rowtime(&j.left, b.left_time)
@@ -835,13 +863,19 @@ mod tests {
 
     /// The kind of join operator `query` is planned to (`join`, `interval-join`, `window-join`).
     fn planned(query: &str) -> String {
+        let kinds = joins(query);
+        ["interval-join", "window-join", "join"].iter().find(|k| kinds.iter().any(|j| j == *k)).map_or("none".into(), |k| k.to_string())
+    }
+
+    /// The join operators of `query`, in the order they were planned.
+    fn joins(query: &str) -> Vec<String> {
         let tables = "CREATE TABLE a (k BIGINT, x BIGINT, ts TIMESTAMP(3), t TIMESTAMP(3), WATERMARK FOR ts AS ts) WITH ('connector' = 'datagen');
             CREATE TABLE b (k BIGINT, y BIGINT, ts TIMESTAMP(3), t TIMESTAMP(3), WATERMARK FOR ts AS ts) WITH ('connector' = 'datagen');
             CREATE TABLE o (x BIGINT, y BIGINT) WITH ('connector' = 'blackhole');";
         let env = weir::StreamEnv::new(weir::JobConfig::default());
         let job = crate::compile(&format!("{tables}\nINSERT INTO o {query};"), &env, &Default::default()).unwrap_or_else(|e| panic!("{query}: {e}"));
         let uids = &job.inserts[0].uids;
-        ["interval-join", "window-join", "join"].iter().find(|k| uids.iter().any(|u| u.starts_with(&format!("sql-{k}-")))).map_or("none".into(), |k| k.to_string())
+        uids.iter().filter(|u| !u.starts_with("sql-join-keys-")).filter_map(|u| ["interval-join", "window-join", "join"].into_iter().find(|k| u.starts_with(&format!("sql-{k}-")))).map(str::to_string).collect()
     }
 
     #[test]
@@ -859,6 +893,16 @@ mod tests {
         let (l, r) = (w("a"), w("b"));
         assert_eq!(planned(&format!("SELECT L.x, R.y FROM {l} L JOIN {r} R ON L.window_start = R.window_start AND L.window_end = R.window_end AND L.k = R.k")), "window-join");
         assert_eq!(planned(&format!("SELECT L.x, R.y FROM {l} L JOIN {r} R ON L.k = R.k")), "join");
+        // window aggregations' rows keep their window bounds (renamed or not)
+        let agg = |t: &str| format!("(SELECT k, COUNT(*) AS n, window_start AS ws, window_end AS we FROM TABLE(TUMBLE(TABLE {t}, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) GROUP BY k, window_start, window_end)");
+        let (l, r) = (agg("a"), agg("b"));
+        assert_eq!(planned(&format!("SELECT L.n, R.n FROM {l} L JOIN {r} R ON L.ws = R.ws AND L.we = R.we AND L.k = R.k")), "window-join");
+        assert_eq!(planned(&format!("SELECT L.n, R.n FROM {l} L JOIN {r} R ON L.we = R.we AND L.ws = R.ws")), "window-join");
+        assert_eq!(planned(&format!("SELECT L.n, R.n FROM {l} L JOIN {r} R ON L.ws = R.ws AND L.k = R.k")), "join");
+        // a window join's rows too: joined again on their bounds
+        let j = format!("(SELECT L.k, L.ws, L.we, L.n FROM {l} L JOIN {r} R ON L.ws = R.ws AND L.we = R.we AND L.k = R.k)");
+        assert_eq!(joins(&format!("SELECT J.n, R.n FROM {j} J JOIN {r} R ON J.ws = R.ws AND J.we = R.we")), ["window-join", "window-join"]);
+        assert_eq!(joins(&format!("SELECT J.n, R.n FROM {j} J JOIN {r} R ON J.ws = R.ws AND J.k = R.k")), ["window-join", "join"]);
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod rank;
 pub mod script;
 mod session;
 mod types;
+pub mod udaf;
 
 /// The connector registry and the built-in connectors (crate `weir-connectors`).
 pub use weir_connectors as connectors;

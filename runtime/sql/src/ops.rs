@@ -251,7 +251,14 @@ impl Value {
         if a.is_null(row) {
             return Ok(Value::Null);
         }
-        let s = ScalarValue::try_from_array(a, row).map_err(|e| e.to_string())?;
+        Value::from_scalar(ScalarValue::try_from_array(a, row).map_err(|e| e.to_string())?)
+    }
+
+    /// The value of a scalar.
+    pub fn from_scalar(s: ScalarValue) -> Result<Value, String> {
+        if s.is_null() {
+            return Ok(Value::Null);
+        }
         Ok(match s {
             ScalarValue::Boolean(Some(b)) => Value::Bool(b),
             ScalarValue::Int8(Some(v)) => Value::Int(v as i64),
@@ -335,7 +342,7 @@ pub struct KeyedRow {
 }
 
 /// The aggregate functions the keyed aggregations support.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AggKind {
     CountStar,
     Count,
@@ -343,6 +350,8 @@ pub enum AggKind {
     Avg,
     Min,
     Max,
+    /// an aggregate function written in Rust (see `udaf`)
+    Udaf(Arc<crate::udaf::UdafCall>),
 }
 
 /// Accumulator of one aggregate.
@@ -355,26 +364,33 @@ pub enum Acc {
     /// a DISTINCT aggregate: how often each value is in the group (so retractions
     /// work), the inner accumulator seeing each distinct value once
     Distinct { seen: Vec<(Value, i64)>, inner: Box<Acc> },
+    /// an aggregate UDF's intermediate state
+    Udaf(crate::udaf::UdafState),
 }
 
 impl AggKind {
-    pub fn create(self) -> Acc {
+    pub fn create(&self) -> Acc {
         match self {
             AggKind::CountStar | AggKind::Count => Acc::Count(0),
             AggKind::Sum => Acc::Sum { int: 0, float: 0.0, is_float: false, n: 0 },
             AggKind::Avg => Acc::Avg { sum: 0.0, n: 0 },
             AggKind::Min | AggKind::Max => Acc::Extreme(None),
+            AggKind::Udaf(_) => Acc::Udaf(Default::default()),
         }
     }
 
     /// The accumulator of `self(DISTINCT ...)`.
-    pub fn create_distinct(self) -> Acc {
+    pub fn create_distinct(&self) -> Acc {
         Acc::Distinct { seen: Vec::new(), inner: Box::new(self.create()) }
     }
 
-    /// Adds (`sign` = 1) or retracts (`sign` = -1) `v`.
-    pub fn update(self, acc: &mut Acc, v: &Value, sign: i64) {
-        if self != AggKind::CountStar && *v == Value::Null {
+    /// Adds (`sign` = 1) or retracts (`sign` = -1) `v`. A UDAF sees nulls too (as in
+    /// DataFusion's batch aggregation); the built-in aggregates skip them.
+    pub fn update(&self, acc: &mut Acc, v: &Value, sign: i64) {
+        if let (AggKind::Udaf(call), Acc::Udaf(st)) = (self, &mut *acc) {
+            return call.update(st, v, sign).unwrap_or_else(|e| fail(&call.name, e));
+        }
+        if *self != AggKind::CountStar && *v == Value::Null {
             return;
         }
         match acc {
@@ -422,18 +438,19 @@ impl AggKind {
                     None => true,
                     Some(c) => {
                         let o = v.cmp_sql(c);
-                        if self == AggKind::Min { o.is_lt() } else { o.is_gt() }
+                        if *self == AggKind::Min { o.is_lt() } else { o.is_gt() }
                     }
                 };
                 if better {
                     *cur = Some(v.clone());
                 }
             }
+            Acc::Udaf(_) => {}
         }
     }
 
     /// Folds `other` into `acc` (merging session windows).
-    pub fn merge(self, acc: &mut Acc, other: Acc) {
+    pub fn merge(&self, acc: &mut Acc, other: Acc) {
         match (acc, other) {
             (Acc::Count(a), Acc::Count(b)) => *a += b,
             (Acc::Sum { int, float, is_float, n }, Acc::Sum { int: i2, float: f2, is_float: x2, n: n2 }) => {
@@ -460,11 +477,16 @@ impl AggKind {
                     self.update(inner, v, 1);
                 }
             }
+            (Acc::Udaf(a), Acc::Udaf(b)) => {
+                if let AggKind::Udaf(call) = self {
+                    call.merge(a, &b).unwrap_or_else(|e| fail(&call.name, e));
+                }
+            }
             _ => {}
         }
     }
 
-    pub fn result(self, acc: &Acc, out_type: &DataType) -> Value {
+    pub fn result(&self, acc: &Acc, out_type: &DataType) -> Value {
         match acc {
             Acc::Count(n) => Value::Int(*n),
             Acc::Sum { n: 0, .. } => Value::Null,
@@ -477,6 +499,10 @@ impl AggKind {
             Acc::Avg { sum, n } => Value::Float(sum / *n as f64),
             Acc::Extreme(v) => v.clone().unwrap_or(Value::Null),
             Acc::Distinct { inner, .. } => self.result(inner, out_type),
+            Acc::Udaf(st) => match self {
+                AggKind::Udaf(call) => call.result(st).unwrap_or_else(|e| fail(&call.name, e)),
+                _ => Value::Null,
+            },
         }
     }
 }

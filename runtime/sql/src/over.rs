@@ -82,8 +82,14 @@ pub(crate) fn lower(l: &mut Lower<'_, '_>, w: &Window) -> Result<Lowered, String
         let Expr::WindowFunction(wf) = unalias(e) else { return Err(format!("internal: unexpected window expression {e}")) };
         let name = wf.fun.name().to_ascii_uppercase();
         let p = &wf.params;
-        let kind = match &wf.fun {
-            WindowFunctionDefinition::AggregateUDF(_) => {
+        let udaf = match &wf.fun {
+            // a Rust UDAF (its input is append-only: checked below)
+            WindowFunctionDefinition::AggregateUDF(f) => l.udaf(f, &p.args, in_schema, None)?,
+            WindowFunctionDefinition::WindowUDF(_) => None,
+        };
+        let kind = match (&wf.fun, udaf) {
+            (_, Some(k)) => k,
+            (WindowFunctionDefinition::AggregateUDF(_), None) => {
                 let a0 = p.args.first();
                 let is_star = a0.is_none() || matches!(a0, Some(Expr::Literal(v, _)) if !v.is_null());
                 match name.as_str() {
@@ -96,10 +102,10 @@ pub(crate) fn lower(l: &mut Lower<'_, '_>, w: &Window) -> Result<Lowered, String
                     other => return Err(format!("{other} OVER (...) is not supported yet")),
                 }
             }
-            WindowFunctionDefinition::WindowUDF(_) if name == "ROW_NUMBER" => {
+            (WindowFunctionDefinition::WindowUDF(_), None) if name == "ROW_NUMBER" => {
                 return Err("ROW_NUMBER() OVER (...) is only supported for deduplication and Top-N: SELECT ... FROM (SELECT ..., ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...) AS rn FROM t) WHERE rn <= N".into());
             }
-            WindowFunctionDefinition::WindowUDF(_) => return Err(format!("{name} OVER (...) is not supported yet")),
+            (WindowFunctionDefinition::WindowUDF(_), None) => return Err(format!("{name} OVER (...) is not supported yet")),
         };
         if p.distinct || p.filter.is_some() {
             return Err(format!("{name}(DISTINCT ...) and FILTER in OVER windows are not supported yet"));
@@ -112,8 +118,8 @@ pub(crate) fn lower(l: &mut Lower<'_, '_>, w: &Window) -> Result<Lowered, String
             Some((pb, ob)) if pb == &p.partition_by && ob == &p.order_by => {}
             Some(_) => return Err("OVER windows with different PARTITION BY or ORDER BY in one query are not supported yet".into()),
         }
-        aggs.push((kind, frame_of(&p.window_frame).map_err(|m| format!("{name} OVER: {m}"))?));
         args.push(if kind == AggKind::CountStar { None } else { Some(p.args.first().ok_or("missing argument")?.clone()) });
+        aggs.push((kind, frame_of(&p.window_frame).map_err(|m| format!("{name} OVER: {m}"))?));
     }
     let Some((partition_by, order_by)) = shape else { return Err("internal: a window without expressions".into()) };
     let input = l.lower(&w.input)?;

@@ -46,6 +46,12 @@ pub struct CompileOptions {
     /// (DataFusion `ScalarUDF`s, e.g. from `datafusion::logical_expr::create_udf`):
     /// how a custom job image adds its own functions.
     pub udfs: Vec<Arc<datafusion::logical_expr::ScalarUDF>>,
+    /// Aggregate functions written in Rust (DataFusion `AggregateUDF`s, e.g. from
+    /// `datafusion::logical_expr::create_udaf` or an `AggregateUDFImpl`), callable by
+    /// their names in GROUP BY, window and OVER aggregations. Their accumulators'
+    /// `state()` is the keyed state (checkpointed); over an updating input they must
+    /// support `retract_batch`.
+    pub udafs: Vec<Arc<datafusion::logical_expr::AggregateUDF>>,
 }
 
 /// One `INSERT INTO` of the job.
@@ -142,6 +148,7 @@ struct Compiler<'a> {
     env: &'a StreamEnv,
     registry: ConnectorRegistry,
     fixed_parallelism: bool,
+    udafs: Vec<Arc<datafusion::logical_expr::AggregateUDF>>,
     ctx: SessionContext,
     catalog: HashMap<String, Entry>,
     job: SqlJob,
@@ -179,6 +186,9 @@ impl<'a> Compiler<'a> {
         for f in &options.udfs {
             ctx.register_udf(f.as_ref().clone());
         }
+        for f in &options.udafs {
+            ctx.register_udaf(f.as_ref().clone());
+        }
         // COUNT(DISTINCT x) stays one aggregate (keyed state counts the distinct
         // values); split into two GROUP BYs it would turn window aggregations into
         // unbounded ones
@@ -192,6 +202,7 @@ impl<'a> Compiler<'a> {
             env,
             registry: options.connectors.clone(),
             fixed_parallelism: options.fixed_parallelism,
+            udafs: options.udafs.clone(),
             ctx,
             catalog: HashMap::new(),
             job: SqlJob { settings: BTreeMap::new(), parallelism: None, inserts: Vec::new() },
@@ -574,6 +585,36 @@ pub(crate) enum WinCol {
     SessionEnd,
     /// the rowtime attribute of a table (its `WATERMARK FOR` column)
     Rowtime,
+    /// `window_start` / `window_end` of a window aggregation's or window join's
+    /// output: its rows are final, emitted when the watermark passes the window's end
+    /// (before that watermark goes downstream), so an aggregation grouped by both is
+    /// a window aggregation again (Flink's cascading window aggregation) and a join
+    /// on both of two such inputs is a window join
+    FinalStart,
+    FinalEnd,
+}
+
+impl WinCol {
+    /// A window's start: of a window TVF (not a session) or of final window rows.
+    pub(crate) fn is_start(self) -> bool {
+        matches!(self, WinCol::Start | WinCol::FinalStart)
+    }
+    pub(crate) fn is_end(self) -> bool {
+        matches!(self, WinCol::End | WinCol::FinalEnd)
+    }
+    /// A window TVF's bound (its rows are not aggregated yet).
+    pub(crate) fn is_tvf_bound(self) -> bool {
+        matches!(self, WinCol::Start | WinCol::End | WinCol::SessionStart | WinCol::SessionEnd)
+    }
+    /// What the column is in the final rows of a window aggregation or window join
+    /// over it: the window bounds stay window bounds (of final rows); nothing else does.
+    pub(crate) fn in_final_rows(w: Option<WinCol>) -> Option<WinCol> {
+        match w? {
+            WinCol::Start | WinCol::SessionStart | WinCol::FinalStart => Some(WinCol::FinalStart),
+            WinCol::End | WinCol::SessionEnd | WinCol::FinalEnd => Some(WinCol::FinalEnd),
+            WinCol::Rowtime => None,
+        }
+    }
 }
 
 pub(crate) struct Lowered {
@@ -604,7 +645,56 @@ pub(crate) fn unalias(e: &Expr) -> &Expr {
     }
 }
 
+/// `CASE WHEN p THEN e END`: the argument of `f(e) FILTER (WHERE p)`.
+fn filtered(p: &Expr, e: Expr) -> Expr {
+    Expr::Case(datafusion::logical_expr::expr::Case { expr: None, when_then_expr: vec![(Box::new(p.clone()), Box::new(e))], else_expr: None })
+}
+
+/// Whether keyed state holds values of type `dt` (see `ops::Value`).
+pub(crate) fn value_type(dt: &DataType) -> bool {
+    use DataType::*;
+    matches!(dt, Null | Boolean | Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float32 | Float64 | Utf8 | LargeUtf8 | Utf8View | Decimal128(..) | Timestamp(..) | Date32 | Date64)
+}
+
 impl Lower<'_, '_> {
+    /// The aggregate `func(args)` as a Rust UDAF of `CompileOptions::udafs` (`None`:
+    /// not one of them). Over an updating input (from `updating`) its accumulator
+    /// must be able to retract rows.
+    pub(crate) fn udaf(&self, func: &Arc<datafusion::logical_expr::AggregateUDF>, args: &[Expr], in_schema: &DFSchema, updating: Option<&str>) -> Result<Option<AggKind>, String> {
+        if !self.c.udafs.iter().any(|u| u.name() == func.name() || u.aliases().iter().any(|a| a == func.name())) {
+            return Ok(None);
+        }
+        let fname = func.name().to_string();
+        let name = format!("{fname}({})", args.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "));
+        if args.len() != 1 {
+            return Err(format!("{name}: aggregate functions written in Rust take one argument in streaming aggregations ({} given)", args.len()));
+        }
+        use datafusion::logical_expr::ExprSchemable;
+        let arg_fields: Vec<arrow::datatypes::FieldRef> = args.iter().map(|a| a.to_field(in_schema).map(|(_, f)| f)).collect::<Result<_, _>>().map_err(df_err)?;
+        if let Some(f) = arg_fields.iter().find(|f| !value_type(f.data_type())) {
+            return Err(format!("{name}: arguments of type {} are not supported in streaming aggregations yet", f.data_type()));
+        }
+        let return_field = func.return_field(&arg_fields).map_err(|e| format!("{name}: {}", df_err(e)))?;
+        if !value_type(return_field.data_type()) {
+            return Err(format!("{name}: results of type {} are not supported in streaming aggregations yet", return_field.data_type()));
+        }
+        let call = crate::udaf::UdafCall {
+            udf: func.clone(),
+            name: name.clone(),
+            input_schema: Arc::new(in_schema.as_arrow().clone()),
+            arg_exprs: phys_exprs(args, in_schema)?,
+            arg_fields,
+            return_field,
+            retracting: updating.is_some(),
+        };
+        if let Some(op) = updating
+            && !call.accumulator()?.supports_retract_batch()
+        {
+            return Err(format!("{fname} cannot aggregate the updating input from {op}: its accumulator does not retract rows (Accumulator::supports_retract_batch is false)"));
+        }
+        Ok(Some(AggKind::Udaf(Arc::new(call))))
+    }
+
     /// A uid derived from the query (sink and plan text), the operator kind and its
     /// own description: stable for an unchanged query.
     pub(crate) fn uid(&mut self, kind: &str, detail: &str) -> String {
@@ -791,13 +881,22 @@ impl Lower<'_, '_> {
                 _ => None,
             });
         }
-        let we = win_in_key.iter().position(|w| matches!(w, Some(WinCol::End | WinCol::SessionEnd)));
-        let ws = win_in_key.iter().position(|w| matches!(w, Some(WinCol::Start | WinCol::SessionStart)));
+        let we = win_in_key.iter().position(|w| matches!(w, Some(WinCol::End | WinCol::SessionEnd | WinCol::FinalEnd)));
+        let ws = win_in_key.iter().position(|w| matches!(w, Some(WinCol::Start | WinCol::SessionStart | WinCol::FinalStart)));
         let windowed = match (ws, we) {
-            (Some(_), Some(e)) => Some(e),
-            _ if l.win.iter().any(|w| matches!(w, Some(WinCol::Start | WinCol::End | WinCol::SessionStart | WinCol::SessionEnd))) => {
+            (Some(s), Some(e)) => {
+                let (sw, ew) = (win_in_key[s].unwrap_or(WinCol::Rowtime), win_in_key[e].unwrap_or(WinCol::Rowtime));
+                let same = matches!((sw, ew), (WinCol::Start, WinCol::End) | (WinCol::SessionStart, WinCol::SessionEnd) | (WinCol::FinalStart, WinCol::FinalEnd));
+                if !same {
+                    return Err(format!("a window aggregation must GROUP BY window_start and window_end of the same window: {} and {} are not", agg.group_expr[s], agg.group_expr[e]));
+                }
+                Some(e)
+            }
+            _ if l.win.iter().any(|w| w.is_some_and(WinCol::is_tvf_bound)) => {
                 return Err("a window aggregation must GROUP BY both window_start and window_end".into());
             }
+            // the bounds of final window rows without both in the key (Flink: a
+            // regular, updating aggregation over the append-only rows)
             _ => None,
         };
         let session = match (ws, we) {
@@ -810,11 +909,23 @@ impl Lower<'_, '_> {
         for a in &agg.aggr_expr {
             let Expr::AggregateFunction(af) = unalias(a) else { return Err(format!("unsupported aggregate {a}")) };
             let fname = af.func.name().to_ascii_lowercase();
-            if af.params.filter.is_some() || !af.params.order_by.is_empty() {
-                return Err(format!("{}: FILTER and WITHIN GROUP are not supported yet", fname.to_uppercase()));
+            if !af.params.order_by.is_empty() {
+                return Err(format!("{}: WITHIN GROUP (ORDER BY ...) is not supported yet", fname.to_uppercase()));
             }
             let a0 = af.params.args.first();
             let is_star = a0.is_none() || matches!(a0, Some(Expr::Literal(v, _)) if !v.is_null());
+            if let Some(kind) = self.udaf(&af.func, &af.params.args, in_schema, l.updating.as_deref())? {
+                if af.params.distinct {
+                    return Err(format!("{}(DISTINCT ...) of an aggregate function written in Rust is not supported yet", af.func.name()));
+                }
+                if af.params.filter.is_some() {
+                    return Err(format!("{}(...) FILTER (WHERE ...) of an aggregate function written in Rust is not supported yet", af.func.name()));
+                }
+                args.push(Some(phys_exprs(&af.params.args, in_schema)?.remove(0)));
+                kinds.push(kind);
+                distinct.push(false);
+                continue;
+            }
             let kind = match fname.as_str() {
                 "count" if is_star => AggKind::CountStar,
                 "count" => AggKind::Count,
@@ -833,9 +944,17 @@ impl Lower<'_, '_> {
             if af.params.distinct && kind == AggKind::CountStar {
                 return Err("COUNT(DISTINCT *) is not valid: name the column".into());
             }
-            kinds.push(kind);
             distinct.push(af.params.distinct && !matches!(kind, AggKind::Min | AggKind::Max));
-            args.push(if kind == AggKind::CountStar { None } else { Some(phys_exprs(std::slice::from_ref(a0.ok_or("missing argument")?), in_schema)?.remove(0)) });
+            // `f(x) FILTER (WHERE p)`: f over `CASE WHEN p THEN x END` (the built-in
+            // aggregates skip nulls); `COUNT(*) FILTER (WHERE p)` counts `CASE WHEN p THEN 1 END`
+            let (kind, arg) = match (&af.params.filter, kind) {
+                (None, AggKind::CountStar) => (AggKind::CountStar, None),
+                (None, k) => (k, Some(a0.ok_or("missing argument")?.clone())),
+                (Some(p), AggKind::CountStar) => (AggKind::Count, Some(filtered(p, datafusion::logical_expr::lit(1i64)))),
+                (Some(p), k) => (k, Some(filtered(p, a0.ok_or("missing argument")?.clone()))),
+            };
+            args.push(arg.map(|a| phys_exprs(std::slice::from_ref(&a), in_schema).map(|mut v| v.remove(0))).transpose()?);
+            kinds.push(kind);
         }
         if windowed.is_some() && l.updating.is_some() {
             return Err(format!("a window aggregation over an updating input (from {}) is not supported", l.updating.clone().unwrap_or_default()));
@@ -866,16 +985,18 @@ impl Lower<'_, '_> {
         };
         let out = self.par(out.uid(&auid).name(&desc));
         let n_out = agg.schema.fields().len();
-        let mut win = vec![None; n_out];
-        for (i, w) in win_in_key.iter().enumerate() {
-            win[i] = *w;
-        }
         // SELECT DISTINCT (no aggregates) over an append-only input only ever inserts
         let insert_only = windowed.is_some() || (agg.aggr_expr.is_empty() && l.updating.is_none());
         let updating = if insert_only { None } else { Some(desc) };
-        let win: Vec<Option<WinCol>> = win.into_iter().map(|w| w.filter(|w| *w != WinCol::Rowtime)).collect();
-        // window columns stay window columns only for windowed aggregations' output
-        Ok(Lowered { stream: out, updating, win: if windowed.is_some() { vec![None; n_out] } else { win } })
+        // a window aggregation's window bounds (group columns first in its output)
+        // stay the bounds of its final rows; nothing else keeps a window property
+        let mut win = vec![None; n_out];
+        if windowed.is_some() {
+            for (i, w) in win_in_key.iter().enumerate() {
+                win[i] = WinCol::in_final_rows(*w);
+            }
+        }
+        Ok(Lowered { stream: out, updating, win })
     }
 }
 

@@ -23,31 +23,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use weir_sql::connectors::{ChangelogMode, Connector, ConnectorRegistry, SinkArgs, TableOptions};
+use weir_sql::connectors::ConnectorRegistry;
 use weir_sql::CompileOptions;
 
 mod common;
-use common::{CollectSink, Collected};
-
-/// A test sink: rows in print form, per table, in memory (accepts changelogs).
-struct Collect(Collected);
-
-impl Connector for Collect {
-    fn name(&self) -> &str {
-        "collect"
-    }
-    fn options(&self) -> &[&str] {
-        &[]
-    }
-    fn sink_mode(&self, _o: &TableOptions) -> Option<ChangelogMode> {
-        Some(ChangelogMode::All)
-    }
-    fn add_sink(&self, o: &TableOptions, args: SinkArgs<'_>) -> Result<(), String> {
-        let (t, out) = (o.table.clone(), self.0.clone());
-        args.stream.sink(args.name, move |_| CollectSink { table: t.clone(), out: out.clone() }).uid(args.uid);
-        Ok(())
-    }
-}
+use common::{Collect, Collected, materialize};
 
 #[derive(Default, Debug)]
 struct Case {
@@ -206,23 +186,6 @@ fn run_mode(c: &Case, parallelism: u32, batch: bool) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Applies a changelog (`+I[..]`, `-U[..]`, `+U[..]`, `-D[..]` in order): the final rows as `+I[..]`.
-fn materialize(log: &[String]) -> Result<Vec<String>, String> {
-    let mut rows: Vec<String> = Vec::new();
-    for l in log.iter().map(|l| l.trim()) {
-        let (kind, row) = l.split_at(2.min(l.len()));
-        match kind {
-            "+I" | "+U" => rows.push(row.to_string()),
-            "-U" | "-D" => {
-                let i = rows.iter().position(|r| r == row).ok_or_else(|| format!("{l} retracts a row that is not there"))?;
-                rows.swap_remove(i);
-            }
-            _ => return Err(format!("bad changelog row {l}")),
-        }
-    }
-    Ok(rows.into_iter().map(|r| format!("+I{r}")).collect())
 }
 
 #[test]

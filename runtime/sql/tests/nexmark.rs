@@ -27,9 +27,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("q12", "function PROCTIME is not supported yet"),
     ("q13", "FOR SYSTEM_TIME AS OF (temporal and lookup joins) is not supported yet"),
     ("q14", "CREATE FUNCTION statements are not supported yet"),
-    ("q15", "FILTER and WITHIN GROUP are not supported yet"),
-    ("q16", "FILTER and WITHIN GROUP are not supported yet"),
-    ("q17", "FILTER and WITHIN GROUP are not supported yet"),
 ];
 
 fn settings() -> NexmarkSettings {
@@ -233,10 +230,7 @@ fn diff(want: &[String], got: &[String]) -> String {
 /// Queries whose rows do not equal the built-in job's yet, and why: skipped by the
 /// comparison, and checked to still differ (a fixed one fails the test until it is
 /// taken off this list).
-const ROWS_DIFFER: &[(&str, &str)] = &[(
-    "q5",
-    "MaxBids (MAX over the window aggregation's rows, GROUP BY window_start, window_end) plans as a regular, updating GROUP BY, so the join is a regular one and its output updates (thousands of +I/+U rows for 18 at 50 000 events); Flink keeps the window properties through it and makes it a window join",
-)];
+const ROWS_DIFFER: &[(&str, &str)] = &[];
 
 #[test]
 fn queries_known_to_differ_still_differ() {

@@ -1,12 +1,13 @@
 //! What the SQL test binaries share: an in-memory sink keeping each table's rows in
-//! print form (`+I[a, b]`), changelogs included.
+//! print form (`+I[a, b]`), changelogs included, and the `collect` connector writing to it.
+#![allow(dead_code)] // each test binary uses a part
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use weir::connector::{ConnectorError, Sink};
 use weir::record::Rec;
-use weir_sql::connectors::print_rows;
+use weir_sql::connectors::{ChangelogMode, Connector, SinkArgs, TableOptions, print_rows};
 use weir_sql::ops::ChangeBatch;
 
 /// Rows in print form, per table.
@@ -26,4 +27,41 @@ impl Sink<ChangeBatch> for CollectSink {
         }
         Ok(())
     }
+}
+
+/// The test connector `collect`: rows in print form, per table, in memory (accepts changelogs).
+pub struct Collect(pub Collected);
+
+impl Connector for Collect {
+    fn name(&self) -> &str {
+        "collect"
+    }
+    fn options(&self) -> &[&str] {
+        &[]
+    }
+    fn sink_mode(&self, _o: &TableOptions) -> Option<ChangelogMode> {
+        Some(ChangelogMode::All)
+    }
+    fn add_sink(&self, o: &TableOptions, args: SinkArgs<'_>) -> Result<(), String> {
+        let (t, out) = (o.table.clone(), self.0.clone());
+        args.stream.sink(args.name, move |_| CollectSink { table: t.clone(), out: out.clone() }).uid(args.uid);
+        Ok(())
+    }
+}
+
+/// Applies a changelog (`+I[..]`, `-U[..]`, `+U[..]`, `-D[..]` in order): the final rows as `+I[..]`.
+pub fn materialize(log: &[String]) -> Result<Vec<String>, String> {
+    let mut rows: Vec<String> = Vec::new();
+    for l in log.iter().map(|l| l.trim()) {
+        let (kind, row) = l.split_at(2.min(l.len()));
+        match kind {
+            "+I" | "+U" => rows.push(row.to_string()),
+            "-U" | "-D" => {
+                let i = rows.iter().position(|r| r == row).ok_or_else(|| format!("{l} retracts a row that is not there"))?;
+                rows.swap_remove(i);
+            }
+            _ => return Err(format!("bad changelog row {l}")),
+        }
+    }
+    Ok(rows.into_iter().map(|r| format!("+I{r}")).collect())
 }
