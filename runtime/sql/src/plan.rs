@@ -363,7 +363,7 @@ impl<'a> Compiler<'a> {
             }
         }
         let Some(connector) = connector else { return Err(self.err(p.start, format!("table '{name}' needs WITH ('connector' = ...)"))) };
-        let opts = TableOptions { table: name.clone(), connector, map };
+        let opts = TableOptions { table: name.clone(), connector, map, primary_key: extras.primary_key.clone() };
         let conn = self.registry.check(&opts, &physical).map_err(|m| {
             let pos = extras.options.iter().find(|(k, _, _)| m.contains(&format!("'{k}'"))).map(|o| o.2).unwrap_or(script::pos_of(self.script, p.start));
             SqlError { pos, statement: None, message: format!("table '{name}': {m}") }
@@ -506,7 +506,10 @@ impl<'a> Compiler<'a> {
         let mut lower = Lower { c: self, seed, uids: Vec::new(), sources: HashMap::new(), rank: None, rank_used: None };
         let lowered = if batch { batch::lower(&mut lower, &plan) } else { lower.lower(&plan) }.map_err(|m| lower.c.err(p.start, m))?;
         if let (ChangelogMode::AppendOnly, Some(op)) = (mode, &lowered.updating) {
-            return Err(lower.c.err(p.start, format!("table '{sink}' (connector '{}') is append-only and cannot take the updates that {op} produces", def.opts.connector)));
+            // a connector that upserts by a declared key: say so
+            let with_key = TableOptions { primary_key: vec![String::new()], ..def.opts.clone() };
+            let hint = if def.opts.primary_key.is_empty() && def.connector.sink_mode(&with_key) == Some(ChangelogMode::All) { "; declare PRIMARY KEY (...) NOT ENFORCED on the table to write the updates as upserts" } else { "" };
+            return Err(lower.c.err(p.start, format!("table '{sink}' (connector '{}') is append-only and cannot take the updates that {op} produces{hint}", def.opts.connector)));
         }
         let out_schema = nullable(&target);
         let cast_calc = Calc { name: format!("{sink}: cast"), steps: vec![Step::Project(phys_exprs(&casts, &qs).map_err(|m| lower.c.err(p.start, m))?, out_schema.clone())] };
