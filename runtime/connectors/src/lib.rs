@@ -13,6 +13,8 @@ pub mod changelog;
 pub mod datagen;
 pub mod filesystem;
 pub mod nexmark;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod print;
 pub mod registry;
 pub mod rows;

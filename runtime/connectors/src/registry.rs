@@ -14,11 +14,28 @@ use weir::stream::DataStream;
 use crate::changelog::ChangeBatch;
 
 /// The options of one table (`WITH (...)`), as given.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TableOptions {
     pub table: String,
     pub connector: String,
     pub map: BTreeMap<String, String>,
+    /// `PRIMARY KEY (...) NOT ENFORCED` of the table (empty: none): the columns an
+    /// upserting sink writes by.
+    pub primary_key: Vec<String>,
+}
+
+/// Whether an option holds a secret (its value is never printed).
+pub fn is_secret_option(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password") || k.contains("secret") || k.contains("token") || k.contains("credential")
+}
+
+impl std::fmt::Debug for TableOptions {
+    /// Secret options (passwords, secrets, tokens) show as `***`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let map: BTreeMap<&str, &str> = self.map.iter().map(|(k, v)| (k.as_str(), if is_secret_option(k) { "***" } else { v.as_str() })).collect();
+        f.debug_struct("TableOptions").field("table", &self.table).field("connector", &self.connector).field("map", &map).field("primary_key", &self.primary_key).finish()
+    }
 }
 
 impl TableOptions {
@@ -109,7 +126,8 @@ pub struct ConnectorRegistry {
 }
 
 impl Default for ConnectorRegistry {
-    /// The built-in connectors: `filesystem`, `datagen`, `nexmark`, `print`, `blackhole`.
+    /// The built-in connectors: `filesystem`, `datagen`, `nexmark`, `print`, `blackhole`,
+    /// and with the feature `postgres`, `postgres` and `jdbc`.
     fn default() -> Self {
         let mut r = ConnectorRegistry::empty();
         r.register(Arc::new(crate::filesystem::Filesystem));
@@ -117,6 +135,11 @@ impl Default for ConnectorRegistry {
         r.register(Arc::new(crate::nexmark::Nexmark));
         r.register(Arc::new(crate::print::Print));
         r.register(Arc::new(crate::blackhole::Blackhole));
+        #[cfg(feature = "postgres")]
+        {
+            r.register(Arc::new(crate::postgres::Postgres::new()));
+            r.register(Arc::new(crate::postgres::Postgres::jdbc()));
+        }
         r
     }
 }

@@ -235,7 +235,7 @@ impl Run<'_> {
             Input::Window(call, schema) => {
                 let (base_schema, base) = self.rows(&call.table)?;
                 let time_col = base_schema.index_of(&call.time_col).map_err(|e| e.to_string())?;
-                let op = WindowAssign { name: format!("{:?}({})", call.kind, call.table), kind: call.kind, time_col, schema: schema.clone() };
+                let op = WindowAssign { name: format!("{:?}({})", call.kind, call.table), kind: call.kind, time_col, schema: schema.clone(), proctime: false };
                 let mut rows = Vec::new();
                 for b in base {
                     if let Some(w) = op.apply(ChangeBatch::inserts(b))? {

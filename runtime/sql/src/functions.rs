@@ -2,9 +2,13 @@
 //! DataFusion scalar UDFs registered on the planning context: `JSON_VALUE`,
 //! `TO_TIMESTAMP`, `DATE_FORMAT`, `FROM_UNIXTIME` and `UNIX_TIMESTAMP` (Java date
 //! formats), `TIMESTAMPDIFF`, `IF`, `SPLIT_INDEX`, `LOCATE`,
-//! `MOD`, `REGEXP_REPLACE` (all matches, as in Flink), `REGEXP_EXTRACT`, and
+//! `MOD`, `REGEXP_REPLACE` (all matches, as in Flink), `REGEXP_EXTRACT`,
 //! `CURRENT_WATERMARK` (the watermark of the projection/filter operator evaluating
-//! it, see [`with_watermark`]; NULL elsewhere and before the first watermark).
+//! it, see [`with_watermark`]; NULL elsewhere and before the first watermark),
+//! `PROCTIME()` (the wall-clock time where it is evaluated; the column it makes is a
+//! processing-time attribute, see `plan::proc_window`), and the date parts `YEAR`,
+//! `QUARTER`, `MONTH`, `WEEK`, `DAYOFYEAR`, `DAYOFMONTH`, `DAYOFWEEK`, `HOUR`,
+//! `MINUTE`, `SECOND` of a timestamp (BIGINT, as Flink's).
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -53,8 +57,68 @@ pub fn register(ctx: &SessionContext) {
         Func::FromUnixtime,
         Func::UnixTimestamp,
         Func::CurrentWatermark,
-    ] {
+        Func::Proctime,
+    ]
+    .into_iter()
+    .chain(DatePart::ALL.map(Func::DatePart))
+    {
         ctx.register_udf(ScalarUDF::new_from_impl(Udf::new(f)));
+    }
+}
+
+/// The name of the `PROCTIME()` function in DataFusion plans.
+pub const PROCTIME: &str = "proctime";
+
+/// A part of a timestamp, as Flink's `YEAR(t)`, `HOUR(t)`, ... return it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum DatePart {
+    Year,
+    Quarter,
+    Month,
+    /// the ISO week of the year (1..=53)
+    Week,
+    DayOfYear,
+    DayOfMonth,
+    /// 1 (Sunday) ..= 7 (Saturday)
+    DayOfWeek,
+    Hour,
+    Minute,
+    Second,
+}
+
+impl DatePart {
+    const ALL: [DatePart; 10] = [DatePart::Year, DatePart::Quarter, DatePart::Month, DatePart::Week, DatePart::DayOfYear, DatePart::DayOfMonth, DatePart::DayOfWeek, DatePart::Hour, DatePart::Minute, DatePart::Second];
+
+    fn name(self) -> &'static str {
+        match self {
+            DatePart::Year => "year",
+            DatePart::Quarter => "quarter",
+            DatePart::Month => "month",
+            DatePart::Week => "week",
+            DatePart::DayOfYear => "dayofyear",
+            DatePart::DayOfMonth => "dayofmonth",
+            DatePart::DayOfWeek => "dayofweek",
+            DatePart::Hour => "hour",
+            DatePart::Minute => "minute",
+            DatePart::Second => "second",
+        }
+    }
+
+    /// The part of `t` (a UTC date-time).
+    fn of(self, t: &NaiveDateTime) -> i64 {
+        use chrono::{Datelike, Timelike};
+        (match self {
+            DatePart::Year => t.year(),
+            DatePart::Quarter => t.month0() as i32 / 3 + 1,
+            DatePart::Month => t.month() as i32,
+            DatePart::Week => t.iso_week().week() as i32,
+            DatePart::DayOfYear => t.ordinal() as i32,
+            DatePart::DayOfMonth => t.day() as i32,
+            DatePart::DayOfWeek => t.weekday().number_from_sunday() as i32,
+            DatePart::Hour => t.hour() as i32,
+            DatePart::Minute => t.minute() as i32,
+            DatePart::Second => t.second() as i32,
+        }) as i64
     }
 }
 
@@ -73,6 +137,8 @@ enum Func {
     FromUnixtime,
     UnixTimestamp,
     CurrentWatermark,
+    Proctime,
+    DatePart(DatePart),
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -83,7 +149,12 @@ struct Udf {
 
 impl Udf {
     fn new(f: Func) -> Self {
-        Udf { f, signature: Signature::user_defined(Volatility::Immutable) }
+        let signature = match f {
+            // a new value at every evaluation: never folded into a constant
+            Func::Proctime => Signature::nullary(Volatility::Volatile),
+            _ => Signature::user_defined(Volatility::Immutable),
+        };
+        Udf { f, signature }
     }
 }
 
@@ -121,6 +192,8 @@ impl ScalarUDFImpl for Udf {
             Func::FromUnixtime => "from_unixtime",
             Func::UnixTimestamp => "unix_timestamp",
             Func::CurrentWatermark => "current_watermark",
+            Func::Proctime => PROCTIME,
+            Func::DatePart(p) => p.name(),
         }
     }
 
@@ -191,6 +264,14 @@ impl ScalarUDFImpl for Udf {
                 [DataType::Timestamp(_, _)] => Ok(vec![TS]),
                 _ => Err(plan_err("CURRENT_WATERMARK takes the rowtime attribute (a timestamp column)")),
             },
+            Func::Proctime => match t {
+                [] => Ok(vec![]),
+                _ => Err(plan_err("PROCTIME takes no arguments")),
+            },
+            Func::DatePart(_) => match t {
+                [a] if is_time(a) => Ok(vec![TS]),
+                _ => Err(plan_err(format!("{name} takes a timestamp or a date"))),
+            },
         }
     }
 
@@ -199,7 +280,8 @@ impl ScalarUDFImpl for Udf {
             Func::JsonValue | Func::DateFormat | Func::RegexpReplace | Func::RegexpExtract | Func::SplitIndex | Func::FromUnixtime => DataType::Utf8,
             Func::Locate => DataType::Int32,
             Func::UnixTimestamp => DataType::Int64,
-            Func::ToTimestamp | Func::CurrentWatermark => TS,
+            Func::ToTimestamp | Func::CurrentWatermark | Func::Proctime => TS,
+            Func::DatePart(_) => DataType::Int64,
             Func::TimestampDiff => DataType::Int32,
             Func::If => t.get(1).cloned().unwrap_or(DataType::Null),
             Func::Mod => t.first().cloned().unwrap_or(DataType::Int64),
@@ -411,6 +493,12 @@ impl Udf {
             Func::CurrentWatermark => {
                 let wm = WATERMARK.with(Cell::get);
                 Arc::new(TimestampMillisecondArray::from(vec![wm; n]))
+            }
+            Func::Proctime => Arc::new(TimestampMillisecondArray::from(vec![weir::record::now_ms(); n])),
+            Func::DatePart(p) => {
+                let t = millis(&a[0])?;
+                let out: Int64Array = t.iter().map(|ms| ms.and_then(DateTime::from_timestamp_millis).map(|d| p.of(&d.naive_utc()))).collect();
+                Arc::new(out)
             }
         })
     }
@@ -677,6 +765,14 @@ mod tests {
         assert_eq!(json_value(r#"{"a": {"b": [0, {"c d": 7}]}}"#, &p), Some("7".into()));
         assert_eq!(json_value("not json", &p), None);
         assert!(parse_json_path("a.b").is_err());
+    }
+
+    #[test]
+    fn date_parts() {
+        // 2024-03-31 (a Sunday) 23:59:58 UTC
+        let t = DateTime::from_timestamp_millis(1711929598000).unwrap().naive_utc();
+        let parts: Vec<i64> = DatePart::ALL.iter().map(|p| p.of(&t)).collect();
+        assert_eq!(parts, vec![2024, 1, 3, 13, 91, 31, 1, 23, 59, 58]);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! ```
 
 pub mod functions;
+mod group_window;
 mod nexmark_queries;
 pub mod ops;
 mod over;
@@ -20,6 +21,7 @@ pub mod script;
 mod session;
 mod types;
 pub mod udaf;
+pub mod udf;
 
 /// The connector registry and the built-in connectors (crate `weir-connectors`).
 pub use weir_connectors as connectors;

@@ -114,12 +114,28 @@ pub struct WindowAssign {
     pub kind: crate::script::WindowKind,
     pub time_col: usize,
     pub schema: SchemaRef,
+    /// processing-time windows: each row once, with the bounds of its first window
+    /// (the aggregation assigns the windows by its own clock, see `plan::proc_window`)
+    pub proctime: bool,
+}
+
+/// The windows `[start, end)` of `kind` that time `ts` belongs to, in order (a
+/// SESSION: the proto-session `[ts, ts + gap)`).
+pub fn assign_windows(kind: crate::script::WindowKind, ts: i64, out: &mut Vec<(i64, i64)>) {
+    WindowAssign::assign(kind, ts, out)
 }
 
 impl WindowAssign {
     pub fn windows(&self, ts: i64, out: &mut Vec<(i64, i64)>) {
+        Self::assign(self.kind, ts, out);
+        if self.proctime {
+            out.truncate(1);
+        }
+    }
+
+    fn assign(kind: crate::script::WindowKind, ts: i64, out: &mut Vec<(i64, i64)>) {
         use crate::script::WindowKind::*;
-        match self.kind {
+        match kind {
             Tumble { size } => {
                 let s = ts - ts.rem_euclid(size);
                 out.push((s, s + size));
@@ -681,7 +697,7 @@ mod tests {
     use crate::script::WindowKind;
 
     fn assign(kind: WindowKind, ts: i64) -> Vec<(i64, i64)> {
-        let w = WindowAssign { name: "w".into(), kind, time_col: 0, schema: Arc::new(Schema::empty()) };
+        let w = WindowAssign { name: "w".into(), kind, time_col: 0, schema: Arc::new(Schema::empty()), proctime: false };
         let mut v = Vec::new();
         w.windows(ts, &mut v);
         v
@@ -693,6 +709,10 @@ mod tests {
         assert_eq!(assign(WindowKind::Tumble { size: 10 }, -1), vec![(-10, 0)]);
         assert_eq!(assign(WindowKind::Hop { slide: 5, size: 10 }, 13), vec![(5, 15), (10, 20)]);
         assert_eq!(assign(WindowKind::Cumulate { step: 5, size: 15 }, 7), vec![(0, 10), (0, 15)]);
+        let w = WindowAssign { name: "w".into(), kind: WindowKind::Hop { slide: 5, size: 10 }, time_col: 0, schema: Arc::new(Schema::empty()), proctime: true };
+        let mut v = Vec::new();
+        w.windows(13, &mut v);
+        assert_eq!(v, vec![(5, 15)], "processing-time windows: each row once");
     }
 
     #[test]

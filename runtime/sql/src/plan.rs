@@ -33,6 +33,9 @@ mod join;
 // the batch runtime mode (also a child: it reads the catalog)
 #[path = "batch.rs"]
 mod batch;
+// processing-time attributes and windows (a child: it reads the catalog)
+#[path = "proc_window.rs"]
+mod proc_window;
 
 /// What `compile` needs besides the script.
 #[derive(Clone, Default)]
@@ -52,6 +55,11 @@ pub struct CompileOptions {
     /// `state()` is the keyed state (checkpointed); over an updating input they must
     /// support `retract_batch`.
     pub udafs: Vec<Arc<datafusion::logical_expr::AggregateUDF>>,
+    /// Scalar functions written in Rust by identifier: what `CREATE FUNCTION name AS
+    /// 'identifier'` binds `name` to (in Flink a class name, e.g.
+    /// `'com.example.udf.MyFunction'`). Identifiers not here may be ones Weir
+    /// implements itself (`udf::BUILTIN_IDENTIFIERS`).
+    pub udfs_by_identifier: BTreeMap<String, Arc<datafusion::logical_expr::ScalarUDF>>,
 }
 
 /// One `INSERT INTO` of the job.
@@ -93,6 +101,8 @@ struct TableDef {
     schema: SchemaRef,
     /// (rowtime column, watermark expression over the declared columns)
     watermark: Option<(usize, Arc<dyn PhysicalExpr>)>,
+    /// the processing-time attribute (a computed column `AS PROCTIME()`)
+    proctime: Option<usize>,
 }
 
 /// Compiles `script` into operators of `env`: sources, operators and sinks of every
@@ -149,6 +159,9 @@ struct Compiler<'a> {
     registry: ConnectorRegistry,
     fixed_parallelism: bool,
     udafs: Vec<Arc<datafusion::logical_expr::AggregateUDF>>,
+    udfs_by_identifier: BTreeMap<String, Arc<datafusion::logical_expr::ScalarUDF>>,
+    /// the functions of `CREATE FUNCTION` statements (lower-cased names)
+    functions: HashSet<String>,
     ctx: SessionContext,
     catalog: HashMap<String, Entry>,
     job: SqlJob,
@@ -203,6 +216,8 @@ impl<'a> Compiler<'a> {
             registry: options.connectors.clone(),
             fixed_parallelism: options.fixed_parallelism,
             udafs: options.udafs.clone(),
+            udfs_by_identifier: options.udfs_by_identifier.clone(),
+            functions: HashSet::new(),
             ctx,
             catalog: HashMap::new(),
             job: SqlJob { settings: BTreeMap::new(), parallelism: None, inserts: Vec::new() },
@@ -254,6 +269,7 @@ impl<'a> Compiler<'a> {
             ["RESET", ..] => Ok(()),
             ["CREATE", "TABLE", ..] | ["CREATE", "TEMPORARY", "TABLE", ..] => self.create_table(p),
             ["CREATE", "VIEW", ..] | ["CREATE", "TEMPORARY", "VIEW", ..] => self.create_view(p),
+            ["CREATE", "FUNCTION", ..] | ["CREATE", "TEMPORARY", "FUNCTION", ..] | ["CREATE", "TEMPORARY", "SYSTEM", "FUNCTION"] => self.create_function(p),
             ["INSERT", ..] => self.insert(p),
             _ if self.in_set => Err(self.err(p.start, "only INSERT INTO statements may be in a statement set")),
             ["SELECT", ..] | ["WITH", ..] => Err(self.err(p.start, "a query needs a sink here: write INSERT INTO <table> SELECT ...")),
@@ -363,7 +379,7 @@ impl<'a> Compiler<'a> {
             }
         }
         let Some(connector) = connector else { return Err(self.err(p.start, format!("table '{name}' needs WITH ('connector' = ...)"))) };
-        let opts = TableOptions { table: name.clone(), connector, map };
+        let opts = TableOptions { table: name.clone(), connector, map, primary_key: extras.primary_key.clone() };
         let conn = self.registry.check(&opts, &physical).map_err(|m| {
             let pos = extras.options.iter().find(|(k, _, _)| m.contains(&format!("'{k}'"))).map(|o| o.2).unwrap_or(script::pos_of(self.script, p.start));
             SqlError { pos, statement: None, message: format!("table '{name}': {m}") }
@@ -416,7 +432,8 @@ impl<'a> Compiler<'a> {
                 return Err(self.err(p.start, format!("PRIMARY KEY: table '{name}' has no column '{k}'")));
             }
         }
-        let def = TableDef { name: name.clone(), opts, connector: conn, physical, computed, schema, watermark };
+        let proctime = proc_window::table_proctime(&extras.computed, &schema);
+        let def = TableDef { name: name.clone(), opts, connector: conn, physical, computed, schema, watermark, proctime };
         self.catalog.insert(name, Entry::Table(Arc::new(def)));
         Ok(())
     }
@@ -430,19 +447,57 @@ impl<'a> Compiler<'a> {
         crate::functions::rewrite_timestampdiff(self.script, &mut text)?;
         let calls = script::rewrite_window_tvfs(self.script, &mut text, &mut self.next_window)?;
         for call in calls {
-            let base = self.entry_schema(&call.table).ok_or_else(|| SqlError { pos: call.pos, statement: None, message: format!("unknown table '{}'", call.table) })?;
-            let idx = base.index_of(&call.time_col).map_err(|_| SqlError { pos: call.pos, statement: None, message: format!("DESCRIPTOR({}): table '{}' has no column '{}'", call.time_col, call.table, call.time_col) })?;
-            if !matches!(base.field(idx).data_type(), DataType::Timestamp(_, _)) {
-                return Err(SqlError { pos: call.pos, statement: None, message: format!("DESCRIPTOR({}): the time attribute must be a timestamp, not {}", call.time_col, base.field(idx).data_type()) });
-            }
-            let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
-            for n in ["window_start", "window_end", "window_time"] {
-                fields.push(Field::new(n, DataType::Timestamp(TimeUnit::Millisecond, None), true));
-            }
-            self.register(&call.placeholder, Arc::new(Schema::new(fields))).map_err(|m| SqlError { pos: call.pos, statement: None, message: m })?;
-            self.catalog.insert(call.placeholder.clone(), Entry::Window(call));
+            self.register_window(call)?;
         }
         Ok(text)
+    }
+
+    /// Registers the placeholder table of a window TVF call (or legacy group window).
+    fn register_window(&mut self, call: WindowCall) -> Result<(), SqlError> {
+        let base = self.entry_schema(&call.table).ok_or_else(|| SqlError { pos: call.pos, statement: None, message: format!("unknown table '{}'", call.table) })?;
+        let idx = base.index_of(&call.time_col).map_err(|_| SqlError { pos: call.pos, statement: None, message: format!("DESCRIPTOR({}): table '{}' has no column '{}'", call.time_col, call.table, call.time_col) })?;
+        if !matches!(base.field(idx).data_type(), DataType::Timestamp(_, _)) {
+            return Err(SqlError { pos: call.pos, statement: None, message: format!("DESCRIPTOR({}): the time attribute must be a timestamp, not {}", call.time_col, base.field(idx).data_type()) });
+        }
+        let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for n in ["window_start", "window_end", "window_time"] {
+            fields.push(Field::new(n, DataType::Timestamp(TimeUnit::Millisecond, None), true));
+        }
+        self.register(&call.placeholder, Arc::new(Schema::new(fields))).map_err(|m| SqlError { pos: call.pos, statement: None, message: m })?;
+        self.catalog.insert(call.placeholder.clone(), Entry::Window(call));
+        Ok(())
+    }
+
+    /// Rewrites the legacy group windows (`GROUP BY TUMBLE(ts, ...)`) of a parsed
+    /// query into window placeholders (see `group_window`).
+    fn group_windows(&mut self, p: &Piece, q: &mut datafusion::sql::sqlparser::ast::Query) -> Result<(), SqlError> {
+        let fallback = script::pos_of(self.script, p.start);
+        crate::group_window::rewrite_query(q, self, fallback)
+    }
+
+    /// `CREATE [TEMPORARY [SYSTEM]] FUNCTION name AS 'identifier'` (see `udf`).
+    fn create_function(&mut self, p: &Piece) -> Result<(), SqlError> {
+        let f = crate::udf::parse_create_function(p.text(self.script)).map_err(|e| self.err(p.start + e.at, e.message))?;
+        let key = f.name.to_ascii_lowercase();
+        if self.functions.contains(&key) {
+            return if f.if_not_exists { Ok(()) } else { Err(self.err(p.start, format!("function '{}' already exists", f.name))) };
+        }
+        let udf = match self.udfs_by_identifier.get(&f.identifier) {
+            Some(u) => u.clone(),
+            None => match crate::udf::builtin(&f.identifier) {
+                Some(u) => Arc::new(u),
+                None => {
+                    let known: Vec<&str> = self.udfs_by_identifier.keys().map(String::as_str).chain(crate::udf::BUILTIN_IDENTIFIERS.iter().copied()).collect();
+                    return Err(self.err(
+                        p.start + f.identifier_at,
+                        format!("CREATE FUNCTION {}: unknown function identifier '{}' (register it in CompileOptions::udfs_by_identifier; known: {})", f.name, f.identifier, known.join(", ")),
+                    ));
+                }
+            },
+        };
+        self.ctx.register_udf(crate::udf::bind(&key, udf));
+        self.functions.insert(key);
+        Ok(())
     }
 
     /// `SET 'execution.runtime-mode' = 'batch'` (see `batch`).
@@ -460,7 +515,8 @@ impl<'a> Compiler<'a> {
 
     fn create_view(&mut self, p: &Piece) -> Result<(), SqlError> {
         let text = self.prepare_query_text(p)?;
-        let Statement::CreateView(cv) = self.parse_one(p, &text)? else { return Err(self.err(p.start, "expected CREATE VIEW")) };
+        let Statement::CreateView(mut cv) = self.parse_one(p, &text)? else { return Err(self.err(p.start, "expected CREATE VIEW")) };
+        self.group_windows(p, &mut cv.query)?;
         let name = cv.name.to_string().trim_matches('`').trim_matches('"').to_string();
         self.check_new(&name, p.start)?;
         let plan = self.plan_view(Statement::Query(cv.query)).map_err(|m| self.err(p.start, m))?;
@@ -482,7 +538,8 @@ impl<'a> Compiler<'a> {
         if !ins.columns.is_empty() {
             return Err(self.err(p.start, "INSERT INTO t (columns) is not supported yet: select the sink's columns in order"));
         }
-        let Some(source) = ins.source else { return Err(self.err(p.start, "INSERT needs a SELECT")) };
+        let Some(mut source) = ins.source else { return Err(self.err(p.start, "INSERT needs a SELECT")) };
+        self.group_windows(p, &mut source)?;
         let plan = self.plan_statement(Statement::Query(source)).map_err(|m| self.err(p.start, m))?;
         let Some(mode) = def.connector.sink_mode(&def.opts) else {
             return Err(self.err(p.start, format!("table '{sink}' (connector '{}') cannot be written", def.opts.connector)));
@@ -505,8 +562,12 @@ impl<'a> Compiler<'a> {
         let batch = self.batch_mode();
         let mut lower = Lower { c: self, seed, uids: Vec::new(), sources: HashMap::new(), rank: None, rank_used: None };
         let lowered = if batch { batch::lower(&mut lower, &plan) } else { lower.lower(&plan) }.map_err(|m| lower.c.err(p.start, m))?;
+        proc_window::check_aggregated(&lowered).map_err(|m| lower.c.err(p.start, m))?;
         if let (ChangelogMode::AppendOnly, Some(op)) = (mode, &lowered.updating) {
-            return Err(lower.c.err(p.start, format!("table '{sink}' (connector '{}') is append-only and cannot take the updates that {op} produces", def.opts.connector)));
+            // a connector that upserts by a declared key: say so
+            let with_key = TableOptions { primary_key: vec![String::new()], ..def.opts.clone() };
+            let hint = if def.opts.primary_key.is_empty() && def.connector.sink_mode(&with_key) == Some(ChangelogMode::All) { "; declare PRIMARY KEY (...) NOT ENFORCED on the table to write the updates as upserts" } else { "" };
+            return Err(lower.c.err(p.start, format!("table '{sink}' (connector '{}') is append-only and cannot take the updates that {op} produces{hint}", def.opts.connector)));
         }
         let out_schema = nullable(&target);
         let cast_calc = Calc { name: format!("{sink}: cast"), steps: vec![Step::Project(phys_exprs(&casts, &qs).map_err(|m| lower.c.err(p.start, m))?, out_schema.clone())] };
@@ -526,13 +587,35 @@ impl<'a> Compiler<'a> {
             return Err(self.err(p.start, "expected a query (SELECT ... or WITH ...)"));
         }
         let text = self.prepare_query_text(p)?;
-        let Statement::Query(q) = self.parse_one(p, &text)? else { return Err(self.err(p.start, "expected a query")) };
+        let Statement::Query(mut q) = self.parse_one(p, &text)? else { return Err(self.err(p.start, "expected a query")) };
+        self.group_windows(p, &mut q)?;
         let plan = self.plan_statement(Statement::Query(q)).map_err(|m| self.err(p.start, m))?;
         let seed = format!("query|{}", plan.display_indent());
         let batch = self.batch_mode();
         let mut lower = Lower { c: self, seed, uids: Vec::new(), sources: HashMap::new(), rank: None, rank_used: None };
         let lowered = if batch { batch::lower(&mut lower, &plan) } else { lower.lower(&plan) }.map_err(|m| lower.c.err(p.start, m))?;
+        proc_window::check_aggregated(&lowered).map_err(|m| lower.c.err(p.start, m))?;
         Ok(QueryPlan { stream: lowered.stream, schema: nullable(plan.schema().as_arrow()), updating: lowered.updating, plan: plan.display_indent().to_string() })
+    }
+}
+
+impl crate::group_window::Host for Compiler<'_> {
+    fn placeholder(&mut self) -> String {
+        let p = format!("__window_{}", self.next_window);
+        self.next_window += 1;
+        p
+    }
+    fn window(&mut self, call: WindowCall) -> Result<(), SqlError> {
+        self.register_window(call)
+    }
+    fn derived(&mut self, q: datafusion::sql::sqlparser::ast::Query, pos: script::Pos) -> Result<String, SqlError> {
+        let name = format!("__group_window_input_{}", self.next_window);
+        self.next_window += 1;
+        let e = |m: String| SqlError { pos, statement: None, message: m };
+        let plan = self.plan_view(Statement::Query(Box::new(q))).map_err(e)?;
+        self.register(&name, nullable(plan.schema().as_arrow())).map_err(e)?;
+        self.catalog.insert(name.clone(), Entry::View(plan));
+        Ok(name)
     }
 }
 
@@ -589,6 +672,10 @@ pub(crate) enum WinCol {
     /// on both of two such inputs is a window join
     FinalStart,
     FinalEnd,
+    /// bounds of a window TVF over a processing-time attribute (the aggregation
+    /// assigns its rows to windows by its own clock, see `proc_window`)
+    ProcStart(crate::script::WindowKind),
+    ProcEnd(crate::script::WindowKind),
 }
 
 impl WinCol {
@@ -601,7 +688,11 @@ impl WinCol {
     }
     /// A window TVF's bound (its rows are not aggregated yet).
     pub(crate) fn is_tvf_bound(self) -> bool {
-        matches!(self, WinCol::Start | WinCol::End | WinCol::SessionStart | WinCol::SessionEnd)
+        matches!(self, WinCol::Start | WinCol::End | WinCol::SessionStart | WinCol::SessionEnd | WinCol::ProcStart(_) | WinCol::ProcEnd(_))
+    }
+    /// A bound of a processing-time window TVF.
+    pub(crate) fn is_proc_bound(self) -> bool {
+        matches!(self, WinCol::ProcStart(_) | WinCol::ProcEnd(_))
     }
     /// What the column is in the final rows of a window aggregation or window join
     /// over it: the window bounds stay window bounds (of final rows); nothing else does.
@@ -609,7 +700,8 @@ impl WinCol {
         match w? {
             WinCol::Start | WinCol::SessionStart | WinCol::FinalStart => Some(WinCol::FinalStart),
             WinCol::End | WinCol::SessionEnd | WinCol::FinalEnd => Some(WinCol::FinalEnd),
-            WinCol::Rowtime => None,
+            // processing-time windows fire by the clock, not the watermark
+            WinCol::Rowtime | WinCol::ProcStart(_) | WinCol::ProcEnd(_) => None,
         }
     }
 }
@@ -823,7 +915,8 @@ impl Lower<'_, '_> {
                 }
                 let bschema = self.c.entry_schema(&call.table).ok_or("window over a window")?;
                 let time_col = bschema.index_of(&call.time_col).map_err(|e| e.to_string())?;
-                if !self.entry_rowtime(&call.table, time_col) {
+                let proctime = self.entry_proctime(&call.table, time_col);
+                if !proctime && !self.entry_rowtime(&call.table, time_col) {
                     return Err(format!("window TVF over '{}': '{}' is not a time attribute (the WATERMARK column of a table, kept through projections and filters; joins and aggregations do not keep it)", call.table, call.time_col));
                 }
                 let mut fields: Vec<Field> = bschema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
@@ -831,14 +924,14 @@ impl Lower<'_, '_> {
                     fields.push(Field::new(n, DataType::Timestamp(TimeUnit::Millisecond, None), true));
                 }
                 let n = fields.len();
-                let op = WindowAssign { name: format!("{:?}({})", call.kind, call.table), kind: call.kind, time_col, schema: Arc::new(Schema::new(fields)) };
+                let op = WindowAssign { name: format!("{:?}({})", call.kind, call.table), kind: call.kind, time_col, schema: Arc::new(Schema::new(fields)), proctime };
                 let uid = self.uid("window-assign", &format!("{:?}-{}-{}", call.kind, call.table, call.time_col));
                 let opname = op.name.clone();
                 let stream = self.par(base.stream.flat_map(move |b, out| op.run(b, out)).uid(&uid).name(&opname));
                 let mut win = vec![None; n];
                 let session = matches!(call.kind, crate::script::WindowKind::Session { .. });
-                win[n - 3] = Some(if session { WinCol::SessionStart } else { WinCol::Start });
-                win[n - 2] = Some(if session { WinCol::SessionEnd } else { WinCol::End });
+                win[n - 3] = Some(if proctime { WinCol::ProcStart(call.kind) } else if session { WinCol::SessionStart } else { WinCol::Start });
+                win[n - 2] = Some(if proctime { WinCol::ProcEnd(call.kind) } else if session { WinCol::SessionEnd } else { WinCol::End });
                 Ok(Lowered { stream, updating: None, win })
             }
         }
@@ -878,12 +971,12 @@ impl Lower<'_, '_> {
                 _ => None,
             });
         }
-        let we = win_in_key.iter().position(|w| matches!(w, Some(WinCol::End | WinCol::SessionEnd | WinCol::FinalEnd)));
-        let ws = win_in_key.iter().position(|w| matches!(w, Some(WinCol::Start | WinCol::SessionStart | WinCol::FinalStart)));
+        let we = win_in_key.iter().position(|w| matches!(w, Some(WinCol::End | WinCol::SessionEnd | WinCol::FinalEnd | WinCol::ProcEnd(_))));
+        let ws = win_in_key.iter().position(|w| matches!(w, Some(WinCol::Start | WinCol::SessionStart | WinCol::FinalStart | WinCol::ProcStart(_))));
         let windowed = match (ws, we) {
             (Some(s), Some(e)) => {
                 let (sw, ew) = (win_in_key[s].unwrap_or(WinCol::Rowtime), win_in_key[e].unwrap_or(WinCol::Rowtime));
-                let same = matches!((sw, ew), (WinCol::Start, WinCol::End) | (WinCol::SessionStart, WinCol::SessionEnd) | (WinCol::FinalStart, WinCol::FinalEnd));
+                let same = matches!((sw, ew), (WinCol::Start, WinCol::End) | (WinCol::SessionStart, WinCol::SessionEnd) | (WinCol::FinalStart, WinCol::FinalEnd)) || matches!((sw, ew), (WinCol::ProcStart(a), WinCol::ProcEnd(b)) if a == b);
                 if !same {
                     return Err(format!("a window aggregation must GROUP BY window_start and window_end of the same window: {} and {} are not", agg.group_expr[s], agg.group_expr[e]));
                 }
@@ -898,6 +991,14 @@ impl Lower<'_, '_> {
         };
         let session = match (ws, we) {
             (Some(s), Some(e)) if win_in_key[e] == Some(WinCol::SessionEnd) => Some((s, e)),
+            _ => None,
+        };
+        // a processing-time window: its kind, where its bounds are in the key
+        let proc_window = match (ws, we) {
+            (Some(s), Some(e)) => match win_in_key[e] {
+                Some(WinCol::ProcEnd(kind)) => Some((kind, s, e)),
+                _ => None,
+            },
             _ => None,
         };
         let mut kinds = Vec::new();
@@ -958,7 +1059,7 @@ impl Lower<'_, '_> {
         }
         let desc = format!(
             "{}(groupBy=[{}], select=[{}])",
-            if windowed.is_some() { "WindowAggregate" } else { "GroupAggregate" },
+            if proc_window.is_some() { "ProcTimeWindowAggregate" } else if windowed.is_some() { "WindowAggregate" } else { "GroupAggregate" },
             agg.group_expr.iter().map(|e| e.schema_name().to_string()).collect::<Vec<_>>().join(", "),
             agg.aggr_expr.iter().map(|e| e.schema_name().to_string()).collect::<Vec<_>>().join(", ")
         );
@@ -970,15 +1071,20 @@ impl Lower<'_, '_> {
             args.push(Some(phys_exprs(std::slice::from_ref(&key_exprs[e]), in_schema)?.remove(0)));
             key_exprs = key_exprs.into_iter().enumerate().filter(|(i, _)| *i != s && *i != e).map(|(_, k)| k).collect();
         }
+        if let Some((_, s, e)) = proc_window {
+            // windows by the aggregation's clock: the key is the group without the bounds
+            key_exprs = key_exprs.into_iter().enumerate().filter(|(i, _)| *i != s && *i != e).map(|(_, k)| k).collect();
+        }
         let key_rows = KeyRows { name: format!("{desc}: keys"), keys: phys_exprs(&key_exprs, in_schema)?, args };
         let spec = Arc::new(AggSpec { name: desc.clone(), aggs: kinds, distinct, out_schema: nullable(agg.schema.as_arrow()), window_end: windowed });
         let kuid = self.uid("agg-keys", &desc);
         let keyed = self.par(l.stream.flat_map(move |b, out| key_rows.run(b, out)).uid(&kuid).name(&format!("{desc}: keys")));
-        let auid = self.uid(if session.is_some() { "session-agg" } else if windowed.is_some() { "window-agg" } else { "group-agg" }, &desc);
+        let auid = self.uid(if proc_window.is_some() { "proctime-window-agg" } else if session.is_some() { "session-agg" } else if windowed.is_some() { "window-agg" } else { "group-agg" }, &desc);
         let keyed = keyed.key_by(|r: &crate::ops::KeyedRow| r.key.clone());
-        let out = match session {
-            Some((s, e)) => keyed.process(crate::session::SessionAgg::new(spec, s, e)),
-            None => keyed.process(AggFunction { spec, state: None }),
+        let out = match (session, proc_window) {
+            (_, Some((kind, s, e))) => keyed.process(proc_window::ProcWindowAgg::new(spec, kind, s, e)),
+            (Some((s, e)), None) => keyed.process(crate::session::SessionAgg::new(spec, s, e)),
+            (None, None) => keyed.process(AggFunction { spec, state: None }),
         };
         let out = self.par(out.uid(&auid).name(&desc));
         let n_out = agg.schema.fields().len();

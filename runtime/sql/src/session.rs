@@ -41,23 +41,29 @@ impl SessionAgg {
 
     /// The output row: group columns (with the bounds in place), then aggregates.
     fn row(&self, key: &GroupKey, s: &Session) -> Vec<Value> {
-        let n_group = key.0.len() + 2;
-        let mut v = Vec::with_capacity(n_group + s.accs.len());
-        let mut k = key.0.iter();
-        for i in 0..n_group {
-            if i == self.start_at {
-                v.push(Value::Int(s.start));
-            } else if i == self.end_at {
-                v.push(Value::Int(s.end));
-            } else {
-                v.push(k.next().cloned().unwrap_or(Value::Null));
-            }
-        }
-        for (i, (kind, a)) in self.spec.aggs.iter().zip(&s.accs).enumerate() {
-            v.push(kind.result(a, self.spec.out_schema.field(n_group + i).data_type()));
-        }
-        v
+        window_row(&self.spec, self.start_at, self.end_at, key, s.start, s.end, &s.accs)
     }
+}
+
+/// The output row of a window of `key` (the group key without the bounds): group
+/// columns with `start`/`end` at `start_at`/`end_at`, then the aggregates' results.
+pub(crate) fn window_row(spec: &AggSpec, start_at: usize, end_at: usize, key: &GroupKey, start: i64, end: i64, accs: &[Acc]) -> Vec<Value> {
+    let n_group = key.0.len() + 2;
+    let mut v = Vec::with_capacity(n_group + accs.len());
+    let mut k = key.0.iter();
+    for i in 0..n_group {
+        if i == start_at {
+            v.push(Value::Int(start));
+        } else if i == end_at {
+            v.push(Value::Int(end));
+        } else {
+            v.push(k.next().cloned().unwrap_or(Value::Null));
+        }
+    }
+    for (i, (kind, a)) in spec.aggs.iter().zip(accs).enumerate() {
+        v.push(kind.result(a, spec.out_schema.field(n_group + i).data_type()));
+    }
+    v
 }
 
 /// Merges `new` into `sessions` (kept sorted by start): every session overlapping or

@@ -52,3 +52,30 @@ fn without_the_registration_the_function_is_named_in_the_error() {
     let e = weir_sql::compile(&script(dir.path()), &env, &CompileOptions::default()).err().expect("an unknown function");
     assert!(e.message.to_lowercase().contains("with_tax"), "{e}");
 }
+
+/// `CREATE FUNCTION name AS 'identifier'` binds a function the program registered
+/// under that identifier (`CompileOptions::udfs_by_identifier`) to the SQL name.
+#[test]
+fn create_function_binds_a_registered_identifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "CREATE TEMPORARY FUNCTION gross AS 'com.example.udf.WithTax';\n\
+         CREATE TABLE t (n BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '4');\n\
+         CREATE TABLE o (n BIGINT, gross BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');\n\
+         INSERT INTO o SELECT n, GROSS(n * 100) FROM t;",
+        dir.path().join("out.jsonl").display()
+    );
+    let env = weir::StreamEnv::new(weir::JobConfig { parallelism: 1, ..Default::default() });
+    let options = CompileOptions { udfs_by_identifier: [("com.example.udf.WithTax".to_string(), with_tax())].into(), ..CompileOptions::default() };
+    weir_sql::compile(&script, &env, &options).unwrap_or_else(|e| panic!("{e}"));
+    env.execute().unwrap();
+    let mut rows: Vec<String> = std::fs::read_dir(dir.path()).unwrap().flat_map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap().lines().map(str::to_string).collect::<Vec<_>>()).collect();
+    rows.sort();
+    let mut want: Vec<String> = (0..4).map(|n| format!("{{\"n\":{n},\"gross\":{}}}", n * 100 + n * 100 / 5)).collect();
+    want.sort();
+    assert_eq!(rows, want);
+    // the function is known by its SQL name only
+    let env = weir::StreamEnv::new(weir::JobConfig::default());
+    let e = weir_sql::compile(&script.replace("GROSS(n * 100)", "with_tax(n * 100)"), &env, &options).err().expect("with_tax is not a SQL name here");
+    assert!(e.message.contains("WITH_TAX"), "{e}");
+}
