@@ -21,7 +21,7 @@ use serde_json::Value;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    manifest_dir().parent().expect("repo root").to_path_buf()
 }
 
 /// Writes a line to stderr, bypassing libtest's capture.
@@ -792,4 +792,11 @@ mod tests {
         let terminating = r#"WARN cannot publish event error=ApiError: events.events.k8s.io "fraud.1" is forbidden: unable to create new content in namespace x because it is being terminated"#;
         assert!(!is_rbac_denial(terminating));
     }
+}
+
+/// This package's directory: cargo's `CARGO_MANIFEST_DIR` at run time (the build's
+/// value only as a fallback: a test binary built from another checkout carries that
+/// checkout's path).
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from)
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use weir_operator::crd::{StreamJob, crd_yaml};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    manifest_dir().join("..")
 }
 
 fn schema() -> Value {
@@ -199,4 +199,11 @@ fn every_invalid_example_is_rejected_with_a_useful_message() {
             assert!(!job.spec.problems(previous.as_ref()).is_empty() || !errs.is_empty(), "{}", f.display());
         }
     }
+}
+
+/// This package's directory: cargo's `CARGO_MANIFEST_DIR` at run time (the build's
+/// value only as a fallback: a test binary built from another checkout carries that
+/// checkout's path).
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from)
 }

@@ -243,7 +243,8 @@ fn select(sel: &mut Select, host: &mut dyn Host, fallback: Pos) -> Result<(), Sq
         TableFactor::Derived { lateral: false, subquery, alias, .. } => {
             let table = host.derived((**subquery).clone(), w.pos)?;
             let text = match alias {
-                Some(a) => format!("{placeholder} AS {a}"),
+                // (an alias displays with its AS when it was written with one)
+                Some(a) => format!("{placeholder} {}", TableAlias { explicit: true, ..a.clone() }),
                 None => placeholder.clone(),
             };
             let parsed = Parser::new(&GenericDialect {}).try_with_sql(&text).and_then(|mut p| p.parse_table_factor());
@@ -297,7 +298,7 @@ mod tests {
             "SELECT B.bidder, count(*), SESSION_START(B.dateTime, INTERVAL '10' SECOND) AS s, SESSION_END(B.dateTime, interval '10'  second) FROM bid B GROUP BY B.bidder, SESSION(B.dateTime, INTERVAL '10' SECOND)",
         )
         .unwrap();
-        assert_eq!(q, "SELECT B.bidder, count(*), B.window_start AS s, B.window_end FROM __window_0 AS B GROUP BY B.bidder, B.window_start, B.window_end");
+        assert_eq!(q, "SELECT B.bidder, count(*), B.window_start AS s, B.window_end FROM __window_0 B GROUP BY B.bidder, B.window_start, B.window_end");
         assert_eq!(r.calls[0].kind, WindowKind::Session { gap: 10_000 });
         assert_eq!((r.calls[0].table.as_str(), r.calls[0].time_col.as_str()), ("bid", "dateTime"));
     }
