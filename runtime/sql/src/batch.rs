@@ -34,6 +34,7 @@ enum Input {
     Table(Arc<TableDef>),
     View(LogicalPlan),
     Window(WindowCall, SchemaRef),
+    Lateral(Arc<lateral::LateralCall>),
 }
 
 /// One INSERT's query in batch mode: the plan and every input it reads.
@@ -94,6 +95,10 @@ fn add_input(c: &Compiler<'_>, name: &str, out: &mut HashMap<String, Input>) -> 
             }
             out.insert(name.to_string(), Input::Window(w.clone(), Arc::new(Schema::new(fields))));
             add_input(c, &w.table.clone(), out)?;
+        }
+        Some(Entry::Lateral(l)) => {
+            out.insert(name.to_string(), Input::Lateral(l.clone()));
+            add_input(c, &l.base.clone(), out)?;
         }
         None => return Err(format!("unknown table '{name}'")),
     }
@@ -242,6 +247,17 @@ impl Run<'_> {
                         rows.push(w.rows.0);
                     }
                 }
+                (schema.clone(), conform(&schema, rows)?)
+            }
+            Input::Lateral(call) => {
+                let (_, base) = self.rows(&call.base)?;
+                let mut rows = Vec::new();
+                for b in base {
+                    if let Some(l) = call.op.apply(ChangeBatch::inserts(b))? {
+                        rows.push(l.rows.0);
+                    }
+                }
+                let schema = call.op.schema.clone();
                 (schema.clone(), conform(&schema, rows)?)
             }
         };

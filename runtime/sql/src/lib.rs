@@ -22,6 +22,7 @@ mod session;
 mod types;
 pub mod udaf;
 pub mod udf;
+pub mod udtf;
 
 /// The connector registry and the built-in connectors (crate `weir-connectors`).
 pub use weir_connectors as connectors;

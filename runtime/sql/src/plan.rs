@@ -36,6 +36,9 @@ mod batch;
 // processing-time attributes and windows (a child: it reads the catalog)
 #[path = "proc_window.rs"]
 mod proc_window;
+// LATERAL TABLE calls of table functions (a child: it registers placeholders)
+#[path = "lateral.rs"]
+mod lateral;
 
 /// What `compile` needs besides the script.
 #[derive(Clone, Default)]
@@ -60,6 +63,9 @@ pub struct CompileOptions {
     /// `'com.example.udf.MyFunction'`). Identifiers not here may be ones Weir
     /// implements itself (`udf::BUILTIN_IDENTIFIERS`).
     pub udfs_by_identifier: BTreeMap<String, Arc<datafusion::logical_expr::ScalarUDF>>,
+    /// Table functions written in Rust, called per row with `LATERAL TABLE(f(...))`
+    /// (see [`crate::udtf`]).
+    pub udtfs: Vec<Arc<dyn crate::udtf::TableFunction>>,
 }
 
 /// One `INSERT INTO` of the job.
@@ -88,6 +94,7 @@ enum Entry {
     Table(Arc<TableDef>),
     View(LogicalPlan),
     Window(WindowCall),
+    Lateral(Arc<lateral::LateralCall>),
 }
 
 struct TableDef {
@@ -160,6 +167,7 @@ struct Compiler<'a> {
     fixed_parallelism: bool,
     udafs: Vec<Arc<datafusion::logical_expr::AggregateUDF>>,
     udfs_by_identifier: BTreeMap<String, Arc<datafusion::logical_expr::ScalarUDF>>,
+    udtfs: Vec<Arc<dyn crate::udtf::TableFunction>>,
     /// the functions of `CREATE FUNCTION` statements (lower-cased names)
     functions: HashSet<String>,
     ctx: SessionContext,
@@ -217,6 +225,7 @@ impl<'a> Compiler<'a> {
             fixed_parallelism: options.fixed_parallelism,
             udafs: options.udafs.clone(),
             udfs_by_identifier: options.udfs_by_identifier.clone(),
+            udtfs: options.udtfs.clone(),
             functions: HashSet::new(),
             ctx,
             catalog: HashMap::new(),
@@ -510,6 +519,7 @@ impl<'a> Compiler<'a> {
             Entry::Table(t) => Some(t.schema.clone()),
             Entry::View(plan) => Some(nullable(plan.schema().as_arrow())),
             Entry::Window(_) => None,
+            Entry::Lateral(l) => Some(l.op.schema.clone()),
         }
     }
 
@@ -517,6 +527,7 @@ impl<'a> Compiler<'a> {
         let text = self.prepare_query_text(p)?;
         let Statement::CreateView(mut cv) = self.parse_one(p, &text)? else { return Err(self.err(p.start, "expected CREATE VIEW")) };
         self.group_windows(p, &mut cv.query)?;
+        self.laterals(p, &mut cv.query)?;
         let name = cv.name.to_string().trim_matches('`').trim_matches('"').to_string();
         self.check_new(&name, p.start)?;
         let plan = self.plan_view(Statement::Query(cv.query)).map_err(|m| self.err(p.start, m))?;
@@ -540,6 +551,7 @@ impl<'a> Compiler<'a> {
         }
         let Some(mut source) = ins.source else { return Err(self.err(p.start, "INSERT needs a SELECT")) };
         self.group_windows(p, &mut source)?;
+        self.laterals(p, &mut source)?;
         let plan = self.plan_statement(Statement::Query(source)).map_err(|m| self.err(p.start, m))?;
         let Some(mode) = def.connector.sink_mode(&def.opts) else {
             return Err(self.err(p.start, format!("table '{sink}' (connector '{}') cannot be written", def.opts.connector)));
@@ -589,6 +601,7 @@ impl<'a> Compiler<'a> {
         let text = self.prepare_query_text(p)?;
         let Statement::Query(mut q) = self.parse_one(p, &text)? else { return Err(self.err(p.start, "expected a query")) };
         self.group_windows(p, &mut q)?;
+        self.laterals(p, &mut q)?;
         let plan = self.plan_statement(Statement::Query(q)).map_err(|m| self.err(p.start, m))?;
         let seed = format!("query|{}", plan.display_indent());
         let batch = self.batch_mode();
@@ -898,16 +911,28 @@ impl Lower<'_, '_> {
             T(Arc<TableDef>),
             V(LogicalPlan),
             W(WindowCall),
+            L(Arc<lateral::LateralCall>),
         }
         let what = match self.c.catalog.get(name) {
             Some(Entry::Table(t)) => What::T(t.clone()),
             Some(Entry::View(v)) => What::V(v.clone()),
             Some(Entry::Window(w)) => What::W(w.clone()),
+            Some(Entry::Lateral(l)) => What::L(l.clone()),
             None => return Err(format!("unknown table '{name}'")),
         };
         match what {
             What::T(t) => self.source(&t),
             What::V(v) => self.lower(&v),
+            What::L(call) => {
+                let base = self.scan_entry(&call.base)?;
+                let op = call.op.clone();
+                let uid = self.uid("lateral", &format!("{}|{}", call.base, op.name));
+                let name = op.name.clone();
+                let stream = self.par(base.stream.flat_map(move |b, out| op.run(b, out)).uid(&uid).name(&name));
+                let mut win = base.win;
+                win.extend(std::iter::repeat_n(None, call.op.fields.len()));
+                Ok(Lowered { stream, updating: base.updating, win })
+            }
             What::W(call) => {
                 let base = self.scan_entry(&call.table)?;
                 if base.updating.is_some() {
