@@ -286,12 +286,6 @@ where
         }
         self.sides.push_pending();
     }
-
-    /// Number of windows with state (for tests).
-    #[cfg(test)]
-    pub(crate) fn live_windows(&self) -> usize {
-        self.contents.iter().map(|c| c.len()).sum()
-    }
 }
 
 /// The per-key-group snapshot of a window operator.
