@@ -10,7 +10,7 @@ use weir_operator::resources::{config_map, job_file};
 
 #[test]
 fn rendered_job_files_are_accepted_by_the_runtime() {
-    let dir = manifest_dir().join("../examples/streamjobs");
+    let dir = weir_e2e::kube::repo_root().join("examples/streamjobs");
     let tmp = weir_e2e::scratch("contract");
     let mut checked = 0;
     let mut sql = 0;
@@ -50,11 +50,4 @@ fn rendered_job_files_are_accepted_by_the_runtime() {
     }
     assert!(checked >= 3, "the examples hold built-in StreamJobs ({checked} checked)");
     assert!(sql >= 1, "the examples hold a SQL StreamJob ({sql} checked)");
-}
-
-/// This package's directory: cargo's `CARGO_MANIFEST_DIR` at run time (the build's
-/// value only as a fallback: a test binary built from another checkout carries that
-/// checkout's path).
-fn manifest_dir() -> std::path::PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from)
 }
