@@ -257,8 +257,7 @@ impl Run<'_> {
                         rows.push(l.rows.0);
                     }
                 }
-                let schema = call.op.schema.clone();
-                (schema.clone(), conform(&schema, rows)?)
+                (call.op.schema.clone(), conform(&call.op.schema, rows)?)
             }
         };
         self.data.insert(name.to_string(), d.clone());

@@ -72,12 +72,13 @@ fn factor(f: &mut TableFactor, host: &mut dyn Host, fallback: Pos) -> Result<(),
 const WINDOWS: [&str; 3] = ["TUMBLE", "HOP", "SESSION"];
 const AUX: [&str; 4] = ["START", "END", "ROWTIME", "PROCTIME"];
 
-fn pos_of(e: &impl Spanned, fallback: Pos) -> Pos {
+/// Where the parsed `e` starts (`fallback` when the parser recorded no position).
+pub(crate) fn pos_of(e: &impl Spanned, fallback: Pos) -> Pos {
     let s = e.span().start;
     if s.line == 0 { fallback } else { Pos { line: s.line as usize, column: s.column as usize } }
 }
 
-fn err(pos: Pos, message: impl Into<String>) -> SqlError {
+pub(crate) fn err(pos: Pos, message: impl Into<String>) -> SqlError {
     SqlError { pos, statement: None, message: message.into() }
 }
 

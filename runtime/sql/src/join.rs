@@ -777,7 +777,7 @@ impl Lower<'_, '_> {
                 let n = self.c.entry_schema(&call.table).map_or(0, |s| s.fields().len());
                 if i < n { self.entry_rowtime(&call.table, i) } else { i == n + 2 }
             }
-            Some(Entry::Lateral(l)) => l.op.schema.fields().len() - l.op.fields.len() > i && self.entry_rowtime(&l.base, i),
+            Some(Entry::Lateral(l)) => i < l.op.input_width() && self.entry_rowtime(&l.base, i),
             None => false,
         }
     }

@@ -12,10 +12,11 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Spanned, TableFactor, visit_expressions_mut,
+    Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, TableFactor, visit_expressions_mut,
 };
 
 use super::*;
+use crate::group_window::{err, pos_of};
 use crate::udtf::{Lateral, TableFunction};
 
 /// A placeholder for a table function joined to the rows of `base`.
@@ -32,13 +33,10 @@ struct Rename {
     columns: Vec<String>,
 }
 
-fn pos_in(e: &impl Spanned, fallback: script::Pos) -> script::Pos {
-    let s = e.span().start;
-    if s.line == 0 { fallback } else { script::Pos { line: s.line as usize, column: s.column as usize } }
-}
-
-fn err(pos: script::Pos, message: impl Into<String>) -> SqlError {
-    SqlError { pos, statement: None, message: message.into() }
+/// The relation `f` leaves behind (an empty table name), to be folded.
+fn take_factor(f: &mut TableFactor) -> TableFactor {
+    let empty = TableFactor::Table { name: ObjectName(Vec::new()), alias: None, args: None, with_hints: Vec::new(), version: None, with_ordinality: false, partitions: Vec::new(), json_path: None, sample: None, index_hints: Vec::new() };
+    std::mem::replace(f, empty)
 }
 
 fn is_lateral_call(f: &TableFactor) -> bool {
@@ -47,15 +45,7 @@ fn is_lateral_call(f: &TableFactor) -> bool {
 
 /// A sqlparser table factor `name AS alias`.
 fn table_factor(name: &str, alias: &Ident) -> Result<TableFactor, String> {
-    let sql = format!("SELECT * FROM {name} AS {alias}");
-    let stmts = Parser::new(&GenericDialect {}).try_with_sql(&sql).and_then(|mut p| p.parse_statements()).map_err(|e| format!("internal: {e}"))?;
-    if let Some(Statement::Query(q)) = stmts.into_iter().next()
-        && let SetExpr::Select(s) = *q.body
-        && let Some(t) = s.from.into_iter().next()
-    {
-        return Ok(t.relation);
-    }
-    Err(format!("internal: cannot build the table factor of {name}"))
+    Parser::new(&GenericDialect {}).try_with_sql(&format!("{name} AS {alias}")).and_then(|mut p| p.parse_table_factor()).map_err(|e| format!("internal: {e}"))
 }
 
 impl Compiler<'_> {
@@ -118,16 +108,16 @@ impl Compiler<'_> {
             }
             let call = sel.from.remove(i);
             if !call.joins.is_empty() || !sel.from[i - 1].joins.is_empty() {
-                return Err(err(pos_in(&call.relation, fb), "LATERAL TABLE next to a JOIN is not supported yet: write the join in a subquery"));
+                return Err(err(pos_of(&call.relation, fb), "LATERAL TABLE next to a JOIN is not supported yet: write the join in a subquery"));
             }
-            let left = std::mem::replace(&mut sel.from[i - 1].relation, TableFactor::Table { name: ObjectName(Vec::new()), alias: None, args: None, with_hints: Vec::new(), version: None, with_ordinality: false, partitions: Vec::new(), json_path: None, sample: None, index_hints: Vec::new() });
+            let left = take_factor(&mut sel.from[i - 1].relation);
             sel.from[i - 1].relation = self.fold(left, call.relation, false, &mut renames, fb)?;
         }
         // x [LEFT] JOIN LATERAL TABLE(...) ON TRUE
         for twj in &mut sel.from {
             while twj.joins.first().is_some_and(|j| is_lateral_call(&j.relation)) {
                 let j = twj.joins.remove(0);
-                let pos = pos_in(&j.relation, fb);
+                let pos = pos_of(&j.relation, fb);
                 let on_true = |c: &JoinConstraint| match c {
                     JoinConstraint::None => true,
                     JoinConstraint::On(e) => e.to_string().eq_ignore_ascii_case("true"),
@@ -140,11 +130,11 @@ impl Compiler<'_> {
                     JoinOperator::OuterApply => true,
                     _ => return Err(err(pos, "a LATERAL TABLE join takes ON TRUE (filter the function's rows in WHERE) and is an inner, cross or LEFT join")),
                 };
-                let left = std::mem::replace(&mut twj.relation, TableFactor::Table { name: ObjectName(Vec::new()), alias: None, args: None, with_hints: Vec::new(), version: None, with_ordinality: false, partitions: Vec::new(), json_path: None, sample: None, index_hints: Vec::new() });
+                let left = take_factor(&mut twj.relation);
                 twj.relation = self.fold(left, j.relation, outer, &mut renames, fb)?;
             }
             if let Some(j) = twj.joins.iter().find(|j| is_lateral_call(&j.relation)) {
-                return Err(err(pos_in(&j.relation, fb), "LATERAL TABLE after a JOIN is not supported yet: write the join in a subquery"));
+                return Err(err(pos_of(&j.relation, fb), "LATERAL TABLE after a JOIN is not supported yet: write the join in a subquery"));
             }
         }
         if renames.is_empty() {
@@ -177,7 +167,7 @@ impl Compiler<'_> {
 
     /// The placeholder of `left` joined with the table function call `call`.
     fn fold(&mut self, left: TableFactor, call: TableFactor, outer: bool, renames: &mut Vec<Rename>, fb: script::Pos) -> Result<TableFactor, SqlError> {
-        let pos = pos_in(&call, fb);
+        let pos = pos_of(&call, fb);
         let TableFactor::Function { name, mut args, alias: fn_alias, with_ordinality, .. } = call else { return Err(err(pos, "internal: not a LATERAL call")) };
         let e = |m: String| err(pos, m);
         if !name.to_string().eq_ignore_ascii_case("TABLE") || args.len() != 1 || with_ordinality {
@@ -231,7 +221,7 @@ impl Compiler<'_> {
         rename_qualifiers(&mut arg_exprs, renames);
         // the arguments, planned over the relation's columns
         let select = if arg_exprs.is_empty() { "1".to_string() } else { arg_exprs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ") };
-        let plan = self.plan_unoptimized(&format!("SELECT {select} FROM {base_sql} AS {alias}")).map_err(|m| e(format!("{fname}: {m}")))?;
+        let plan = parse_first(&format!("SELECT {select} FROM {base_sql} AS {alias}")).and_then(|stmt| self.plan_unoptimized(stmt)).map_err(|m| e(format!("{fname}: {m}")))?;
         let LogicalPlan::Projection(pr) = &plan else { return Err(e(format!("internal: {fname}: the arguments did not plan to a projection"))) };
         if pr.input.schema().fields().len() != base_schema.fields().len() {
             return Err(e(format!("internal: {fname}: the arguments' input is not '{base}'")));
@@ -276,15 +266,6 @@ impl Compiler<'_> {
             renames.push(Rename { from: a.name.value, to: alias.clone(), columns: fields.iter().map(|f| f.name().clone()).collect() });
         }
         table_factor(&placeholder, &alias).map_err(e)
-    }
-
-    /// A statement's logical plan as written (not optimized).
-    fn plan_unoptimized(&self, sql: &str) -> Result<LogicalPlan, String> {
-        let stmts = Parser::new(&GenericDialect {}).try_with_sql(sql).and_then(|mut p| p.parse_statements()).map_err(|e| e.to_string())?;
-        let mut stmt = stmts.into_iter().next().ok_or("empty")?;
-        crate::functions::rewrite_ast(&mut stmt);
-        let state = self.ctx.state();
-        futures::executor::block_on(state.statement_to_plan(DFStatement::Statement(Box::new(stmt)))).map_err(df_err)
     }
 }
 

@@ -178,6 +178,12 @@ struct Compiler<'a> {
     uids: HashSet<String>,
 }
 
+/// The first statement of `sql`.
+fn parse_first(sql: &str) -> Result<Statement, String> {
+    let stmts = Parser::new(&GenericDialect {}).try_with_sql(sql).and_then(|mut p| p.parse_statements()).map_err(|e| e.to_string())?;
+    stmts.into_iter().next().ok_or_else(|| "empty statement".to_string())
+}
+
 fn df_err(e: impl std::fmt::Display) -> String {
     let s = e.to_string();
     // DataFusion prefixes: keep the message
@@ -331,16 +337,18 @@ impl<'a> Compiler<'a> {
     }
 
     fn plan_sql(&self, sql: &str) -> Result<LogicalPlan, String> {
-        let stmts = Parser::new(&GenericDialect {}).try_with_sql(sql).and_then(|mut p| p.parse_statements()).map_err(|e| e.to_string())?;
-        let stmt = stmts.into_iter().next().ok_or("empty")?;
-        self.plan_statement(stmt)
+        self.plan_statement(parse_first(sql)?)
     }
 
-    fn plan_statement(&self, mut stmt: Statement) -> Result<LogicalPlan, String> {
+    fn plan_statement(&self, stmt: Statement) -> Result<LogicalPlan, String> {
+        let plan = self.plan_unoptimized(stmt)?;
+        self.ctx.state().optimize(&plan).map_err(df_err)
+    }
+
+    /// A statement's logical plan as written (Flink's functions rewritten, not optimized).
+    fn plan_unoptimized(&self, mut stmt: Statement) -> Result<LogicalPlan, String> {
         crate::functions::rewrite_ast(&mut stmt);
-        let state = self.ctx.state();
-        let plan = futures::executor::block_on(state.statement_to_plan(DFStatement::Statement(Box::new(stmt)))).map_err(df_err)?;
-        state.optimize(&plan).map_err(df_err)
+        futures::executor::block_on(self.ctx.state().statement_to_plan(DFStatement::Statement(Box::new(stmt)))).map_err(df_err)
     }
 
     /// A view's query: its columns named as Flink names them (see [`field_access_names`]).

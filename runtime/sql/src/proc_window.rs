@@ -49,7 +49,7 @@ impl Lower<'_, '_> {
                 let n = self.c.entry_schema(&call.table).map_or(0, |s| s.fields().len());
                 i < n && self.entry_proctime(&call.table, i)
             }
-            Some(Entry::Lateral(l)) => l.op.schema.fields().len() - l.op.fields.len() > i && self.entry_proctime(&l.base, i),
+            Some(Entry::Lateral(l)) => i < l.op.input_width() && self.entry_proctime(&l.base, i),
             None => false,
         }
     }

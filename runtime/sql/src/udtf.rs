@@ -72,40 +72,43 @@ impl Lateral {
             .map_err(|e| format!("{}: arguments: {e}", self.name))?;
         let out = self.func.eval(&args, n).map_err(|e| format!("{}: {e}", self.name))?;
         self.check(&out, n)?;
-        // (input row, function row) of every result row
-        let (left, right): (Vec<u32>, Vec<Option<u32>>) = if self.outer {
-            let mut pairs = Vec::with_capacity(out.input_rows.len().max(n));
+        let TableRows { input_rows, columns: fn_columns } = out;
+        // the input row of every result row, and (outer) its function row
+        let (left, fn_columns) = if self.outer {
+            let (mut left, mut right) = (Vec::with_capacity(input_rows.len().max(n)), Vec::with_capacity(input_rows.len().max(n)));
             let mut next = 0usize;
             for i in 0..n as u32 {
                 let first = next;
-                while next < out.input_rows.len() && out.input_rows[next] == i {
-                    pairs.push((i, Some(next as u32)));
+                while next < input_rows.len() && input_rows[next] == i {
+                    left.push(i);
+                    right.push(Some(next as u32));
                     next += 1;
                 }
                 if first == next {
-                    pairs.push((i, None));
+                    left.push(i);
+                    right.push(None);
                 }
             }
-            pairs.into_iter().unzip()
+            let right_idx = UInt32Array::from(right);
+            let cols = fn_columns.iter().map(|c| take(c, &right_idx, None)).collect::<Result<Vec<_>, _>>().map_err(|e| format!("{}: {e}", self.name))?;
+            (left, cols)
         } else {
-            (out.input_rows.clone(), Vec::new())
+            (input_rows, fn_columns)
         };
         if left.is_empty() {
             return Ok(None);
         }
         let left_idx = UInt32Array::from(left);
         let mut columns: Vec<ArrayRef> = batch.columns().iter().map(|c| take(c, &left_idx, None)).collect::<Result<_, _>>().map_err(|e| format!("{}: {e}", self.name))?;
-        if self.outer {
-            let right_idx = UInt32Array::from(right);
-            for c in &out.columns {
-                columns.push(take(c, &right_idx, None).map_err(|e| format!("{}: {e}", self.name))?);
-            }
-        } else {
-            columns.extend(out.columns.iter().cloned());
-        }
+        columns.extend(fn_columns);
         let kinds = b.kinds.as_ref().map(|k| left_idx.values().iter().map(|i| k[*i as usize]).collect());
         let rows = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| format!("{}: {e}", self.name))?;
         Ok(Some(ChangeBatch { rows: weir::arrow::ArrowBatch(rows), kinds }))
+    }
+
+    /// The number of input columns (before the function's).
+    pub fn input_width(&self) -> usize {
+        self.schema.fields().len() - self.fields.len()
     }
 
     /// The function kept its contract: columns of the declared types, one value per
