@@ -18,7 +18,7 @@ use weir_sql::CompileOptions;
 use weir_sql::connectors::ConnectorRegistry;
 
 mod common;
-use common::{Collect, Collected, materialize};
+use common::{Collect, Collected, run_collected};
 
 fn bad_input(what: &str) -> DataFusionError {
     DataFusionError::Execution(format!("{what}: unexpected argument type"))
@@ -142,22 +142,7 @@ const ROWS: &str = r#"{"k": "a", "x": 1, "ts": "2024-01-01 00:00:01"}
 /// Runs `sql` (`$DIR` is a temp dir holding `t.json` = [`ROWS`]) at `parallelism`, in
 /// streaming or batch mode: each collect table's final rows, sorted.
 fn run(sql: &str, parallelism: u32, batch: bool) -> Result<std::collections::BTreeMap<String, Vec<String>>, String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    std::fs::write(dir.path().join("t.json"), ROWS).map_err(|e| e.to_string())?;
-    let sql = sql.replace("$DIR", &dir.path().display().to_string());
-    let sql = if batch { format!("SET 'execution.runtime-mode' = 'batch';\n{sql}") } else { sql };
-    let collected: Collected = Arc::default();
-    let env = weir::StreamEnv::new(weir::JobConfig { parallelism, ..Default::default() });
-    weir_sql::compile(&sql, &env, &options(true, &collected)).map_err(|e| e.to_string())?;
-    env.execute().map_err(|e| e.to_string())?;
-    let m = collected.lock().map_err(|e| e.to_string())?;
-    m.iter()
-        .map(|(t, log)| {
-            let mut rows = materialize(log)?;
-            rows.sort();
-            Ok((t.clone(), rows))
-        })
-        .collect()
+    run_collected(sql, ROWS, parallelism, batch, |c| options(true, c))
 }
 
 const TABLE: &str = "CREATE TABLE t (k STRING, x BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH ('connector' = 'filesystem', 'path' = '$DIR/t.json', 'format' = 'json');";

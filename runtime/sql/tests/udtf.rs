@@ -14,7 +14,7 @@ use weir_sql::connectors::ConnectorRegistry;
 use weir_sql::udtf::{TableFunction, TableRows};
 
 mod common;
-use common::{Collect, Collected, materialize};
+use common::{Collect, Collected, run_collected};
 
 /// `split_words(s)`: a row (word, length) per space-separated word of `s`.
 struct SplitWords;
@@ -86,25 +86,10 @@ const ROWS: &str = r#"{"id": 1, "note": "fast red car", "ts": "2024-01-01 00:00:
 
 const TABLE: &str = "CREATE TABLE t (id BIGINT, note STRING, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH ('connector' = 'filesystem', 'path' = '$DIR/t.json', 'format' = 'json');";
 
-/// Runs `sql` (`$DIR` holds `t.json` = [`ROWS`]) at `parallelism`, streaming or batch:
-/// each collect table's final rows, sorted.
+/// Runs [`TABLE`] and `sql` (`$DIR` holds `t.json` = [`ROWS`]) at `parallelism`,
+/// streaming or batch: each collect table's final rows, sorted.
 fn run(sql: &str, parallelism: u32, batch: bool) -> Result<BTreeMap<String, Vec<String>>, String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    std::fs::write(dir.path().join("t.json"), ROWS).map_err(|e| e.to_string())?;
-    let sql = format!("{TABLE}\n{sql}").replace("$DIR", &dir.path().display().to_string());
-    let sql = if batch { format!("SET 'execution.runtime-mode' = 'batch';\n{sql}") } else { sql };
-    let collected: Collected = Arc::default();
-    let env = weir::StreamEnv::new(weir::JobConfig { parallelism, ..Default::default() });
-    weir_sql::compile(&sql, &env, &options(&collected)).map_err(|e| e.to_string())?;
-    env.execute().map_err(|e| e.to_string())?;
-    let m = collected.lock().map_err(|e| e.to_string())?;
-    m.iter()
-        .map(|(t, log)| {
-            let mut rows = materialize(log)?;
-            rows.sort();
-            Ok((t.clone(), rows))
-        })
-        .collect()
+    run_collected(&format!("{TABLE}\n{sql}"), ROWS, parallelism, batch, options)
 }
 
 fn sorted(v: &[&str]) -> Vec<String> {

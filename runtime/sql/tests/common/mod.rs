@@ -2,7 +2,7 @@
 //! print form (`+I[a, b]`), changelogs included, and the `collect` connector writing to it.
 #![allow(dead_code)] // each test binary uses a part
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use weir::connector::{ConnectorError, Sink};
@@ -64,4 +64,26 @@ pub fn materialize(log: &[String]) -> Result<Vec<String>, String> {
         }
     }
     Ok(rows.into_iter().map(|r| format!("+I{r}")).collect())
+}
+
+/// Runs `sql` with `t.json` = `rows` in a temp dir (`$DIR` in the script) at
+/// `parallelism`, in streaming or batch mode, compiled with `options` (given the
+/// collect tables' rows): each collect table's final rows, sorted.
+pub fn run_collected(sql: &str, rows: &str, parallelism: u32, batch: bool, options: impl Fn(&Collected) -> weir_sql::CompileOptions) -> Result<BTreeMap<String, Vec<String>>, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    std::fs::write(dir.path().join("t.json"), rows).map_err(|e| e.to_string())?;
+    let sql = sql.replace("$DIR", &dir.path().display().to_string());
+    let sql = if batch { format!("SET 'execution.runtime-mode' = 'batch';\n{sql}") } else { sql };
+    let collected: Collected = Arc::default();
+    let env = weir::StreamEnv::new(weir::JobConfig { parallelism, ..Default::default() });
+    weir_sql::compile(&sql, &env, &options(&collected)).map_err(|e| e.to_string())?;
+    env.execute().map_err(|e| e.to_string())?;
+    let m = collected.lock().map_err(|e| e.to_string())?;
+    m.iter()
+        .map(|(t, log)| {
+            let mut rows = materialize(log)?;
+            rows.sort();
+            Ok((t.clone(), rows))
+        })
+        .collect()
 }
