@@ -26,17 +26,17 @@
 //! evaluated on the joined pairs as one DataFusion physical expression over the
 //! joined schema.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::common::{JoinType, NullEquality, ScalarValue};
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, Join, LogicalPlan, Operator};
 use datafusion::physical_expr::PhysicalExpr;
 use serde::{Deserialize, Serialize};
-use weir::arrow::ArrowBatch;
 use weir::record::{Collector, Timestamp};
 use weir::state::{OpenContext, StateConfig, ValueState};
 use weir::{JobError, KeyedCoProcessFunction, KeyedContext, TimeDomain};
@@ -86,13 +86,13 @@ impl SideRows {
     fn apply(&self, b: &ChangeBatch, out: &mut Collector<'_, JoinRow>) -> Result<(), String> {
         let n = b.num_rows();
         let keys: Vec<ArrayRef> = self.keys.iter().map(|e| e.evaluate(&b.rows.0).and_then(|v| v.into_array(n)).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
-        let cols = b.rows.0.columns();
+        let (keys, cols) = (crate::rows::readers(&keys), crate::rows::readers(b.rows.0.columns()));
         for i in 0..n {
-            let key = GroupKey(keys.iter().map(|k| Value::from_array(k, i)).collect::<Result<_, _>>()?);
+            let key = GroupKey(crate::rows::read_row(&keys, i)?);
             if self.drop_null_keys && key.0.contains(&Value::Null) {
                 continue;
             }
-            let row = cols.iter().map(|c| Value::from_array(c, i)).collect::<Result<_, _>>()?;
+            let row = crate::rows::read_row(&cols, i)?;
             out.emit(JoinRow { key, kind: b.kind(i), row });
         }
         Ok(())
@@ -155,14 +155,7 @@ impl JoinSpec {
     }
 
     fn batch(&self, rows: &[(RowKind, Vec<Value>)]) -> Result<ChangeBatch, String> {
-        let mut cols = Vec::with_capacity(self.schema.fields().len());
-        for (i, f) in self.schema.fields().iter().enumerate() {
-            let scalars: Vec<ScalarValue> = rows.iter().map(|(_, r)| r[i].to_scalar(f.data_type())).collect::<Result<_, _>>()?;
-            cols.push(ScalarValue::iter_to_array(scalars).map_err(|e| e.to_string())?);
-        }
-        let b = RecordBatch::try_new(self.schema.clone(), cols).map_err(|e| e.to_string())?;
-        let kinds = if rows.iter().all(|(k, _)| *k == RowKind::Insert) { None } else { Some(rows.iter().map(|(k, _)| *k).collect()) };
-        Ok(ChangeBatch { rows: ArrowBatch(b), kinds })
+        crate::rows::rows_to_batch(&self.schema, rows)
     }
 
     /// Which joined rows satisfy the non-equi condition.
@@ -206,22 +199,25 @@ type Sides<T> = Option<(ValueState<T>, ValueState<T>)>;
 
 // ---------------------------------------------------------------- regular join
 
-/// One distinct row of a side of a regular join.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-struct Stored {
-    row: Vec<Value>,
-    /// how many times the row is in the input
+/// How often a distinct row is in one side of a regular join, and (outer sides) how
+/// many rows of the other side it joins with.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Default)]
+struct Counts {
     count: i64,
-    /// (outer sides) how many rows of the other side it joins with
     assoc: i64,
 }
+
+/// One side's distinct rows of a key (Flink's `InputSideHasNoUniqueKey` view): a
+/// row is found, counted and removed in O(1), so a key with many rows (a hot
+/// auction's bids) costs no more per row than a key with one.
+type SideRowsOfKey = HashMap<GroupKey, Counts, foldhash::fast::RandomState>;
 
 /// Flink's `StreamingJoinOperator`: both sides' rows per key, a changelog out.
 #[derive(Clone)]
 struct RegularJoin {
     spec: Arc<JoinSpec>,
     ttl: Option<Duration>,
-    state: Sides<Vec<Stored>>,
+    state: Sides<SideRowsOfKey>,
 }
 
 impl RegularJoin {
@@ -237,85 +233,86 @@ impl RegularJoin {
             }
             return;
         }
-        let mut other = other_st.value(ctx).unwrap_or_default();
-        let mut mine = mine_st.value(ctx).unwrap_or_default();
-        let (out, other_changed) = regular_step(&spec, left, &r, &mut mine, &mut other).unwrap_or_else(|e| fail(&spec.name, e));
+        // this side's rows are moved out of the state (not copied) while the other
+        // side's are read in place; both are written back only if they changed
+        let mut mine = mine_st.get_mut(ctx).map(std::mem::take).unwrap_or_default();
+        let empty = SideRowsOfKey::default();
+        let other = other_st.get(ctx).unwrap_or(&empty);
+        let (out, assoc) = regular_step(&spec, left, r.kind, GroupKey(r.row), &mut mine, other).unwrap_or_else(|e| fail(&spec.name, e));
         if mine.is_empty() {
             mine_st.clear(ctx);
         } else {
             mine_st.update(ctx, mine);
         }
-        if other_changed {
-            other_st.update(ctx, other);
+        if !assoc.is_empty()
+            && let Some(other) = other_st.get_mut(ctx)
+        {
+            for (o, d) in assoc {
+                if let Some(c) = other.get_mut(&o) {
+                    c.assoc += d;
+                }
+            }
         }
         spec.emit(out, ctx, None);
     }
 }
 
-/// Flink's `StreamingJoinOperator` for one input row `r` (of the left input if
-/// `left`): updates its side's rows `mine` and the other side's `other` (their
-/// association counts, for outer sides) and returns the changelog to emit and
-/// whether `other` changed.
-fn regular_step(spec: &JoinSpec, left: bool, r: &JoinRow, mine: &mut Vec<Stored>, other: &mut [Stored]) -> Result<(Changes, bool), String> {
+/// Flink's `StreamingJoinOperator` for one input `row` of kind `kind` (of the left
+/// input if `left`): updates its side's rows `mine` and returns the changelog to
+/// emit and, for an outer other side, the changes of its rows' association counts.
+fn regular_step(spec: &JoinSpec, left: bool, kind: RowKind, row: GroupKey, mine: &mut SideRowsOfKey, other: &SideRowsOfKey) -> Result<(Changes, Vec<(GroupKey, i64)>), String> {
     let (in_outer, other_outer) = (spec.outer(left), spec.outer(!left));
-    let acc = r.kind.is_accumulate();
-    let matched = spec.matches(left, &r.row, other.iter().map(|s| s.row.as_slice()))?;
+    let acc = kind.is_accumulate();
+    let others: Vec<(&GroupKey, Counts)> = other.iter().map(|(o, c)| (o, *c)).collect();
+    let matched: Vec<((&GroupKey, Counts), Vec<Value>)> = spec.matches(left, &row.0, others.iter().map(|(o, _)| o.0.as_slice()))?.into_iter().map(|(i, p)| (others[i], p)).collect();
     let mut out = Vec::new();
-    let pos = mine.iter().position(|s| s.row == r.row);
+    let mut assoc_changes = Vec::new();
     if acc {
         if other_outer {
-            for (i, _) in &matched {
-                let o = &mut other[*i];
-                if o.assoc == 0 {
-                    let p = spec.padded(!left, &o.row);
-                    out.extend(std::iter::repeat_n((RowKind::Delete, p), o.count as usize));
+            for ((o, c), _) in &matched {
+                if c.assoc == 0 {
+                    out.extend(std::iter::repeat_n((RowKind::Delete, spec.padded(!left, &o.0)), c.count as usize));
                 }
-                o.assoc += 1;
+                assoc_changes.push(((*o).clone(), 1));
             }
         }
-        let kind = if in_outer || other_outer { RowKind::Insert } else { r.kind };
+        let out_kind = if in_outer || other_outer { RowKind::Insert } else { kind };
         let mut assoc = 0;
-        for (i, p) in &matched {
-            let n = other[*i].count;
-            assoc += n;
-            out.extend(std::iter::repeat_n((kind, p.clone()), n as usize));
+        for ((_, c), p) in &matched {
+            assoc += c.count;
+            out.extend(std::iter::repeat_n((out_kind, p.clone()), c.count as usize));
         }
         if in_outer && matched.is_empty() {
-            out.push((RowKind::Insert, spec.padded(left, &r.row)));
+            out.push((RowKind::Insert, spec.padded(left, &row.0)));
         }
-        match pos {
-            Some(p) => mine[p].count += 1,
-            None => mine.push(Stored { row: r.row.clone(), count: 1, assoc: if in_outer { assoc } else { 0 } }),
-        }
+        mine.entry(row).or_insert(Counts { count: 0, assoc: if in_outer { assoc } else { 0 } }).count += 1;
     } else {
-        if let Some(p) = pos {
-            mine[p].count -= 1;
-            if mine[p].count <= 0 {
-                mine.swap_remove(p);
-            }
-        }
         if matched.is_empty() {
             if in_outer {
-                out.push((RowKind::Delete, spec.padded(left, &r.row)));
+                out.push((RowKind::Delete, spec.padded(left, &row.0)));
             }
         } else {
-            let kind = if in_outer { RowKind::Delete } else { r.kind };
-            for (i, p) in &matched {
-                out.extend(std::iter::repeat_n((kind, p.clone()), other[*i].count as usize));
+            let out_kind = if in_outer { RowKind::Delete } else { kind };
+            for ((_, c), p) in &matched {
+                out.extend(std::iter::repeat_n((out_kind, p.clone()), c.count as usize));
             }
             if other_outer {
-                for (i, _) in &matched {
-                    let o = &mut other[*i];
-                    if o.assoc == 1 {
-                        let p = spec.padded(!left, &o.row);
-                        out.extend(std::iter::repeat_n((RowKind::Insert, p), o.count as usize));
+                for ((o, c), _) in &matched {
+                    if c.assoc == 1 {
+                        out.extend(std::iter::repeat_n((RowKind::Insert, spec.padded(!left, &o.0)), c.count as usize));
                     }
-                    o.assoc -= 1;
+                    assoc_changes.push(((*o).clone(), -1));
                 }
+            }
+        }
+        if let Some(c) = mine.get_mut(&row) {
+            c.count -= 1;
+            if c.count <= 0 {
+                mine.remove(&row);
             }
         }
     }
-    Ok((out, other_outer && !matched.is_empty()))
+    Ok((out, assoc_changes))
 }
 
 impl KeyedCoProcessFunction<GroupKey, JoinRow, JoinRow, ChangeBatch> for RegularJoin {
@@ -324,7 +321,7 @@ impl KeyedCoProcessFunction<GroupKey, JoinRow, JoinRow, ChangeBatch> for Regular
             Some(t) => StateConfig::new(name).ttl(t),
             None => StateConfig::new(name),
         };
-        self.state = Some((ctx.value_state(cfg("left"))?, ctx.value_state(cfg("right"))?));
+        self.state = Some((ctx.value_state(cfg("left-rows"))?, ctx.value_state(cfg("right-rows"))?));
         Ok(())
     }
     fn process1(&mut self, r: JoinRow, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>) {
@@ -806,12 +803,15 @@ mod tests {
 
     /// Feeds `(left?, kind, value)` rows of key 1 through `regular_step`: the changelog.
     fn run(spec: &JoinSpec, rows: &[(bool, RowKind, i64)]) -> Vec<String> {
-        let (mut l, mut r) = (Vec::new(), Vec::new());
+        let (mut l, mut r) = (SideRowsOfKey::default(), SideRowsOfKey::default());
         let mut log = Vec::new();
         for (left, kind, v) in rows {
-            let row = JoinRow { key: GroupKey(vec![Value::Int(1)]), kind: *kind, row: vec![Value::Int(1), Value::Int(*v)] };
+            let row = GroupKey(vec![Value::Int(1), Value::Int(*v)]);
             let (mine, other) = if *left { (&mut l, &mut r) } else { (&mut r, &mut l) };
-            let (out, _) = regular_step(spec, *left, &row, mine, other).unwrap();
+            let (out, assoc) = regular_step(spec, *left, *kind, row, mine, other).unwrap();
+            for (o, d) in assoc {
+                other.get_mut(&o).unwrap().assoc += d;
+            }
             for (k, vals) in out {
                 let s: Vec<String> = vals.iter().map(|v| match v {
                     Value::Int(i) => i.to_string(),

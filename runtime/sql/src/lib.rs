@@ -17,6 +17,7 @@ pub mod ops;
 mod over;
 mod plan;
 mod rank;
+mod rows;
 pub mod script;
 mod session;
 mod types;

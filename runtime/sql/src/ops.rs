@@ -229,10 +229,31 @@ impl PartialEq for Value {
 }
 impl Eq for Value {}
 impl std::hash::Hash for Value {
+    /// Consistent with `eq` (floats by their bits); no allocation.
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        let mut b = Vec::new();
-        self.write(&mut b);
-        b.hash(h)
+        match self {
+            Value::Null => h.write_u8(0),
+            Value::Bool(b) => h.write_u16(0x100 | *b as u16),
+            Value::Int(i) => {
+                h.write_u8(2);
+                h.write_i64(*i)
+            }
+            Value::Float(f) => {
+                h.write_u8(3);
+                h.write_u64(f.to_bits())
+            }
+            Value::Str(s) => {
+                h.write_u8(4);
+                h.write_usize(s.len());
+                h.write(s.as_bytes())
+            }
+            Value::Decimal(v, p, s) => {
+                h.write_u8(5);
+                h.write_i128(*v);
+                h.write_u8(*p);
+                h.write_i8(*s)
+            }
+        }
     }
 }
 
@@ -574,19 +595,7 @@ impl AggFunction {
     }
 }
 
-/// Rows of values (in `schema`'s column order) as a batch.
-pub fn rows_to_batch(schema: &SchemaRef, rows: &[(RowKind, Vec<Value>)]) -> Result<ChangeBatch, String> {
-    let mut cols = Vec::with_capacity(schema.fields().len());
-    for (i, f) in schema.fields().iter().enumerate() {
-        let scalars: Vec<ScalarValue> = rows.iter().map(|(_, r)| r.get(i).unwrap_or(&Value::Null).to_scalar(f.data_type())).collect::<Result<_, _>>()?;
-        let col = if scalars.is_empty() { arrow::array::new_empty_array(f.data_type()) } else { ScalarValue::iter_to_array(scalars).map_err(|e| e.to_string())? };
-        cols.push(col);
-    }
-    let b = RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())?;
-    let kinds: Vec<RowKind> = rows.iter().map(|(k, _)| *k).collect();
-    let kinds = if kinds.iter().all(|k| *k == RowKind::Insert) { None } else { Some(kinds) };
-    Ok(ChangeBatch { rows: ArrowBatch(b), kinds })
-}
+pub use crate::rows::rows_to_batch;
 
 impl KeyedProcessFunction<GroupKey, KeyedRow, ChangeBatch> for AggFunction {
     fn open(&mut self, ctx: &mut OpenContext<'_, GroupKey>) -> Result<(), JobError> {
@@ -597,44 +606,61 @@ impl KeyedProcessFunction<GroupKey, KeyedRow, ChangeBatch> for AggFunction {
     fn process(&mut self, r: KeyedRow, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>) {
         let Some(state) = self.state.clone() else { return };
         let sign = if r.kind.is_accumulate() { 1 } else { -1 };
-        if let Some(we) = self.spec.window_end {
+        let spec = &self.spec;
+        let fold = |st: &mut GroupState| {
+            st.rows += sign;
+            for ((k, a), v) in spec.aggs.iter().zip(st.accs.iter_mut()).zip(&r.args) {
+                k.update(a, v, sign);
+            }
+        };
+        if let Some(we) = spec.window_end {
             let Value::Int(end) = r.key.0[we] else { return };
             if end - 1 <= ctx.current_watermark() {
                 return; // late: its window has fired
             }
-            let mut st = state.value(ctx).unwrap_or_else(|| GroupState { rows: 0, accs: self.spec.new_accs() });
-            st.rows += sign;
-            for ((k, a), v) in self.spec.aggs.iter().zip(st.accs.iter_mut()).zip(&r.args) {
-                k.update(a, v, sign);
+            // the group's state is updated in place; the first row of a window's
+            // group registers the timer that emits it
+            match state.get_mut(ctx) {
+                Some(st) => fold(st),
+                None => {
+                    let mut st = GroupState { rows: 0, accs: spec.new_accs() };
+                    fold(&mut st);
+                    state.update(ctx, st);
+                    ctx.register_event_time_timer(end - 1);
+                }
             }
-            state.update(ctx, st);
-            ctx.register_event_time_timer(end - 1);
             return;
         }
-        let old = state.value(ctx);
-        let before = old.as_ref().filter(|s| s.rows > 0).map(|s| self.row(&r.key, s));
-        let mut st = old.unwrap_or_else(|| GroupState { rows: 0, accs: self.spec.new_accs() });
-        st.rows += sign;
-        for ((k, a), v) in self.spec.aggs.iter().zip(st.accs.iter_mut()).zip(&r.args) {
-            k.update(a, v, sign);
-        }
         let mut out = Vec::new();
-        if st.rows <= 0 {
-            if let Some(b) = before {
-                out.push((RowKind::Delete, b));
-            }
-            state.clear(ctx);
-        } else {
-            let after = self.row(&r.key, &st);
-            match before {
-                None => out.push((RowKind::Insert, after)),
-                Some(b) if b != after => {
-                    out.push((RowKind::UpdateBefore, b));
-                    out.push((RowKind::UpdateAfter, after));
+        match state.get_mut(ctx) {
+            Some(st) => {
+                let before = (st.rows > 0).then(|| self.row(&r.key, st));
+                fold(st);
+                if st.rows <= 0 {
+                    if let Some(b) = before {
+                        out.push((RowKind::Delete, b));
+                    }
+                    state.clear(ctx);
+                } else {
+                    let after = self.row(&r.key, st);
+                    match before {
+                        None => out.push((RowKind::Insert, after)),
+                        Some(b) if b != after => {
+                            out.push((RowKind::UpdateBefore, b));
+                            out.push((RowKind::UpdateAfter, after));
+                        }
+                        Some(_) => {}
+                    }
                 }
-                Some(_) => {}
             }
-            state.update(ctx, st);
+            None => {
+                let mut st = GroupState { rows: 0, accs: spec.new_accs() };
+                fold(&mut st);
+                if st.rows > 0 {
+                    out.push((RowKind::Insert, self.row(&r.key, &st)));
+                    state.update(ctx, st);
+                }
+            }
         }
         if !out.is_empty() {
             let b = self.batch(out);
@@ -674,10 +700,12 @@ impl KeyRows {
         let eval = |e: &Arc<dyn PhysicalExpr>| e.evaluate(&b.rows.0).and_then(|v| v.into_array(n)).map_err(|e| e.to_string());
         let keys: Vec<ArrayRef> = self.keys.iter().map(eval).collect::<Result<_, _>>()?;
         let args: Vec<Option<ArrayRef>> = self.args.iter().map(|a| a.as_ref().map(eval).transpose()).collect::<Result<_, _>>()?;
+        let keys = crate::rows::readers(&keys);
+        let args: Vec<Option<crate::rows::ColumnReader<'_>>> = args.iter().map(|a| a.as_ref().map(crate::rows::ColumnReader::new)).collect();
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
-            let key = GroupKey(keys.iter().map(|k| Value::from_array(k, i)).collect::<Result<_, _>>()?);
-            let args = args.iter().map(|a| a.as_ref().map_or(Ok(Value::Int(1)), |a| Value::from_array(a, i))).collect::<Result<_, _>>()?;
+            let key = GroupKey(crate::rows::read_row(&keys, i)?);
+            let args = args.iter().map(|a| a.as_ref().map_or(Ok(Value::Int(1)), |a| a.value(i))).collect::<Result<_, _>>()?;
             out.push(KeyedRow { key, kind: b.kind(i), args });
         }
         Ok(out)
