@@ -234,7 +234,8 @@ impl RegularJoin {
             return;
         }
         // this side's rows are moved out of the state (not copied) while the other
-        // side's are read in place; both are written back only if they changed
+        // side's are read in place; the other side is written back only if its
+        // association counts changed
         let mut mine = mine_st.get_mut(ctx).map(std::mem::take).unwrap_or_default();
         let empty = SideRowsOfKey::default();
         let other = other_st.get(ctx).unwrap_or(&empty);
@@ -245,13 +246,15 @@ impl RegularJoin {
             mine_st.update(ctx, mine);
         }
         if !assoc.is_empty()
-            && let Some(other) = other_st.get_mut(ctx)
+            && let Some(mut other) = other_st.get_mut(ctx).map(std::mem::take)
         {
             for (o, d) in assoc {
                 if let Some(c) = other.get_mut(&o) {
                     c.assoc += d;
                 }
             }
+            // written back with `update`, which (like every write) refreshes the state TTL
+            other_st.update(ctx, other);
         }
         spec.emit(out, ctx, None);
     }
