@@ -365,7 +365,7 @@ mod tests {
     use super::*;
 
     fn opts(kv: &[(&str, &str)]) -> TableOptions {
-        TableOptions { table: "datagen".into(), connector: "nexmark".into(), map: kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(), primary_key: Vec::new() }
+        TableOptions { table: "datagen".into(), connector: "nexmark".into(), map: kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(), primary_key: Vec::new(), partition_keys: Vec::new() }
     }
 
     fn bid_schema() -> SchemaRef {

@@ -22,6 +22,9 @@ pub struct TableOptions {
     /// `PRIMARY KEY (...) NOT ENFORCED` of the table (empty: none): the columns an
     /// upserting sink writes by.
     pub primary_key: Vec<String>,
+    /// `PARTITIONED BY (...)` of the table (empty: not partitioned): the columns a
+    /// file sink writes into partition directories.
+    pub partition_keys: Vec<String>,
 }
 
 /// Whether an option holds a secret (its value is never printed).
@@ -34,7 +37,7 @@ impl std::fmt::Debug for TableOptions {
     /// Secret options (passwords, secrets, tokens) show as `***`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let map: BTreeMap<&str, &str> = self.map.iter().map(|(k, v)| (k.as_str(), if is_secret_option(k) { "***" } else { v.as_str() })).collect();
-        f.debug_struct("TableOptions").field("table", &self.table).field("connector", &self.connector).field("map", &map).field("primary_key", &self.primary_key).finish()
+        f.debug_struct("TableOptions").field("table", &self.table).field("connector", &self.connector).field("map", &map).field("primary_key", &self.primary_key).field("partition_keys", &self.partition_keys).finish()
     }
 }
 
@@ -70,6 +73,25 @@ pub trait BatchSource: Send {
     fn redistribution(&self) -> weir::checkpoint::restore::Redistribution {
         weir::checkpoint::restore::Redistribution::Split
     }
+}
+
+/// A table read by key, for lookup joins (`JOIN t FOR SYSTEM_TIME AS OF p.proctime`):
+/// shared by the subtasks of the join (it caches and reloads as its options say).
+pub trait LookupSource: Send + Sync {
+    /// The rows whose key columns equal each probe key: `keys` are the probe key
+    /// columns (one array per key column, of that column's type, all of one length);
+    /// a key with a null never matches. The result lists, for each row found (in the
+    /// table's physical schema), its probe row, ascending.
+    fn lookup(&self, keys: &[arrow::array::ArrayRef]) -> Result<LookupRows, ConnectorError>;
+}
+
+/// The result of [`LookupSource::lookup`].
+#[derive(Clone, Debug)]
+pub struct LookupRows {
+    /// for each row found, the probe row it matches (ascending)
+    pub probe_rows: Vec<u32>,
+    /// the rows found, in the table's physical schema
+    pub rows: RecordBatch,
 }
 
 /// Makes the source of each subtask.
@@ -112,6 +134,15 @@ pub trait Connector: Send + Sync {
     /// Adds the sink; `sink_mode` said it can be one.
     fn add_sink(&self, _opts: &TableOptions, _args: SinkArgs<'_>) -> Result<(), String> {
         Err(format!("connector '{}' cannot be written (it is a source only)", self.name()))
+    }
+    /// A lookup source over the table's physical columns `schema`, keyed by the
+    /// columns `key_columns` (indices into `schema`), for lookup joins.
+    fn lookup(&self, _opts: &TableOptions, _schema: SchemaRef, _key_columns: &[usize]) -> Result<Arc<dyn LookupSource>, String> {
+        Err(format!("connector '{}' cannot be used for lookup joins (FOR SYSTEM_TIME AS OF)", self.name()))
+    }
+    /// Whether it writes `PARTITIONED BY` tables (into partitions).
+    fn supports_partitions(&self) -> bool {
+        false
     }
     /// Checks the options (beyond known names) when the table is created.
     fn validate(&self, _opts: &TableOptions, _schema: &SchemaRef) -> Result<(), String> {
@@ -167,6 +198,9 @@ impl ConnectorRegistry {
             if !c.options().contains(&k.as_str()) {
                 return Err(format!("connector '{}' has no option '{k}' (its options: {})", c.name(), c.options().join(", ")));
             }
+        }
+        if !opts.partition_keys.is_empty() && !c.supports_partitions() {
+            return Err(format!("connector '{}' does not support PARTITIONED BY", c.name()));
         }
         c.validate(opts, schema)?;
         Ok(c)

@@ -44,7 +44,7 @@ fn opts(url: &str, table: &str, pk: &[&str], extra: &[(&str, &str)]) -> TableOpt
     for (k, v) in extra {
         map.insert(k.to_string(), v.to_string());
     }
-    TableOptions { table: format!("sql_{table}"), connector: "postgres".into(), map, primary_key: pk.iter().map(|s| s.to_string()).collect() }
+    TableOptions { table: format!("sql_{table}"), connector: "postgres".into(), map, primary_key: pk.iter().map(|s| s.to_string()).collect(), partition_keys: Vec::new() }
 }
 
 fn kv_schema() -> SchemaRef {
@@ -319,5 +319,33 @@ fn column_types_round_trip() {
     let bad = Arc::new(Schema::new(vec![Field::new("blob", DataType::Binary, true)]));
     let e = shape(&cfg, &bad).unwrap_err();
     assert!(e.contains("column 'blob'"), "{e}");
+    c.batch_execute(&format!("DROP TABLE {t}")).unwrap();
+}
+
+/// A lookup source finds each key's rows with one statement per key; with
+/// `lookup.cache.max-rows` a key read once is served from the cache (a change in
+/// the table is not seen until its TTL passes), without it every lookup reads.
+#[test]
+fn lookups_read_each_key_and_cache_them() {
+    use arrow::array::{Array, ArrayRef, AsArray};
+    let Some(url) = server("lookups_read_each_key_and_cache_them") else { return };
+    let mut c = client(&url);
+    let t = format!("conn_lookup_{}", std::process::id());
+    c.batch_execute(&format!("DROP TABLE IF EXISTS {t}; CREATE TABLE {t} (id bigint, v text); INSERT INTO {t} VALUES (1, 'one'), (2, 'two'), (2, 'deux')")).unwrap();
+    let keys: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(vec![Some(2), None, Some(3), Some(1)]))];
+    let values = |r: &weir_connectors::LookupRows| -> Vec<(u32, String)> {
+        let mut v: Vec<(u32, String)> = r.probe_rows.iter().zip(r.rows.column(1).as_string::<i32>().iter()).map(|(p, s)| (*p, s.unwrap_or("NULL").to_string())).collect();
+        v.sort();
+        v
+    };
+    let cached = Postgres::new().lookup(&opts(&url, &t, &[], &[("lookup.cache.max-rows", "100"), ("lookup.cache.ttl", "1 h")]), kv_schema(), &[0]).unwrap();
+    let uncached = Postgres::new().lookup(&opts(&url, &t, &[], &[]), kv_schema(), &[0]).unwrap();
+    let want = vec![(0, "deux".to_string()), (0, "two".to_string()), (3, "one".to_string())];
+    assert_eq!(values(&cached.lookup(&keys).unwrap()), want);
+    assert_eq!(values(&uncached.lookup(&keys).unwrap()), want);
+    c.batch_execute(&format!("UPDATE {t} SET v = 'uno' WHERE id = 1; INSERT INTO {t} VALUES (3, 'three')")).unwrap();
+    assert_eq!(values(&cached.lookup(&keys).unwrap()), want, "served from the cache, the missing key 3 too");
+    assert_eq!(values(&uncached.lookup(&keys).unwrap()), vec![(0, "deux".to_string()), (0, "two".to_string()), (2, "three".to_string()), (3, "uno".to_string())]);
+    assert!(cached.lookup(&keys).unwrap().rows.column(0).null_count() == 0);
     c.batch_execute(&format!("DROP TABLE {t}")).unwrap();
 }

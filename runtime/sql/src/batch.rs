@@ -100,6 +100,14 @@ fn add_input(c: &Compiler<'_>, name: &str, out: &mut HashMap<String, Input>) -> 
             out.insert(name.to_string(), Input::Lateral(l.clone()));
             add_input(c, &l.base.clone(), out)?;
         }
+        // a lookup join's table: all its rows, joined by DataFusion
+        Some(Entry::Lookup(l)) => {
+            let t = &l.dim;
+            if !t.connector.bounded(&t.opts) {
+                return Err(format!("batch mode needs bounded sources: the lookup table '{}' is unbounded (connector '{}')", t.name, t.opts.connector));
+            }
+            out.insert(name.to_string(), Input::Table(t.clone()));
+        }
         None => return Err(format!("unknown table '{name}'")),
     }
     Ok(())

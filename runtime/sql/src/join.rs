@@ -455,6 +455,9 @@ impl KeyedCoProcessFunction<GroupKey, JoinRow, JoinRow, ChangeBatch> for Interva
 
 // ---------------------------------------------------------------- window join
 
+/// How many candidate pairs a window join evaluates its condition over at once.
+const PAIR_CHUNK: usize = 4096;
+
 /// Flink's window join: both sides' rows of one window and key, joined when the
 /// watermark passes the window's end.
 #[derive(Clone)]
@@ -473,10 +476,14 @@ impl WindowJoin {
             return; // late: the window has been joined
         }
         let st = if left { ls } else { rs };
-        let mut rows = st.value(ctx).unwrap_or_default();
-        rows.push(r.row);
-        st.update(ctx, rows);
-        ctx.register_event_time_timer(end - 1);
+        // appended in place: a window's rows are never copied per row
+        match st.get_mut(ctx) {
+            Some(rows) => rows.push(r.row),
+            None => {
+                st.update(ctx, vec![r.row]);
+                ctx.register_event_time_timer(end - 1);
+            }
+        }
     }
 }
 
@@ -503,14 +510,38 @@ impl KeyedCoProcessFunction<GroupKey, JoinRow, JoinRow, ChangeBatch> for WindowJ
         rs.clear(ctx);
         let mut out = Vec::new();
         let mut rmatched = vec![false; rrows.len()];
-        for l in &lrows {
-            let m = spec.matches(true, l, rrows.iter().map(Vec::as_slice)).unwrap_or_else(|e| fail(&spec.name, e));
-            if m.is_empty() && spec.left_outer {
-                out.push((RowKind::Insert, spec.padded(true, l)));
-            }
-            for (i, p) in m {
-                rmatched[i] = true;
-                out.push((RowKind::Insert, p));
+        // the condition is evaluated over chunks of whole left rows' candidate pairs
+        // (not one batch per left row); output keeps the left rows' order
+        let mut pairs: Vec<(usize, usize)> = Vec::new();
+        let mut first = 0;
+        for l in 0..lrows.len() {
+            pairs.extend((0..rrows.len()).map(|r| (l, r)));
+            if pairs.len() >= PAIR_CHUNK || l + 1 == lrows.len() {
+                let joined: Vec<Vec<Value>> = pairs.iter().map(|&(l, r)| spec.pair(true, &lrows[l], &rrows[r])).collect();
+                let ok = spec.matching(&joined).unwrap_or_else(|e| fail(&spec.name, e));
+                let mut lmatched = vec![false; l + 1 - first];
+                let mut at = 0;
+                for ((&(pl, pr), row), ok) in pairs.iter().zip(joined).zip(ok) {
+                    // the padded rows of unmatched left rows before this one
+                    while at < pl - first {
+                        if !lmatched[at] && spec.left_outer {
+                            out.push((RowKind::Insert, spec.padded(true, &lrows[first + at])));
+                        }
+                        at += 1;
+                    }
+                    if ok {
+                        lmatched[pl - first] = true;
+                        rmatched[pr] = true;
+                        out.push((RowKind::Insert, row));
+                    }
+                }
+                for (i, m) in lmatched.iter().enumerate().skip(at) {
+                    if !m && spec.left_outer {
+                        out.push((RowKind::Insert, spec.padded(true, &lrows[first + i])));
+                    }
+                }
+                pairs.clear();
+                first = l + 1;
             }
         }
         if spec.right_outer {
@@ -536,7 +567,7 @@ fn interval_ms(e: &Expr) -> Option<i64> {
 }
 
 /// `col`, `col + interval` or `col - interval`: the column and the offset in ms.
-fn time_term(e: &Expr) -> Option<(&datafusion::common::Column, i64)> {
+pub(super) fn time_term(e: &Expr) -> Option<(&datafusion::common::Column, i64)> {
     match unalias(e) {
         Expr::Column(c) => Some((c, 0)),
         Expr::BinaryExpr(BinaryExpr { left, op: op @ (Operator::Plus | Operator::Minus), right }) => {
@@ -603,6 +634,12 @@ enum Kind {
 
 impl Lower<'_, '_> {
     pub(super) fn join(&mut self, j: &Join) -> Result<Lowered, String> {
+        if let Some(e) = self.c.lookup_of(&j.right) {
+            return self.lookup_join(j, e);
+        }
+        if let Some(e) = self.c.lookup_of(&j.left) {
+            return Err(format!("the lookup table '{}' (FOR SYSTEM_TIME AS OF) must be the right side of its JOIN", e.call.table));
+        }
         if !matches!(j.join_type, JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full) {
             return Err(format!("{} joins (from IN / EXISTS subqueries) are not supported yet", j.join_type));
         }
@@ -778,7 +815,7 @@ impl Lower<'_, '_> {
                 if i < n { self.entry_rowtime(&call.table, i) } else { i == n + 2 }
             }
             Some(Entry::Lateral(l)) => i < l.op.input_width() && self.entry_rowtime(&l.base, i),
-            None => false,
+            Some(Entry::Lookup(_)) | None => false,
         }
     }
 }

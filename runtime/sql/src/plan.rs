@@ -39,6 +39,9 @@ mod proc_window;
 // LATERAL TABLE calls of table functions (a child: it registers placeholders)
 #[path = "lateral.rs"]
 mod lateral;
+// lookup joins, FOR SYSTEM_TIME AS OF (a child: it registers placeholders and lowers joins)
+#[path = "lookup.rs"]
+mod lookup;
 
 /// What `compile` needs besides the script.
 #[derive(Clone, Default)]
@@ -95,6 +98,8 @@ enum Entry {
     View(LogicalPlan),
     Window(WindowCall),
     Lateral(Arc<lateral::LateralCall>),
+    /// a lookup join's table (`t FOR SYSTEM_TIME AS OF x`)
+    Lookup(Arc<lookup::LookupEntry>),
 }
 
 struct TableDef {
@@ -107,7 +112,7 @@ struct TableDef {
     /// declared columns
     schema: SchemaRef,
     /// (rowtime column, watermark expression over the declared columns)
-    watermark: Option<(usize, Arc<dyn PhysicalExpr>)>,
+    watermark: Option<(usize, Watermark)>,
     /// the processing-time attribute (a computed column `AS PROCTIME()`)
     proctime: Option<usize>,
 }
@@ -342,6 +347,7 @@ impl<'a> Compiler<'a> {
 
     fn plan_statement(&self, stmt: Statement) -> Result<LogicalPlan, String> {
         let plan = self.plan_unoptimized(stmt)?;
+        self.check_lookups(&plan)?;
         self.ctx.state().optimize(&plan).map_err(df_err)
     }
 
@@ -355,6 +361,7 @@ impl<'a> Compiler<'a> {
     fn plan_view(&self, stmt: Statement) -> Result<LogicalPlan, String> {
         let state = self.ctx.state();
         let plan = futures::executor::block_on(state.statement_to_plan(DFStatement::Statement(Box::new(stmt)))).map_err(df_err)?;
+        self.check_lookups(&plan)?;
         state.optimize(&field_access_names(plan)?).map_err(df_err)
     }
 
@@ -396,9 +403,10 @@ impl<'a> Compiler<'a> {
             }
         }
         let Some(connector) = connector else { return Err(self.err(p.start, format!("table '{name}' needs WITH ('connector' = ...)"))) };
-        let opts = TableOptions { table: name.clone(), connector, map, primary_key: extras.primary_key.clone() };
+        let opts = TableOptions { table: name.clone(), connector, map, primary_key: extras.primary_key.clone(), partition_keys: extras.partition_keys.clone() };
         let conn = self.registry.check(&opts, &physical).map_err(|m| {
-            let pos = extras.options.iter().find(|(k, _, _)| m.contains(&format!("'{k}'"))).map(|o| o.2).unwrap_or(script::pos_of(self.script, p.start));
+            let at_partitions = extras.partitioned_at.filter(|_| m.contains("PARTITIONED BY"));
+            let pos = at_partitions.or_else(|| extras.options.iter().find(|(k, _, _)| m.contains(&format!("'{k}'"))).map(|o| o.2)).unwrap_or(script::pos_of(self.script, p.start));
             SqlError { pos, statement: None, message: format!("table '{name}': {m}") }
         })?;
         // declared columns: physical ones with computed ones in place
@@ -437,11 +445,15 @@ impl<'a> Compiler<'a> {
                     return Err(werr(format!("the watermark expression must be a timestamp, not {}", wplan.schema().field(0).data_type())));
                 }
                 let full = DFSchema::try_from_qualified_schema(name.as_str(), &schema).map_err(|e| werr(df_err(e)))?;
-                let e = match &wplan {
-                    LogicalPlan::Projection(pr) => phys_exprs(&pr.expr, &full).map_err(werr)?.remove(0),
-                    _ => Arc::new(datafusion::physical_expr::expressions::Column::new(col, idx)) as Arc<dyn PhysicalExpr>,
+                let w = match &wplan {
+                    LogicalPlan::Projection(pr) => match pr.expr.first().and_then(join::time_term) {
+                        // the common `ts - INTERVAL ...`: max(ts) - delay, no per-row evaluation
+                        Some((c, offset)) if c.name == *col => Watermark::Offset(offset),
+                        _ => Watermark::Expr(phys_exprs(&pr.expr, &full).map_err(werr)?.remove(0)),
+                    },
+                    _ => Watermark::Offset(0),
                 };
-                Some((idx, e))
+                Some((idx, w))
             }
         };
         for k in &extras.primary_key {
@@ -462,6 +474,7 @@ impl<'a> Compiler<'a> {
             return Err(self.err(at, m));
         }
         crate::functions::rewrite_timestampdiff(self.script, &mut text)?;
+        self.register_lookups(&mut text)?;
         let calls = script::rewrite_window_tvfs(self.script, &mut text, &mut self.next_window)?;
         for call in calls {
             self.register_window(call)?;
@@ -528,6 +541,7 @@ impl<'a> Compiler<'a> {
             Entry::View(plan) => Some(nullable(plan.schema().as_arrow())),
             Entry::Window(_) => None,
             Entry::Lateral(l) => Some(l.op.schema.clone()),
+            Entry::Lookup(l) => Some(l.dim.schema.clone()),
         }
     }
 
@@ -921,12 +935,15 @@ impl Lower<'_, '_> {
             W(WindowCall),
             L(Arc<lateral::LateralCall>),
         }
+        if let Some(Entry::Lookup(l)) = self.c.catalog.get(name) {
+            return Err(format!("the lookup table '{}' (FOR SYSTEM_TIME AS OF) can only be the right side of a JOIN", l.call.table));
+        }
         let what = match self.c.catalog.get(name) {
             Some(Entry::Table(t)) => What::T(t.clone()),
             Some(Entry::View(v)) => What::V(v.clone()),
             Some(Entry::Window(w)) => What::W(w.clone()),
             Some(Entry::Lateral(l)) => What::L(l.clone()),
-            None => return Err(format!("unknown table '{name}'")),
+            Some(Entry::Lookup(_)) | None => return Err(format!("unknown table '{name}'")),
         };
         match what {
             What::T(t) => self.source(&t),
@@ -1136,13 +1153,23 @@ impl Lower<'_, '_> {
     }
 }
 
+/// A table's WATERMARK expression.
+#[derive(Clone, Debug)]
+enum Watermark {
+    /// `rowtime + offset` (ms; `rowtime - INTERVAL '5' SECOND` is -5000): computed
+    /// from the batch's greatest rowtime
+    Offset(i64),
+    /// any other expression, evaluated over every row
+    Expr(Arc<dyn PhysicalExpr>),
+}
+
 /// The engine source of a SQL table: reads batches, evaluates computed columns,
 /// stamps each batch with its greatest rowtime and emits the watermark the
 /// table's WATERMARK expression gives (the greatest over the rows seen so far).
 struct SqlSource {
     inner: Box<dyn BatchSource>,
     computed: Calc,
-    watermark: Option<(usize, Arc<dyn PhysicalExpr>)>,
+    watermark: Option<(usize, Watermark)>,
     emitted: i64,
     name: String,
 }
@@ -1167,8 +1194,14 @@ impl Source<ChangeBatch> for SqlSource {
         let mut ts = weir::record::NO_TIMESTAMP;
         if let Some((rt, wm)) = &self.watermark {
             ts = max_millis(b.rows.0.column(*rt)).map_err(ConnectorError::Other)?.unwrap_or(ts);
-            let w = wm.evaluate(&b.rows.0).and_then(|v| v.into_array(b.num_rows())).map_err(|e| ConnectorError::Other(format!("watermark: {e}")))?;
-            if let Some(w) = max_millis(&w).map_err(ConnectorError::Other)? {
+            let w = match wm {
+                Watermark::Offset(offset) => (ts != weir::record::NO_TIMESTAMP).then(|| ts.saturating_add(*offset)),
+                Watermark::Expr(wm) => {
+                    let w = wm.evaluate(&b.rows.0).and_then(|v| v.into_array(b.num_rows())).map_err(|e| ConnectorError::Other(format!("watermark: {e}")))?;
+                    max_millis(&w).map_err(ConnectorError::Other)?
+                }
+            };
+            if let Some(w) = w {
                 self.emitted = self.emitted.max(w);
             }
         }

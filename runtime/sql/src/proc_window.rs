@@ -21,6 +21,13 @@ use crate::script::WindowKind;
 use crate::session::Session;
 
 impl Lower<'_, '_> {
+    /// Whether column `i` of the catalog entry `name` is a processing-time attribute.
+    pub(super) fn entry_proctime(&self, name: &str, i: usize) -> bool {
+        self.c.entry_proctime(name, i)
+    }
+}
+
+impl Compiler<'_> {
     /// Whether column `i` of `plan` is a processing-time attribute, traced through
     /// projections, filters and aliases to a `PROCTIME()` or a table's.
     pub(super) fn is_proctime(&self, plan: &LogicalPlan, i: usize) -> bool {
@@ -42,15 +49,15 @@ impl Lower<'_, '_> {
 
     /// Whether column `i` of the catalog entry `name` is a processing-time attribute.
     pub(super) fn entry_proctime(&self, name: &str, i: usize) -> bool {
-        match self.c.catalog.get(name) {
+        match self.catalog.get(name) {
             Some(Entry::Table(t)) => t.proctime == Some(i),
             Some(Entry::View(v)) => self.is_proctime(v, i),
             Some(Entry::Window(call)) => {
-                let n = self.c.entry_schema(&call.table).map_or(0, |s| s.fields().len());
+                let n = self.entry_schema(&call.table).map_or(0, |s| s.fields().len());
                 i < n && self.entry_proctime(&call.table, i)
             }
             Some(Entry::Lateral(l)) => i < l.op.input_width() && self.entry_proctime(&l.base, i),
-            None => false,
+            Some(Entry::Lookup(_)) | None => false,
         }
     }
 }

@@ -233,6 +233,9 @@ pub struct TableExtras {
     /// `(rowtime column, expression text, position)`.
     pub watermark: Option<(String, String, Pos)>,
     pub primary_key: Vec<String>,
+    /// `PARTITIONED BY (...)` columns, and where the clause is.
+    pub partition_keys: Vec<String>,
+    pub partitioned_at: Option<Pos>,
     /// `WITH` options in order, with the position of each key.
     pub options: Vec<(String, String, Pos)>,
 }
@@ -338,7 +341,21 @@ pub fn strip_create_table(script: &str, text: &str, start: usize, end: usize) ->
     // the WITH options after the column list
     let tail = &text[close + 1..end];
     if let Some(pb) = find_word(tail, "PARTITIONED") {
-        return Err(SqlError::at(script, close + 1 + pb, "PARTITIONED BY is not supported yet"));
+        let pabs = close + 1 + pb;
+        let rest = &text[pabs..end];
+        let by = leading_words(rest, 2);
+        let (Some(po), Some(pc)) = (rest.find('(').map(|x| x + pabs), rest.find(')').map(|x| x + pabs)) else {
+            return Err(SqlError::at(script, pabs, "expected PARTITIONED BY (column, ...)"));
+        };
+        if by.get(1).map(String::as_str) != Some("BY") || !text[pabs + "PARTITIONED".len()..po].trim().eq_ignore_ascii_case("BY") {
+            return Err(SqlError::at(script, pabs, "expected PARTITIONED BY (column, ...)"));
+        }
+        extras.partition_keys = text[po + 1..pc].split(',').map(|c| c.trim().trim_matches('`').trim_matches('"').to_string()).collect();
+        if extras.partition_keys.iter().any(String::is_empty) {
+            return Err(SqlError::at(script, po, "expected PARTITIONED BY (column, ...)"));
+        }
+        extras.partitioned_at = Some(pos_of(script, pabs));
+        blank(&mut out, pabs, pc + 1);
     }
     if let Some(wpos) = find_word(tail, "WITH") {
         let wabs = close + 1 + wpos;
@@ -442,10 +459,73 @@ pub fn find_word(text: &str, word: &str) -> Option<usize> {
 /// does not say why, or a silently different result): where, and the error.
 pub fn unsupported_flink(text: &str) -> Option<(usize, &'static str)> {
     const WORDS: &[(&str, &str)] = &[
-        ("SYSTEM_TIME", "FOR SYSTEM_TIME AS OF (temporal and lookup joins) is not supported yet"),
         ("MATCH_RECOGNIZE", "MATCH_RECOGNIZE (pattern matching, CEP in SQL) is not supported yet"),
     ];
     WORDS.iter().filter_map(|(w, m)| find_word(text, w).map(|at| (at, *m))).min_by_key(|(at, _)| *at)
+}
+
+/// The table of a lookup join found in a query: `t FOR SYSTEM_TIME AS OF x.pt`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LookupCall {
+    pub table: String,
+    /// the `AS OF` expression (a column reference, as written)
+    pub time: String,
+    /// The placeholder table name that replaced `t FOR SYSTEM_TIME AS OF x.pt`.
+    pub placeholder: String,
+    pub pos: Pos,
+}
+
+fn is_ident_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// Replaces every `t FOR SYSTEM_TIME AS OF x.pt` in `text` by a placeholder table
+/// name (`AS t` added when no alias follows, so `t.col` still resolves), padded to
+/// the same length.
+pub fn rewrite_lookups(script: &str, text: &mut String, next_id: &mut usize) -> Result<Vec<LookupCall>, SqlError> {
+    const SYNTAX: &str = "expected <table> FOR SYSTEM_TIME AS OF <time attribute> (a column, e.g. o.proc_time)";
+    let mut calls = Vec::new();
+    while let Some(at) = find_word(text, "SYSTEM_TIME") {
+        let before = text[..at].trim_end();
+        let for_at = before.len().checked_sub(3).filter(|&i| before.get(i..).is_some_and(|w| w.eq_ignore_ascii_case("FOR")) && !before[..i].ends_with(is_ident_char));
+        let Some(for_at) = for_at else { return Err(SqlError::at(script, at, SYNTAX)) };
+        let tb = text[..for_at].trim_end();
+        let name_start = tb.rfind(|c: char| !(is_ident_char(c) || c == '.' || c == '`' || c == '"')).map_or(0, |i| i + tb[i..].chars().next().map_or(1, char::len_utf8));
+        let table_raw = tb[name_start..].to_string();
+        if table_raw.is_empty() {
+            return Err(SqlError::at(script, for_at, SYNTAX));
+        }
+        let after = at + "SYSTEM_TIME".len();
+        let words = leading_words(&text[after..], 2);
+        if words.first().map(String::as_str) != Some("AS") || words.get(1).map(String::as_str) != Some("OF") {
+            return Err(SqlError::at(script, after, SYNTAX));
+        }
+        let expr_at = after + after_words(&text[after..], 2);
+        let expr_at = expr_at + (text[expr_at..].len() - text[expr_at..].trim_start().len());
+        let expr_len = text[expr_at..].find(|c: char| !(is_ident_char(c) || c == '.' || c == '`' || c == '"')).unwrap_or(text.len() - expr_at);
+        if expr_len == 0 {
+            return Err(SqlError::at(script, expr_at, SYNTAX));
+        }
+        let end = expr_at + expr_len;
+        let time = text[expr_at..end].to_string();
+        // an alias after it?
+        const NOT_ALIAS: &[&str] = &["ON", "JOIN", "LEFT", "RIGHT", "INNER", "FULL", "CROSS", "WHERE", "GROUP", "ORDER", "UNION", "LIMIT", "HAVING", "WINDOW", "USING", "NATURAL"];
+        let next = text[end..].trim_start();
+        let has_alias = next.starts_with(|c: char| is_ident_char(c) || c == '`' || c == '"') && !NOT_ALIAS.iter().any(|w| leading_words(next, 1).first().is_some_and(|n| n == w));
+        let placeholder = format!("__lookup_{next_id}");
+        *next_id += 1;
+        let alias = table_raw.rsplit('.').next().unwrap_or(&table_raw).to_string();
+        let replacement = if has_alias { placeholder.clone() } else { format!("{placeholder} AS {alias}") };
+        let span = end - name_start;
+        if replacement.len() > span {
+            return Err(SqlError::at(script, name_start, "internal: no room for the lookup placeholder"));
+        }
+        let padded: String = text[name_start..end].bytes().enumerate().map(|(k, b)| if k < replacement.len() { replacement.as_bytes()[k] as char } else if b == b'\n' { '\n' } else { ' ' }).collect();
+        text.replace_range(name_start..end, &padded);
+        let table = table_raw.split('.').map(|p| p.trim_matches('`').trim_matches('"')).collect::<Vec<_>>().join(".");
+        calls.push(LookupCall { table, time, placeholder, pos: pos_of(script, name_start) });
+    }
+    Ok(calls)
 }
 
 /// A windowing table-valued function call found in a query.
@@ -608,9 +688,37 @@ mod tests {
 
     #[test]
     fn flink_only_syntax_is_named() {
-        let q = "SELECT DATE_FORMAT(t, 'yyyy') FROM x JOIN y FOR SYSTEM_TIME AS OF x.p";
-        assert_eq!(unsupported_flink(q), Some((48, "FOR SYSTEM_TIME AS OF (temporal and lookup joins) is not supported yet")));
-        assert_eq!(unsupported_flink("SELECT 'SYSTEM_TIME' AS system_time_x FROM t"), None);
+        let q = "SELECT a FROM x MATCH_RECOGNIZE (PARTITION BY k)";
+        assert_eq!(unsupported_flink(q), Some((16, "MATCH_RECOGNIZE (pattern matching, CEP in SQL) is not supported yet")));
+        assert_eq!(unsupported_flink("SELECT 'MATCH_RECOGNIZE' AS m FROM t"), None);
+    }
+
+    #[test]
+    fn lookup_tables_become_placeholders_keeping_or_adding_the_alias() {
+        let mut q = "SELECT * FROM o JOIN dim FOR SYSTEM_TIME AS OF o.pt AS d ON o.k = d.k".to_string();
+        let n = q.len();
+        let calls = rewrite_lookups(&q.clone(), &mut q, &mut 0).unwrap();
+        assert_eq!(q.len(), n);
+        assert_eq!(q.split_whitespace().collect::<Vec<_>>().join(" "), "SELECT * FROM o JOIN __lookup_0 AS d ON o.k = d.k");
+        assert_eq!((calls[0].table.as_str(), calls[0].time.as_str(), calls[0].pos.column), ("dim", "o.pt", 22));
+        let mut q = "SELECT * FROM o LEFT JOIN `dim` FOR SYSTEM_TIME AS OF o.pt\nON o.k = dim.k".to_string();
+        let calls = rewrite_lookups(&q.clone(), &mut q, &mut 3).unwrap();
+        assert_eq!(q.split_whitespace().collect::<Vec<_>>().join(" "), "SELECT * FROM o LEFT JOIN __lookup_3 AS `dim` ON o.k = dim.k");
+        assert_eq!(calls[0].table, "dim");
+        assert!(q.contains('\n'), "line breaks stay");
+        let mut q = "SELECT * FROM o JOIN dim FOR SYSTEM_TIME o.pt".to_string();
+        assert!(rewrite_lookups(&q.clone(), &mut q, &mut 0).unwrap_err().message.contains("FOR SYSTEM_TIME AS OF"));
+    }
+
+    #[test]
+    fn partitioned_by_is_cut_out() {
+        let s = "CREATE TABLE t (a INT, dt STRING, hm STRING) PARTITIONED BY (dt, `hm`) WITH ('connector' = 'x')";
+        let (out, ex) = strip_create_table(s, s, 0, s.len()).unwrap();
+        assert_eq!(out.split_whitespace().collect::<Vec<_>>().join(" "), "CREATE TABLE t (a INT, dt STRING, hm STRING)");
+        assert_eq!(ex.partition_keys, vec!["dt", "hm"]);
+        assert_eq!(ex.partitioned_at.map(|p| p.column), Some(46));
+        let s = "CREATE TABLE t (a INT) PARTITIONED (a) WITH ('connector' = 'x')";
+        assert!(strip_create_table(s, s, 0, s.len()).unwrap_err().message.contains("PARTITIONED BY (column"));
     }
 
     #[test]

@@ -7,10 +7,15 @@
 //! == file in.json            (written to the case's temp dir, $DIR in the SQL)
 //! {"a": 1}
 //! == rows out.json           (expected JSON lines of that file or directory, any order)
+//! == lines out/              (expected text lines of that file, any order; of a directory:
+//!                             `k=v/k2=v2: line` for the lines of its partition directories
+//!                             (just the line outside partitions) and `k=v/k2=v2/_SUCCESS`
+//!                             for each success file)
 //! == changelog name          (expected +I[...] rows of the 'collect' table 'name', any order)
 //! == result name             (the 'collect' table 'name' after applying its changelog in order,
 //!                             as +I[...] rows, any order; each -U/-D must retract an existing row)
 //! == error                   (the compile error contains each line)
+//! == run-error               (it compiles, and the run fails with an error containing each line)
 //! == streaming-only reason   (why batch mode legitimately differs: late rows, ...)
 //! ```
 //! Each case is compiled and run on the engine for real, at parallelism 1 and 4.
@@ -35,9 +40,11 @@ struct Case {
     sql: String,
     files: Vec<(String, String)>,
     rows: Vec<(String, Vec<String>)>,
+    lines: Vec<(String, Vec<String>)>,
     changelog: Vec<(String, Vec<String>)>,
     result: Vec<(String, Vec<String>)>,
     error: Option<Vec<String>>,
+    run_error: Option<Vec<String>>,
     streaming_only: Option<String>,
 }
 
@@ -52,6 +59,8 @@ fn parse(text: &str) -> Vec<Case> {
                 "sql" => c.sql = lines.join("\n"),
                 "file" => c.files.push((arg, lines.join("\n") + "\n")),
                 "rows" => c.rows.push((arg, lines)),
+                "lines" => c.lines.push((arg, lines)),
+                "run-error" => c.run_error = Some(lines),
                 "changelog" => c.changelog.push((arg, lines)),
                 "result" => c.result.push((arg, lines)),
                 "error" => c.error = Some(lines),
@@ -104,6 +113,45 @@ fn read_rows(p: &Path) -> Vec<String> {
     lines
 }
 
+/// The text lines of a file (or of its `<path>.<i>` files), or of the part files and
+/// success files of a directory (see the module's documentation), sorted.
+fn read_lines(p: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    if p.is_dir() {
+        fn partition(rel: &Path) -> String {
+            rel.components().map(|c| c.as_os_str().to_string_lossy().to_string()).filter(|c| c.contains('=')).collect::<Vec<_>>().join("/")
+        }
+        for (rel, text) in weir::connector::files::committed_files(p).unwrap() {
+            let part = partition(rel.parent().unwrap_or(Path::new("")));
+            lines.extend(text.lines().map(|l| if part.is_empty() { l.to_string() } else { format!("{part}: {l}") }));
+        }
+        fn successes(root: &Path, at: &Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(at).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() && !e.file_name().to_string_lossy().starts_with('.') {
+                    successes(root, &e.path(), out);
+                } else if e.file_name() == "_SUCCESS" {
+                    out.push(e.path().strip_prefix(root).unwrap().display().to_string());
+                }
+            }
+        }
+        successes(p, p, &mut lines);
+    } else {
+        let dir = p.parent().unwrap();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let n = e.file_name().to_string_lossy().to_string();
+            if n == name || n.strip_prefix(&format!("{name}.")).is_some_and(|s| s.chars().all(|c| c.is_ascii_digit())) {
+                lines.extend(std::fs::read_to_string(e.path()).unwrap().lines().map(str::to_string));
+            }
+        }
+    }
+    lines.retain(|l| !l.trim().is_empty());
+    lines.sort();
+    lines
+}
+
 /// JSON lines compared as values (key order and number formatting do not matter).
 fn norm_json(lines: &[String]) -> Vec<String> {
     let mut v: Vec<String> = lines.iter().map(|l| serde_json::from_str::<serde_json::Value>(l).map(|v| v.to_string()).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}"))).collect();
@@ -123,9 +171,11 @@ fn run_batch(c: &Case, parallelism: u32) -> Result<(), String> {
         sql: format!("SET 'execution.runtime-mode' = 'batch';\n{}", c.sql),
         files: c.files.clone(),
         rows: c.rows.clone(),
+        lines: c.lines.clone(),
         changelog: Vec::new(),
         result: c.result.iter().cloned().chain(c.changelog.iter().map(|(t, log)| (t.clone(), materialize(log).unwrap_or_else(|e| panic!("case '{}': changelog of {t}: {e}", c.name))))).collect(),
         error: None,
+        run_error: c.run_error.clone(),
         streaming_only: None,
     };
     run_mode(&batch, parallelism, true)
@@ -155,7 +205,28 @@ fn run_mode(c: &Case, parallelism: u32, batch: bool) -> Result<(), String> {
         return Ok(());
     }
     res.map_err(|e| format!("compile: {e}"))?;
-    env.execute().map_err(|e| format!("run: {e}"))?;
+    let run = env.execute();
+    if let Some(expected) = &c.run_error {
+        let e = match run {
+            Ok(()) => return Err("ran, but a run error was expected".into()),
+            Err(e) => e.to_string(),
+        };
+        for l in expected {
+            if !e.contains(l.trim()) {
+                return Err(format!("run error\n  {e}\ndoes not contain\n  {}", l.trim()));
+            }
+        }
+        return Ok(());
+    }
+    run.map_err(|e| format!("run: {e}"))?;
+    for (file, expected) in &c.lines {
+        let got = read_lines(&dir.path().join(file));
+        let mut want: Vec<String> = expected.iter().map(|l| l.trim().to_string()).collect();
+        want.sort();
+        if got != want {
+            return Err(format!("lines of {file}:\n got: {got:#?}\nwant: {want:#?}"));
+        }
+    }
     for (file, expected) in &c.rows {
         let got = norm_json(&read_rows(&dir.path().join(file)));
         let want = norm_json(expected);
@@ -202,7 +273,7 @@ fn sql_cases() {
             if filter.as_ref().is_some_and(|x| !c.name.contains(x.as_str())) {
                 continue;
             }
-            let has_rows = !(c.rows.is_empty() && c.changelog.is_empty() && c.result.is_empty());
+            let has_rows = !(c.rows.is_empty() && c.lines.is_empty() && c.changelog.is_empty() && c.result.is_empty() && c.run_error.is_none());
             let batch = has_rows && c.streaming_only.is_none();
             if has_rows && !batch {
                 streaming_only += 1;

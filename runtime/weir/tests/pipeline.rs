@@ -168,3 +168,49 @@ fn arrow_batches_are_keyed_by_key_group() {
         assert_eq!(got.iter().map(|r| r.value.1).sum::<i64>(), want_sum);
     }
 }
+
+/// A sink sees the watermark after the records before it: each watermark it is given
+/// is not behind the records written so far (minus the out-of-orderness), they only
+/// advance, and the input's end brings `MAX_WATERMARK`.
+#[test]
+fn sinks_see_the_watermarks_of_their_input() {
+    use std::sync::{Arc, Mutex};
+    use weir::connector::{ConnectorError, Sink};
+    use weir::record::Rec;
+
+    #[derive(Default)]
+    struct Seen {
+        max_ts: i64,
+        marks: Vec<(i64, i64)>, // (watermark, greatest ts written before it)
+    }
+    struct WmSink(Arc<Mutex<Seen>>);
+    impl Sink<String> for WmSink {
+        fn write(&mut self, batch: &[Rec<String>]) -> Result<(), ConnectorError> {
+            let mut s = self.0.lock().unwrap();
+            for r in batch {
+                s.max_ts = s.max_ts.max(r.ts);
+            }
+            Ok(())
+        }
+        fn on_watermark(&mut self, wm: i64) -> Result<(), ConnectorError> {
+            let mut s = self.0.lock().unwrap();
+            let m = s.max_ts;
+            s.marks.push((wm, m));
+            Ok(())
+        }
+    }
+    for p in [1, 3] {
+        let seen: Arc<Mutex<Seen>> = Arc::default();
+        let env = env(p);
+        let s2 = seen.clone();
+        env.source("words", |ctx| VecSource::new(words(3000), ctx.subtask), WatermarkStrategy::source_timestamps(Duration::ZERO).with_interval(Duration::ZERO))
+            .key_by(|w: &String| w.clone())
+            .process(|w: String, ctx: &mut KeyedContext<'_, String, String>| ctx.emit(w))
+            .sink("wm", move |_| WmSink(s2.clone()));
+        env.execute().unwrap();
+        let s = seen.lock().unwrap();
+        assert_eq!(s.marks.last().map(|m| m.0), Some(weir::time::MAX_WATERMARK), "parallelism {p}: the end");
+        assert!(s.marks.len() > 2, "parallelism {p}: watermarks during the run: {}", s.marks.len());
+        assert!(s.marks.windows(2).all(|w| w[0].0 <= w[1].0), "parallelism {p}: watermarks advance");
+    }
+}

@@ -287,7 +287,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn opts(kv: &[(&str, &str)]) -> TableOptions {
-        TableOptions { table: "t".into(), connector: "postgres".into(), map: kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(), primary_key: vec![] }
+        TableOptions { table: "t".into(), connector: "postgres".into(), map: kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(), primary_key: vec![], partition_keys: vec![] }
     }
 
     #[test]

@@ -33,6 +33,7 @@
 
 mod config;
 mod error;
+pub mod lookup;
 pub mod sink;
 pub mod source;
 pub mod types;
@@ -42,7 +43,7 @@ use arrow::datatypes::SchemaRef;
 pub use config::{PgConfig, Secret};
 pub use error::PgError;
 
-use crate::registry::{ChangelogMode, Connector, SinkArgs, SourceFactory, TableOptions};
+use crate::registry::{ChangelogMode, Connector, LookupSource, SinkArgs, SourceFactory, TableOptions};
 
 /// Every option of the connector.
 pub const OPTIONS: &[&str] = &[
@@ -61,6 +62,8 @@ pub const OPTIONS: &[&str] = &[
     "scan.partition.lower-bound",
     "scan.partition.upper-bound",
     "scan.fetch-size",
+    "lookup.cache.max-rows",
+    "lookup.cache.ttl",
 ];
 
 /// The connector, registered as `postgres` and (with a PostgreSQL URL only) as `jdbc`.
@@ -119,5 +122,8 @@ impl Connector for Postgres {
     }
     fn add_sink(&self, opts: &TableOptions, args: SinkArgs<'_>) -> Result<(), String> {
         sink::add(opts, args)
+    }
+    fn lookup(&self, opts: &TableOptions, schema: SchemaRef, key_columns: &[usize]) -> Result<std::sync::Arc<dyn LookupSource>, String> {
+        Ok(std::sync::Arc::new(lookup::PgLookup::new(opts, schema, key_columns)?))
     }
 }

@@ -126,6 +126,13 @@ pub trait Sink<T>: Send {
     fn flush(&mut self) -> Result<(), ConnectorError> {
         Ok(())
     }
+    /// The sink's input watermark advanced to `wm` (after the records before it were
+    /// written): for sinks whose output depends on event-time progress, e.g. one
+    /// committing a partition once the watermark passes its time. `i64::MAX` at the
+    /// end of the input.
+    fn on_watermark(&mut self, _wm: Timestamp) -> Result<(), ConnectorError> {
+        Ok(())
+    }
     /// Phase one, at a barrier (and at end of input with `checkpoint_id = u64::MAX`).
     fn pre_commit(&mut self, _checkpoint_id: u64) -> Result<Option<Vec<u8>>, ConnectorError> {
         self.flush()?;

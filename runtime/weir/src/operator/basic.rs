@@ -158,6 +158,8 @@ pub(crate) struct SinkOp<S> {
     pending: Vec<(u64, Vec<u8>)>,
     /// End of input was reached (what is left was pre-committed as `u64::MAX`).
     ended: bool,
+    /// the last watermark given to the sink
+    last_watermark: Timestamp,
 }
 
 impl<S> SinkOp<S> {
@@ -177,7 +179,7 @@ impl<S> SinkOp<S> {
             env.control.fail(format!("sink {} (subtask {}): {e}", env.info.operator, env.info.subtask));
             failed = true;
         }
-        SinkOp { sink, env, failed, pending: Vec::new(), ended: false }
+        SinkOp { sink, env, failed, pending: Vec::new(), ended: false, last_watermark: Timestamp::MIN }
     }
 
     fn check(&mut self, r: Result<(), crate::connector::ConnectorError>) {
@@ -222,6 +224,12 @@ impl<T: Data, S: Sink<T>> Downstream<T> for SinkOp<S> {
     }
     fn watermark(&mut self, wm: Timestamp) {
         self.env.metrics.watermark.store(wm, std::sync::atomic::Ordering::Relaxed);
+        // the sink sees the watermark only advance
+        if !self.failed && wm > self.last_watermark {
+            self.last_watermark = wm;
+            let r = self.sink.on_watermark(wm);
+            self.check(r);
+        }
     }
     fn idle(&mut self, _idle: bool) {}
     fn processing_time(&mut self, _now: Timestamp) {}

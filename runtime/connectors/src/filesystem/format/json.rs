@@ -1,59 +1,23 @@
-//! `filesystem`: JSON lines read from a file or directory, written by the
-//! exactly-once bucketing file sink or to one file.
+//! `'format' = 'json'`: JSON lines, read into the table's physical columns by name
+//! (Arrow's JSON decoder) and written one object per row.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use weir::connector::files::ExactlyOnceFileSink;
-use weir::connector::jsonl::JsonLinesSink;
 use weir::connector::{ConnectorError, SourceContext};
 
-use crate::registry::{BatchSource, ChangelogMode, Connector, SinkArgs, SourceFactory, TableOptions};
-use crate::rows::json_sink;
+use crate::registry::BatchSource;
 
-/// `filesystem`: `'path'`, `'format' = 'json'` (JSON lines). As a source it reads
-/// the file (or every file of the directory) once; as a sink it writes the
-/// exactly-once bucketing file sink when the path is a directory (ends with `/` or
-/// exists as one), else one JSON-lines file.
-pub struct Filesystem;
-
-impl Connector for Filesystem {
-    fn name(&self) -> &str {
-        "filesystem"
+/// The rows of `batch` as JSON lines (`\n` after each).
+pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    for r in crate::rows::json_rows(batch)? {
+        out.extend_from_slice(r.as_bytes());
+        out.push(b'\n');
     }
-    fn options(&self) -> &[&str] {
-        &["path", "format", "source.batch-rows"]
-    }
-    fn validate(&self, opts: &TableOptions, _schema: &SchemaRef) -> Result<(), String> {
-        opts.required("path")?;
-        match opts.required("format")? {
-            "json" => Ok(()),
-            other => Err(format!("connector 'filesystem': option 'format' = '{other}' is not supported (supported: json)")),
-        }
-    }
-    fn source(&self, opts: &TableOptions, schema: SchemaRef) -> Result<SourceFactory, String> {
-        let path = PathBuf::from(opts.required("path")?);
-        let batch_rows: usize = opts.parse("source.batch-rows")?.unwrap_or(1024);
-        Ok(Arc::new(move |_ctx: &SourceContext| Box::new(JsonFileSource::new(path.clone(), schema.clone(), batch_rows)) as Box<dyn BatchSource>))
-    }
-    fn bounded(&self, _opts: &TableOptions) -> bool {
-        true
-    }
-    fn sink_mode(&self, _opts: &TableOptions) -> Option<ChangelogMode> {
-        Some(ChangelogMode::AppendOnly)
-    }
-    fn add_sink(&self, opts: &TableOptions, args: SinkArgs<'_>) -> Result<(), String> {
-        let path = opts.required("path")?.to_string();
-        if path.ends_with('/') || std::path::Path::new(&path).is_dir() {
-            json_sink(args, move |_| ExactlyOnceFileSink::new(&path));
-        } else {
-            json_sink(args, move |_| JsonLinesSink::new(&path));
-        }
-        Ok(())
-    }
+    Ok(out)
 }
 
 /// Reads JSON lines into batches of the table's physical schema; the files of the
@@ -107,17 +71,7 @@ impl BatchSource for JsonFileSource {
             return Ok(());
         }
         self.owns = Some(true);
-        self.files = if self.path.is_dir() {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(&self.path)
-                .map_err(|e| ConnectorError::io(format!("cannot list {}", self.path.display()), e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
-                .collect();
-            v.sort();
-            v
-        } else {
-            vec![self.path.clone()]
-        };
+        self.files = super::super::list_files(&self.path)?;
         self.file = self.skip.0;
         Ok(())
     }

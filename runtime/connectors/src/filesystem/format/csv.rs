@@ -1,0 +1,299 @@
+//! `'format' = 'csv'`: RFC 4180 records (the `csv` crate) read by column position
+//! into the table's physical columns, and written with quotes where needed.
+//!
+//! Flink's options: `csv.field-delimiter` (default `,`), `csv.quote-character`
+//! (default `"`), `csv.disable-quote-character`, `csv.allow-comments` (lines
+//! starting with `#` are skipped), `csv.ignore-parse-errors` (a field that does not
+//! parse is null, a record with too few fields gets nulls, instead of failing the
+//! job), `csv.null-literal` (the text of a null, both ways; default: a null is
+//! written as an empty field). An empty field of a non-string column is null.
+//! Values are parsed by Arrow's casts: integers, floats, decimals, booleans,
+//! dates `yyyy-MM-dd`, timestamps `yyyy-MM-dd HH:mm:ss[.SSS]`; timestamps are
+//! written as `yyyy-MM-dd HH:mm:ss.SSS`.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
+use arrow::compute::{CastOptions, cast_with_options};
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use weir::connector::{ConnectorError, SourceContext};
+
+use crate::registry::BatchSource;
+
+/// The CSV options of a table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CsvOptions {
+    pub delimiter: u8,
+    pub quote: u8,
+    pub disable_quote: bool,
+    pub allow_comments: bool,
+    pub ignore_parse_errors: bool,
+    pub null_literal: Option<String>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions { delimiter: b',', quote: b'"', disable_quote: false, allow_comments: false, ignore_parse_errors: false, null_literal: None }
+    }
+}
+
+impl CsvOptions {
+    fn reader(&self) -> csv::ReaderBuilder {
+        let mut b = csv::ReaderBuilder::new();
+        b.has_headers(false).flexible(true).delimiter(self.delimiter).quote(self.quote).quoting(!self.disable_quote);
+        if self.allow_comments {
+            b.comment(Some(b'#'));
+        }
+        b
+    }
+}
+
+/// One record as read: its line in the file and its fields.
+pub type Record = (u64, csv::StringRecord);
+
+/// The records as a batch of `schema` (by column position); errors name `file`,
+/// the line and the column.
+pub fn decode(records: &[Record], schema: &SchemaRef, o: &CsvOptions, file: &str) -> Result<RecordBatch, ConnectorError> {
+    let n_cols = schema.fields().len();
+    let perr = |line: u64, message: String| ConnectorError::Parse { what: file.to_string(), line, message };
+    if !o.ignore_parse_errors
+        && let Some((line, r)) = records.iter().find(|(_, r)| r.len() != n_cols)
+    {
+        return Err(perr(*line, format!("{} fields, the table has {n_cols} columns ({})", r.len(), schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "))));
+    }
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(n_cols);
+    for (j, f) in schema.fields().iter().enumerate() {
+        let is_string = matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+        let texts: StringArray = records
+            .iter()
+            .map(|(_, r)| {
+                let v = r.get(j)?;
+                if o.null_literal.as_deref() == Some(v) {
+                    return None;
+                }
+                if is_string {
+                    Some(v)
+                } else {
+                    let t = v.trim();
+                    (!t.is_empty()).then_some(t)
+                }
+            })
+            .collect();
+        let opts = CastOptions { safe: true, ..Default::default() };
+        let col = cast_with_options(&texts, f.data_type(), &opts).map_err(|e| ConnectorError::Other(format!("{file}: column {} ('{}'): {e}", j + 1, f.name())))?;
+        if !o.ignore_parse_errors && col.null_count() != texts.null_count() {
+            if let Some(i) = (0..texts.len()).find(|&i| texts.is_valid(i) && col.is_null(i)) {
+                return Err(perr(records[i].0, format!("column {} ('{}'): cannot parse '{}' as {}", j + 1, f.name(), texts.value(i), f.data_type())));
+            }
+        }
+        if !f.is_nullable() && col.null_count() > 0 {
+            let i = (0..col.len()).find(|&i| col.is_null(i)).unwrap_or(0);
+            return Err(perr(records.get(i).map_or(0, |r| r.0), format!("column {} ('{}') is NOT NULL but the value is null", j + 1, f.name())));
+        }
+        columns.push(col);
+    }
+    RecordBatch::try_new_with_options(schema.clone(), columns, &arrow::array::RecordBatchOptions::new().with_row_count(Some(records.len()))).map_err(|e| ConnectorError::Other(format!("{file}: {e}")))
+}
+
+/// The rows of `batch` as CSV records (`\n` after each), quoted where needed.
+pub fn encode(batch: &RecordBatch, o: &CsvOptions) -> Result<Vec<u8>, String> {
+    let fmt = FormatOptions::default().with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.3f")).with_timestamp_tz_format(Some("%Y-%m-%d %H:%M:%S%.3f")).with_date_format(Some("%Y-%m-%d"));
+    let formatters: Vec<ArrayFormatter<'_>> = batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &fmt)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .delimiter(o.delimiter)
+        .quote(o.quote)
+        .quote_style(if o.disable_quote { csv::QuoteStyle::Never } else { csv::QuoteStyle::Necessary })
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::with_capacity(batch.num_rows() * 32));
+    let null = o.null_literal.clone().unwrap_or_default();
+    let mut fields: Vec<String> = Vec::with_capacity(formatters.len());
+    for i in 0..batch.num_rows() {
+        fields.clear();
+        for (c, f) in batch.columns().iter().zip(&formatters) {
+            fields.push(if c.is_null(i) { null.clone() } else { f.value(i).to_string() });
+        }
+        w.write_record(&fields).map_err(|e| format!("writing CSV: {e}"))?;
+    }
+    w.into_inner().map_err(|e| format!("writing CSV: {e}"))
+}
+
+/// Reads CSV files into batches of the table's physical schema; the files of the
+/// path are read by subtask 0 in name order; the position (file, records read) is
+/// checkpointed.
+pub struct CsvFileSource {
+    path: PathBuf,
+    schema: SchemaRef,
+    opts: CsvOptions,
+    batch_rows: usize,
+    files: Vec<PathBuf>,
+    file: usize,
+    /// records read of the current file
+    read: u64,
+    skip: (usize, u64),
+    reader: Option<csv::Reader<File>>,
+    owns: Option<bool>,
+}
+
+impl CsvFileSource {
+    pub fn new(path: PathBuf, schema: SchemaRef, opts: CsvOptions, batch_rows: usize) -> Self {
+        CsvFileSource { path, schema, opts, batch_rows: batch_rows.max(1), files: Vec::new(), file: 0, read: 0, skip: (0, 0), reader: None, owns: None }
+    }
+}
+
+impl BatchSource for CsvFileSource {
+    fn open(&mut self, ctx: &SourceContext) -> Result<(), ConnectorError> {
+        if !self.owns.unwrap_or(ctx.subtask == 0) {
+            return Ok(());
+        }
+        self.owns = Some(true);
+        self.files = super::super::list_files(&self.path)?;
+        self.file = self.skip.0;
+        Ok(())
+    }
+
+    fn next_batch(&mut self, max_rows: usize) -> Result<Option<RecordBatch>, ConnectorError> {
+        if self.owns != Some(true) {
+            return Ok(None);
+        }
+        let want = max_rows.min(self.batch_rows);
+        let mut records: Vec<Record> = Vec::new();
+        while records.len() < want && self.file < self.files.len() {
+            let p = &self.files[self.file];
+            if self.reader.is_none() {
+                let f = File::open(p).map_err(|e| ConnectorError::io(format!("cannot open {}", p.display()), e))?;
+                self.reader = Some(self.opts.reader().from_reader(f));
+                self.read = 0;
+            }
+            let r = self.reader.as_mut().expect("opened");
+            let mut rec = csv::StringRecord::new();
+            let line = r.position().line();
+            let more = r.read_record(&mut rec).map_err(|e| {
+                let line = e.position().map_or(line, |p| p.line());
+                ConnectorError::Parse { what: p.display().to_string(), line, message: e.to_string() }
+            })?;
+            if !more {
+                if !records.is_empty() {
+                    break; // decode this file's records first (errors name the file)
+                }
+                self.reader = None;
+                self.file += 1;
+                continue;
+            }
+            self.read += 1;
+            if self.file == self.skip.0 && self.read <= self.skip.1 {
+                continue;
+            }
+            // a blank line is no record
+            if rec.len() == 1 && rec.get(0).is_some_and(str::is_empty) && self.schema.fields().len() > 1 {
+                continue;
+            }
+            let line = rec.position().map_or(line, |p| p.line());
+            records.push((line, rec));
+        }
+        if records.is_empty() {
+            return Ok(None);
+        }
+        decode(&records, &self.schema, &self.opts, &self.files[self.file].display().to_string()).map(Some)
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>, ConnectorError> {
+        if self.owns != Some(true) {
+            return Ok(Vec::new());
+        }
+        let read = if self.file == self.skip.0 { self.read.max(self.skip.1) } else { self.read };
+        let mut b = (self.file as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(&read.to_le_bytes());
+        Ok(vec![b])
+    }
+
+    fn restore(&mut self, splits: Vec<Vec<u8>>) -> Result<(), ConnectorError> {
+        self.owns = Some(!splits.is_empty());
+        if let Some(s) = splits.first() {
+            let (Some(f), Some(r)) = (s.get(..8).and_then(|b| b.try_into().ok()), s.get(8..16).and_then(|b| b.try_into().ok())) else {
+                return Err(ConnectorError::Other("bad filesystem (csv) source position in the checkpoint".into()));
+            };
+            self.skip = (u64::from_le_bytes(f) as usize, u64::from_le_bytes(r));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{Field, Schema, TimeUnit};
+    use std::sync::Arc;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("price", DataType::Decimal128(10, 2), true),
+            Field::new("ok", DataType::Boolean, true),
+            Field::new("day", DataType::Date32, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+            Field::new("x", DataType::Float64, true),
+        ]))
+    }
+
+    fn records(text: &str, o: &CsvOptions) -> Vec<Record> {
+        let mut r = o.reader().from_reader(text.as_bytes());
+        let mut out = Vec::new();
+        let mut rec = csv::StringRecord::new();
+        while r.read_record(&mut rec).unwrap() {
+            out.push((rec.position().unwrap().line(), rec.clone()));
+        }
+        out
+    }
+
+    fn strings(b: &RecordBatch) -> Vec<String> {
+        let opts = FormatOptions::default().with_null("null");
+        (0..b.num_rows()).map(|i| b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap().value(i).to_string()).collect::<Vec<_>>().join("|")).collect()
+    }
+
+    #[test]
+    fn reads_every_type_by_position() {
+        let o = CsvOptions::default();
+        let text = "1,\"a, \"\"quoted\"\" name\",12.50,true,2024-01-02,2024-01-02 10:11:12.345,1.5\n2,,,,,2024-01-02 10:11:12,\n";
+        let b = decode(&records(text, &o), &schema(), &o, "f.csv").unwrap();
+        assert_eq!(strings(&b), vec!["1|a, \"quoted\" name|12.50|true|2024-01-02|2024-01-02T10:11:12.345|1.5", "2||null|null|null|2024-01-02T10:11:12|null"]);
+    }
+
+    #[test]
+    fn parse_errors_name_file_line_and_column() {
+        let o = CsvOptions::default();
+        let e = decode(&records("1,a,1,true,2024-01-01,2024-01-01 00:00:00,1\nx,b,1,true,2024-01-01,2024-01-01 00:00:00,1\n", &o), &schema(), &o, "in.csv").unwrap_err().to_string();
+        assert!(e.contains("in.csv, line 2: column 1 ('id'): cannot parse 'x' as Int64"), "{e}");
+        let e = decode(&records("1,a\n", &o), &schema(), &o, "in.csv").unwrap_err().to_string();
+        assert!(e.contains("in.csv, line 1: 2 fields, the table has 7 columns"), "{e}");
+        let ignore = CsvOptions { ignore_parse_errors: true, ..o };
+        let b = decode(&records("x,a\n", &ignore), &schema(), &ignore, "in.csv").unwrap();
+        assert_eq!(strings(&b), vec!["null|a|null|null|null|null|null"]);
+    }
+
+    #[test]
+    fn options_change_delimiter_quotes_comments_and_nulls() {
+        let o = CsvOptions { delimiter: b';', quote: b'\'', allow_comments: true, null_literal: Some("N/A".into()), ..Default::default() };
+        let s: SchemaRef = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, true), Field::new("b", DataType::Int32, true)]));
+        let b = decode(&records("# a comment\n'x;y';N/A\nN/A;3\n", &o), &s, &o, "f").unwrap();
+        assert_eq!(strings(&b), vec!["x;y|null", "null|3"]);
+        assert_eq!(String::from_utf8(encode(&b, &o).unwrap()).unwrap(), "'x;y';N/A\nN/A;3\n");
+        let no_quotes = CsvOptions { disable_quote: true, ..Default::default() };
+        let b = decode(&records("\"x\",1\n", &no_quotes), &s, &no_quotes, "f").unwrap();
+        assert_eq!(strings(&b), vec!["\"x\"|1"]);
+    }
+
+    #[test]
+    fn writes_quotes_only_where_needed_and_round_trips() {
+        let o = CsvOptions::default();
+        let text = "1,\"a,b\",1.00,false,2024-01-02,2024-01-02 10:11:12.345,2.5\n2,\"say \"\"hi\"\"\",,,,,\n3,\"two\nlines\",,,,,\n";
+        let b = decode(&records(text, &o), &schema(), &o, "f").unwrap();
+        let out = String::from_utf8(encode(&b, &o).unwrap()).unwrap();
+        assert_eq!(out, "1,\"a,b\",1.00,false,2024-01-02,2024-01-02 10:11:12.345,2.5\n2,\"say \"\"hi\"\"\",,,,,\n3,\"two\nlines\",,,,,\n");
+        let again = decode(&records(&out, &o), &schema(), &o, "f").unwrap();
+        assert_eq!(strings(&again), strings(&b));
+    }
+}

@@ -1,0 +1,196 @@
+//! `filesystem`: files of a format (`'format' = 'json'` JSON lines, `'csv'`) read
+//! from a file or directory, written by the exactly-once part-file sink (a
+//! directory; `PARTITIONED BY` tables into partition directories, committed by the
+//! partition commit trigger) or to one file, and read by key for lookup joins.
+//!
+//! One module per responsibility: [`options`] (the options, parsed and checked),
+//! [`format`] (readers and encoders of each format), [`partition`] (partition
+//! directories and times), [`sink`] (the sinks), [`lookup`] (lookup joins).
+
+pub mod format;
+pub mod lookup;
+pub mod options;
+pub mod partition;
+pub mod sink;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use weir::connector::files::ExactlyOnceFileSink;
+use weir::connector::jsonl::JsonLinesSink;
+use weir::connector::{ConnectorError, SourceContext};
+use weir::record::Collector;
+
+use crate::changelog::ChangeBatch;
+use crate::registry::{BatchSource, ChangelogMode, Connector, LookupSource, SinkArgs, SourceFactory, TableOptions};
+use crate::rows::json_sink;
+pub use format::csv::CsvFileSource;
+pub use format::json::JsonFileSource;
+use options::{Format, FsOptions};
+
+/// `filesystem`: `'path'` (a local path or `file://` URL), `'format'` (`json`, `csv`
+/// with Flink's `csv.*` options). As a source it reads the file (or every file of
+/// the directory) once; as a sink it writes the exactly-once part-file sink when the
+/// path is a directory (ends with `/`, exists as one, or the table is partitioned),
+/// else one file. See `docs/connectors.md`.
+pub struct Filesystem;
+
+/// The local path of the `path` option (`file://` stripped; other schemes refused).
+fn local_path(p: &str) -> Result<PathBuf, String> {
+    if let Some(rest) = p.strip_prefix("file://") {
+        return Ok(PathBuf::from(rest));
+    }
+    if let Some((scheme, _)) = p.split_once("://") {
+        return Err(format!("connector 'filesystem': option 'path' = '{p}': '{scheme}://' paths are not supported yet (a local path or file://)"));
+    }
+    Ok(PathBuf::from(p))
+}
+
+/// The files a source reads at `path`: the file, or the files of the directory in
+/// name order (hidden files and `_SUCCESS` markers left out).
+pub(crate) fn list_files(path: &Path) -> Result<Vec<PathBuf>, ConnectorError> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| ConnectorError::io(format!("cannot list {}", path.display()), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.') || n == sink::SUCCESS_FILE))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+fn factory(path: PathBuf, fs: &FsOptions, schema: SchemaRef) -> SourceFactory {
+    let (format, batch_rows) = (fs.format.clone(), fs.batch_rows);
+    Arc::new(move |_ctx: &SourceContext| match &format {
+        Format::Json => Box::new(JsonFileSource::new(path.clone(), schema.clone(), batch_rows)) as Box<dyn BatchSource>,
+        Format::Csv(o) => Box::new(CsvFileSource::new(path.clone(), schema.clone(), o.clone(), batch_rows)) as Box<dyn BatchSource>,
+    })
+}
+
+/// The rows of a batch by partition directory (the key of the shuffle before a
+/// partitioned sink): every partition is written, and committed, by one subtask.
+fn by_partition(p: &options::Partitioning, b: ChangeBatch, out: &mut Collector<'_, (String, ChangeBatch)>) {
+    let rows = &b.rows.0;
+    let values: Result<Vec<Vec<Option<String>>>, String> = p.columns.iter().map(|c| sink::partition_values(rows, *c)).collect();
+    let values = values.unwrap_or_else(|e| panic!("filesystem sink: partition values: {e}"));
+    let mut groups: std::collections::BTreeMap<String, Vec<u32>> = std::collections::BTreeMap::new();
+    for i in 0..rows.num_rows() {
+        let row: Vec<Option<String>> = values.iter().map(|v| v[i].clone()).collect();
+        groups.entry(partition::path(&p.names, &row)).or_default().push(i as u32);
+    }
+    if groups.len() == 1 {
+        if let Some((k, _)) = groups.into_iter().next() {
+            out.emit((k, b));
+        }
+        return;
+    }
+    for (k, idx) in groups {
+        let idx = arrow::array::UInt32Array::from(idx);
+        let part = arrow::compute::take_record_batch(rows, &idx).unwrap_or_else(|e| panic!("filesystem sink: {e}"));
+        let kinds = b.kinds.as_ref().map(|kinds| idx.values().iter().map(|i| kinds[*i as usize]).collect());
+        out.emit((k, ChangeBatch { rows: weir::arrow::ArrowBatch(part), kinds }));
+    }
+}
+
+impl Connector for Filesystem {
+    fn name(&self) -> &str {
+        "filesystem"
+    }
+    fn options(&self) -> &[&str] {
+        options::OPTIONS
+    }
+    fn validate(&self, opts: &TableOptions, schema: &SchemaRef) -> Result<(), String> {
+        let fs = FsOptions::parse(opts, schema)?;
+        local_path(&fs.path)?;
+        Ok(())
+    }
+    fn source(&self, opts: &TableOptions, schema: SchemaRef) -> Result<SourceFactory, String> {
+        let fs = FsOptions::parse(opts, &schema)?;
+        if fs.partitioning.is_some() {
+            return Err("reading a PARTITIONED BY filesystem table is not supported yet (it can be written)".into());
+        }
+        Ok(factory(local_path(&fs.path)?, &fs, schema))
+    }
+    fn bounded(&self, _opts: &TableOptions) -> bool {
+        true
+    }
+    fn supports_partitions(&self) -> bool {
+        true
+    }
+    fn sink_mode(&self, _opts: &TableOptions) -> Option<ChangelogMode> {
+        Some(ChangelogMode::AppendOnly)
+    }
+    fn add_sink(&self, opts: &TableOptions, args: SinkArgs<'_>) -> Result<(), String> {
+        let fs = FsOptions::parse(opts, &args.schema)?;
+        let path = local_path(&fs.path)?;
+        let is_dir = fs.path.ends_with('/') || path.is_dir() || fs.partitioning.is_some();
+        let (format, partitioning) = (fs.format.clone(), fs.partitioning.clone());
+        match (&format, is_dir, &partitioning) {
+            // JSON lines as before: hour buckets of the exactly-once sink, or one file
+            (Format::Json, true, None) => json_sink(args, move |_| ExactlyOnceFileSink::new(&path)),
+            (Format::Json, false, _) => json_sink(args, move |_| JsonLinesSink::new(&path)),
+            (_, false, _) => {
+                let format = format.clone();
+                let h = args.stream.sink(args.name, move |_| sink::TextFileSink::new(&path, format.clone())).uid(args.uid);
+                if let Some(p) = args.parallelism {
+                    h.parallelism(p);
+                }
+            }
+            (_, true, None) => {
+                let schema = args.schema.clone();
+                let h = args.stream.sink(args.name, move |_| sink::FileSink::new(&path, &fs, &schema)).uid(args.uid);
+                if let Some(p) = args.parallelism {
+                    h.parallelism(p);
+                }
+            }
+            (_, true, Some(p)) => {
+                // one subtask per partition: it alone decides when the partition is complete
+                let p = p.clone();
+                let split = args.stream.flat_map(move |b, out| by_partition(&p, b, out)).uid(&format!("{}-partitions", args.uid)).name(&format!("{}: by partition", args.name));
+                let split = match args.parallelism {
+                    Some(n) => split.parallelism(n),
+                    None => split,
+                };
+                let routed = split
+                    .key_by(|r: &(String, ChangeBatch)| r.0.clone())
+                    .process(|r: (String, ChangeBatch), ctx: &mut weir::KeyedContext<'_, String, ChangeBatch>| ctx.emit(r.1))
+                    .uid(&format!("{}-shuffle", args.uid))
+                    .name(&format!("{}: partition shuffle", args.name));
+                let routed = match args.parallelism {
+                    Some(n) => routed.parallelism(n),
+                    None => routed,
+                };
+                let schema = args.schema.clone();
+                let h = routed.sink(args.name, move |_| sink::FileSink::new(&path, &fs, &schema)).uid(args.uid);
+                if let Some(n) = args.parallelism {
+                    h.parallelism(n);
+                }
+            }
+        }
+        Ok(())
+    }
+    fn lookup(&self, opts: &TableOptions, schema: SchemaRef, key_columns: &[usize]) -> Result<Arc<dyn LookupSource>, String> {
+        let fs = FsOptions::parse(opts, &schema)?;
+        if fs.partitioning.is_some() {
+            return Err("a PARTITIONED BY filesystem table cannot be used for lookup joins yet".into());
+        }
+        let path = local_path(&fs.path)?;
+        let f = factory(path, &fs, schema.clone());
+        Ok(Arc::new(lookup::FileLookup::new(opts.table.clone(), f, schema, key_columns.to_vec(), fs.lookup_ttl)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_local_or_file_urls() {
+        assert_eq!(local_path("file:///tmp/x/").unwrap(), PathBuf::from("/tmp/x/"));
+        assert_eq!(local_path("out/").unwrap(), PathBuf::from("out/"));
+        assert!(local_path("s3://b/x").unwrap_err().contains("'s3://' paths are not supported yet"));
+    }
+}
