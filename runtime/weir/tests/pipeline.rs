@@ -169,15 +169,15 @@ fn arrow_batches_are_keyed_by_key_group() {
     }
 }
 
-/// A sink sees the watermark after the records before it: each watermark it is given
-/// is not behind the records written so far (minus the out-of-orderness), they only
-/// advance, and the input's end brings `MAX_WATERMARK`.
+/// Every sink subtask is given its input's watermarks: they only advance, there are
+/// some during the run, and the input's end brings `MAX_WATERMARK`.
 #[test]
 fn sinks_see_the_watermarks_of_their_input() {
     use std::sync::{Arc, Mutex};
     use weir::connector::{ConnectorError, Sink};
     use weir::record::Rec;
 
+    /// What one sink subtask saw.
     #[derive(Default)]
     struct Seen {
         max_ts: i64,
@@ -200,17 +200,22 @@ fn sinks_see_the_watermarks_of_their_input() {
         }
     }
     for p in [1, 3] {
-        let seen: Arc<Mutex<Seen>> = Arc::default();
+        // one record of what it saw per sink subtask
+        let seen: Arc<Vec<Arc<Mutex<Seen>>>> = Arc::new((0..p).map(|_| Arc::default()).collect());
         let env = env(p);
         let s2 = seen.clone();
         env.source("words", |ctx| VecSource::new(words(3000), ctx.subtask), WatermarkStrategy::source_timestamps(Duration::ZERO).with_interval(Duration::ZERO))
             .key_by(|w: &String| w.clone())
             .process(|w: String, ctx: &mut KeyedContext<'_, String, String>| ctx.emit(w))
-            .sink("wm", move |_| WmSink(s2.clone()));
+            .sink("wm", move |ctx| WmSink(s2[ctx.subtask as usize].clone()));
         env.execute().unwrap();
-        let s = seen.lock().unwrap();
-        assert_eq!(s.marks.last().map(|m| m.0), Some(weir::time::MAX_WATERMARK), "parallelism {p}: the end");
-        assert!(s.marks.len() > 2, "parallelism {p}: watermarks during the run: {}", s.marks.len());
-        assert!(s.marks.windows(2).all(|w| w[0].0 <= w[1].0), "parallelism {p}: watermarks advance");
+        let mut total = 0;
+        for (i, s) in seen.iter().enumerate() {
+            let s = s.lock().unwrap();
+            assert_eq!(s.marks.last().map(|m| m.0), Some(weir::time::MAX_WATERMARK), "parallelism {p}, sink {i}: the end");
+            assert!(s.marks.windows(2).all(|w| w[0].0 < w[1].0), "parallelism {p}, sink {i}: watermarks advance: {:?}", s.marks);
+            total += s.marks.len();
+        }
+        assert!(total > 2 * p as usize, "parallelism {p}: watermarks during the run: {total}");
     }
 }
