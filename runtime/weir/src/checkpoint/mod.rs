@@ -6,6 +6,7 @@ pub mod coordinator;
 pub mod layout;
 pub mod metadata;
 pub mod restore;
+pub mod shared_files;
 pub mod storage;
 
 pub use metadata::{CheckpointMetadata, FORMAT_VERSION};
