@@ -49,6 +49,11 @@ impl SharedFiles {
         SharedFiles { retain: retain.max(1), retained: retained.into_iter().collect(), in_flight: BTreeMap::new() }
     }
 
+    /// Changes how many completed checkpoints are kept (from the next `complete`).
+    pub fn set_retain(&mut self, retain: usize) {
+        self.retain = retain.max(1);
+    }
+
     /// Checkpoint `id` was triggered.
     pub fn start(&mut self, id: u64) {
         self.in_flight.entry(id).or_default();
@@ -71,10 +76,18 @@ impl SharedFiles {
     /// in flight are subsumed (they can no longer complete). Returns the files no
     /// longer referenced (to delete) and the checkpoints released.
     pub fn complete(&mut self, id: u64) -> (Vec<String>, Vec<u64>) {
-        let files = self.in_flight.remove(&id).unwrap_or_default();
+        let files = self.in_flight.remove(&id);
         let newer = self.in_flight.split_off(&id);
         let mut released: BTreeSet<String> = std::mem::replace(&mut self.in_flight, newer).into_values().flatten().collect();
-        self.retained.insert(id, files);
+        match files {
+            Some(f) => {
+                self.retained.insert(id, f);
+            }
+            // already retained (retention applied again): keep what it lists
+            None => {
+                self.retained.entry(id).or_default();
+            }
+        }
         let mut dropped = Vec::new();
         while self.retained.len() > self.retain {
             let Some((old, files)) = self.retained.pop_first() else { break };
