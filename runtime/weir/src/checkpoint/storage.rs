@@ -344,6 +344,15 @@ impl CheckpointStorage {
         Ok(meta)
     }
 
+    /// The names of the objects directly under the prefix (e.g. a shared directory).
+    pub fn list_names(&self) -> Result<BTreeSet<String>, StorageError> {
+        let base = self.path("");
+        self.rt
+            .block_on(self.store.list(Some(&base)).map_ok(|m| m.location.filename().map(String::from)).try_collect::<Vec<_>>())
+            .map(|v| v.into_iter().flatten().collect())
+            .map_err(|source| StorageError::Store { what: "listing", url: self.url.clone(), source })
+    }
+
     /// Numbers of the checkpoint directories present (complete or not), ascending.
     pub fn list_checkpoints(&self) -> Result<Vec<u64>, StorageError> {
         let base = self.path(layout::CHECKPOINTS);
