@@ -13,7 +13,8 @@ pub struct OperatorSnapshot {
     /// Non-keyed operator state (e.g. source positions), redistributed on rescale.
     pub operator: Option<Vec<u8>>,
     /// RocksDB backend, checkpoints (not savepoints): the local database checkpoint
-    /// holding the keyed state tables, uploaded incrementally by the coordinator.
+    /// holding the keyed state tables, uploaded incrementally by this process
+    /// (`checkpoint/upload.rs`) before the report leaves it.
     /// `keyed` then holds only the timers.
     #[serde(default)]
     pub database: Option<DbCheckpoint>,
