@@ -82,6 +82,21 @@ impl StreamEnv {
         self.graph.borrow().nodes.iter().map(|n| n.stable_id().to_string()).collect()
     }
 
+    /// The key groups the subtasks of each operator (by uid) own that `placement`
+    /// runs in this process: what a restore of this process needs.
+    pub(crate) fn local_key_groups(&self, placement: crate::exchange::Placement) -> std::collections::HashMap<String, Vec<crate::keygroup::KeyGroupRange>> {
+        let m = self.config.max_parallelism;
+        let mut out: std::collections::HashMap<String, Vec<crate::keygroup::KeyGroupRange>> = std::collections::HashMap::new();
+        for n in &self.graph.borrow().nodes {
+            let p = n.parallelism.unwrap_or(self.config.parallelism);
+            let e = out.entry(n.stable_id().to_string()).or_default();
+            for i in (0..p).filter(|&i| placement.is_local(i)) {
+                e.push(crate::keygroup::range_for_subtask(i, p, m));
+            }
+        }
+        out
+    }
+
     /// Starts the job with checkpointing: tasks report snapshots to `setup.reports`.
     pub(crate) fn launch_with(&self, setup: crate::exec::plan::CheckpointSetup) -> Result<RunningJob, JobError> {
         let graph = self.graph.borrow();

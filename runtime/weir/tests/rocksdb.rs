@@ -299,3 +299,36 @@ fn checkpoint_with_a_missing_shared_file_is_refused_and_recovery_falls_back() {
     let e = storage.read_metadata(&dir2, None).unwrap_err().to_string();
     assert!(e.contains("truncated"), "{e}");
 }
+
+#[test]
+fn checkpoint_with_a_corrupt_shared_file_is_refused_on_restore_and_the_previous_one_restores() {
+    let dir = tempdir("corrupt-sst");
+    let (ckpt, out) = (dir.join("ckpt"), dir.join("out"));
+    let mut s = CheckpointSettings::new(ckpt.to_string_lossy().to_string());
+    s.interval = Duration::from_millis(50);
+    s.retain = 10;
+    coordinator::run(&q5(StateBackend::RocksDb, 2, 300_000, &out, Some(300_000)), &s, &StopHandle::default(), |_| {}).unwrap();
+    let storage = CheckpointStorage::open(&ckpt.to_string_lossy()).unwrap();
+    let ids = storage.list_checkpoints().unwrap();
+    assert!(ids.len() >= 3, "{ids:?}");
+    let newest = storage.latest(Some(720)).unwrap().unwrap().1;
+    assert!(newest.database_files().all(|f| f.hash.is_some()), "every uploaded file has its content hash");
+    let older_id = ids[ids.len() - 2];
+    let older = shared_refs(&storage.read_metadata(&format!("checkpoints/chk-{older_id}"), None).unwrap());
+    let Some(victim) = shared_refs(&newest).difference(&older).next().cloned() else {
+        eprintln!("skipped: the newest checkpoint uploaded no new shared file");
+        return;
+    };
+    // same size, other bytes: only the hash tells
+    let path = ckpt.join("checkpoints/shared").join(&victim);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let uids = q5(StateBackend::RocksDb, 2, 300_000, &out, None).uids();
+    let newest_url = storage.url_of(&format!("checkpoints/chk-{}", newest.checkpoint_id));
+    let e = weir::checkpoint::load_restore_state(&newest_url, 720, &uids, false).unwrap_err();
+    assert!(e.is_bad_snapshot() && e.to_string().contains("content hash") && e.to_string().contains(&victim), "{e}");
+    let older_url = storage.url_of(&format!("checkpoints/chk-{older_id}"));
+    weir::checkpoint::load_restore_state(&older_url, 720, &uids, false).expect("the previous checkpoint restores");
+}

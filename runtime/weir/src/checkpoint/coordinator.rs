@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 
 use super::layout;
-use super::metadata::{CheckpointMetadata, DatabaseFile, DatabaseFiles, FORMAT_VERSION, FileRange, INCREMENTAL_FORMAT_VERSION, OperatorState};
+use super::metadata::{CheckpointMetadata, FORMAT_VERSION, FileRange, INCREMENTAL_FORMAT_VERSION, OperatorState};
 use super::restore::RestoreState;
 use super::storage::CheckpointStorage;
 use crate::error::JobError;
@@ -83,6 +83,9 @@ pub struct CompletedCheckpoint {
     pub bytes: u64,
     pub duration: Duration,
     pub savepoint: bool,
+    /// RocksDB files uploaded for this checkpoint, in bytes, per subtask (summed
+    /// over operators): what each worker uploaded.
+    pub uploaded: BTreeMap<u32, u64>,
 }
 
 /// What happened during a run.
@@ -209,7 +212,7 @@ pub fn run(env: &StreamEnv, settings: &CheckpointSettings, stop: &StopHandle, mu
     loop {
         let (tx, rx) = crossbeam_channel::unbounded();
         let fault = settings.faults.get(attempt as usize).cloned();
-        let job = env.launch_with(CheckpointSetup { reports: tx, restore: restore.clone(), fault })?;
+        let job = env.launch_with(CheckpointSetup { reports: tx, restore: restore.clone(), fault, storage: settings.storage.clone() })?;
         let no_requests = crossbeam_channel::never();
         let mut observe = |e: CheckpointEvent<'_>| {
             if let CheckpointEvent::Completed { checkpoint, .. } = e {
@@ -231,10 +234,25 @@ pub fn run(env: &StreamEnv, settings: &CheckpointSettings, stop: &StopHandle, mu
                     tracing::warn!(error = %e, attempt, ?delay, "job failed; restarting from the latest checkpoint");
                     eprintln!("weir: job failed ({e}); restart {attempt} in {delay:?}");
                     std::thread::sleep(delay);
-                    let latest = storage.latest(Some(config.max_parallelism)).map_err(|e| e.to_string()).and_then(|l| match l {
-                        Some((dir, meta)) => RestoreState::load(&storage, &dir, &meta, &uids, settings.allow_non_restored_state).map(Some).map_err(|e| e.to_string()),
-                        None => Ok(None),
-                    });
+                    // the newest checkpoint that restores; one with a missing or corrupt
+                    // file is skipped (recovery falls back to the previous one)
+                    let mut bad = std::collections::BTreeSet::new();
+                    let latest = loop {
+                        let l = match storage.latest_excluding(Some(config.max_parallelism), &bad) {
+                            Ok(l) => l,
+                            Err(e) => break Err(e.to_string()),
+                        };
+                        let Some((dir, meta)) = l else { break Ok(None) };
+                        match RestoreState::load(&storage, &dir, &meta, &uids, settings.allow_non_restored_state) {
+                            Ok(r) => break Ok(Some(r)),
+                            Err(e) if e.is_bad_snapshot() => {
+                                tracing::warn!(checkpoint = meta.checkpoint_id, error = %e, "checkpoint cannot be restored; falling back to an older one");
+                                eprintln!("weir: checkpoint {} cannot be restored ({e}); trying an older one", meta.checkpoint_id);
+                                bad.insert(meta.checkpoint_id);
+                            }
+                            Err(e) => break Err(e.to_string()),
+                        }
+                    };
                     match latest {
                         Ok(Some(r)) => {
                             restore = Some(Arc::new(r));
@@ -275,8 +293,18 @@ pub(crate) fn coordinate(
     // after a failed stop-with-savepoint of the StopHandle (Ctrl-C), when to try again
     let mut stop_retry: Option<Instant> = None;
     let fail_pending = |p: &Pending, observe: &mut dyn FnMut(CheckpointEvent<'_>), error: &str| {
+        if !p.barrier.savepoint {
+            storage.shared_failed(p.barrier.checkpoint_id);
+        }
         observe(CheckpointEvent::Failed { id: p.barrier.checkpoint_id, savepoint: p.barrier.savepoint, request: p.request.as_deref(), error });
     };
+    // shared files nothing references (failed checkpoints, uploads of killed workers,
+    // a coordinator that died): nothing is in flight yet in this attempt
+    match storage.collect_orphans(settings.retain) {
+        Ok(o) if !o.is_empty() => tracing::info!(files = o.len(), "deleted unreferenced shared checkpoint files"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot collect unreferenced shared checkpoint files"),
+    }
     loop {
         job.poll();
         if job.is_failing() {
@@ -302,6 +330,11 @@ pub(crate) fn coordinate(
                 let barrier = Barrier { checkpoint_id: *next_id, timestamp: now_ms(), savepoint, stop: stop_now };
                 *next_id += 1;
                 stopping |= stop_now;
+                if !savepoint {
+                    if let Err(e) = storage.shared_begin(barrier.checkpoint_id, settings.retain) {
+                        tracing::warn!(checkpoint = barrier.checkpoint_id, error = %e, "cannot read the references of shared checkpoint files");
+                    }
+                }
                 // sources inject the barrier; the other tasks only answer it once they
                 // have finished (with their final state), so it goes to every task
                 job.broadcast(TaskCommand::Trigger(barrier), false);
@@ -311,14 +344,27 @@ pub(crate) fn coordinate(
         }
         match rx.recv_timeout(Duration::from_millis(20)) {
             Ok(r) => match pending.as_mut().filter(|p| p.barrier.checkpoint_id == r.barrier.checkpoint_id) {
-                Some(p) => p.reports.push(r),
+                Some(p) => {
+                    if !p.barrier.savepoint {
+                        storage.shared_acked(p.barrier.checkpoint_id, r.operators.iter().filter_map(|o| o.files.as_ref()).flat_map(|d| d.files.iter()).map(|f| f.path.as_str()));
+                    }
+                    p.reports.push(r)
+                }
                 None => discard_reports(vec![r]),
             },
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {}
         }
+        let upload_error = pending.as_ref().and_then(|p| p.reports.iter().find_map(|r| r.error.clone()));
         let failure = if let Some(p) = pending.as_ref() {
-            if p.reports.len() >= job.task_count() {
+            if let Some(error) = upload_error {
+                fail_pending(p, observe, &error);
+                let (id, stop_now) = (p.barrier.checkpoint_id, p.barrier.stop);
+                if let Some(p) = pending.take() {
+                    discard_reports(p.reports);
+                }
+                Some((id, stop_now, error))
+            } else if p.reports.len() >= job.task_count() {
                 let p = pending.take().expect("pending");
                 let request = p.request.clone();
                 let (id, savepoint, stop_now) = (p.barrier.checkpoint_id, p.barrier.savepoint, p.barrier.stop);
@@ -334,6 +380,9 @@ pub(crate) fn coordinate(
                     }
                     Err(e) => {
                         let error = e.to_string();
+                        if !savepoint {
+                            storage.shared_failed(id);
+                        }
                         observe(CheckpointEvent::Failed { id, savepoint, request: request.as_deref(), error: &error });
                         Some((id, stop_now, error))
                     }
@@ -383,45 +432,8 @@ pub(crate) fn coordinate(
 /// Removes the local database checkpoints of reports that will not be written.
 fn discard_reports(reports: Vec<SnapshotReport>) {
     for r in reports {
-        for snap in r.operators {
-            if let Some(db) = snap.database {
-                let _ = std::fs::remove_dir_all(&db.local_dir);
-            }
-        }
+        super::upload::discard(r);
     }
-}
-
-/// Plans the upload of a subtask's local RocksDB checkpoint: SST files not uploaded
-/// before go to `checkpoints/shared/` (named by database instance and file number,
-/// so the same file is never uploaded twice), the rest into the checkpoint's directory.
-/// Returns the metadata entry, the uploads and the shared files they add.
-fn plan_database_upload(
-    storage: &CheckpointStorage,
-    dir: &str,
-    uid: &str,
-    subtask: u32,
-    db: &crate::state::rocksdb::DbCheckpoint,
-) -> (DatabaseFiles, Vec<(String, std::path::PathBuf)>, Vec<String>) {
-    let private = layout::state_file(uid, subtask).replace(".state", ".db");
-    let mut uploads = Vec::new();
-    let mut files = Vec::new();
-    let mut new_shared = Vec::new();
-    for f in &db.files {
-        let path = if f.name.ends_with(".sst") {
-            let name = format!("{}-{}", db.instance, f.name);
-            let rel = format!("{}/{}/{name}", layout::CHECKPOINTS, layout::SHARED);
-            if !storage.is_uploaded(&rel) {
-                uploads.push((rel.clone(), db.local_dir.join(&f.name)));
-                new_shared.push(rel);
-            }
-            format!("../{}/{name}", layout::SHARED)
-        } else {
-            uploads.push((format!("{dir}/{private}/{}", f.name), db.local_dir.join(&f.name)));
-            format!("{private}/{}", f.name)
-        };
-        files.push(DatabaseFile { name: f.name.clone(), path, size: f.size });
-    }
-    (DatabaseFiles { key_groups: [db.start, db.end], files }, uploads, new_shared)
 }
 
 /// Writes one checkpoint: a state file per operator subtask (and, on RocksDB, the
@@ -453,17 +465,18 @@ fn write(
     };
     let mut operators: BTreeMap<String, OperatorState> = BTreeMap::new();
     let mut files = Vec::new();
-    let mut uploads = Vec::new();
-    let mut new_shared = Vec::new();
-    let mut local_dirs = Vec::new();
+    let mut uploaded: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut stray = Vec::new();
     for r in p.reports {
         for mut snap in r.operators {
             if let Some(db) = snap.database.take() {
-                let (files, up, new) = plan_database_upload(storage, &dir, &snap.uid, snap.subtask, &db);
+                // every process uploads its own files before reporting (upload.rs)
+                stray.push(db.local_dir);
+                continue;
+            }
+            if let Some(files) = snap.files.take() {
                 operators.entry(snap.uid.clone()).or_default().databases.insert(snap.subtask, files);
-                uploads.extend(up);
-                new_shared.extend(new);
-                local_dirs.push(db.local_dir);
+                *uploaded.entry(snap.subtask).or_default() += snap.uploaded_bytes;
             }
             let name = layout::state_file(&snap.uid, snap.subtask);
             let op = operators.entry(snap.uid.clone()).or_default();
@@ -482,14 +495,14 @@ fn write(
             }
         }
     }
-    // RocksDB files first (all subtasks' at once), then the state files and `_metadata`
-    // (savepoints never have any: they are canonical)
-    let uploaded = storage.put_files(uploads);
-    for d in local_dirs {
-        let _ = std::fs::remove_dir_all(d);
+    if !stray.is_empty() {
+        for d in &stray {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        return Err(JobError::State(format!("checkpoint {id}: {} RocksDB snapshot(s) arrived without their files uploaded", stray.len())));
     }
-    let uploaded = uploaded.map_err(|e| JobError::State(e.to_string()))?;
-    storage.mark_uploaded(new_shared);
+    // the workers uploaded the RocksDB files; now the state files and `_metadata`
+    let db_bytes: u64 = uploaded.values().sum();
     let incremental = operators.values().any(|o| !o.databases.is_empty());
     let meta = CheckpointMetadata {
         format_version: if incremental { INCREMENTAL_FORMAT_VERSION } else { FORMAT_VERSION },
@@ -505,12 +518,12 @@ fn write(
         Some((t, url)) => (t, url.clone()),
         None => (storage, storage.url_of(&dir)),
     };
-    let bytes = uploaded + storage.write_snapshot(&dir, files, &meta).map_err(|e| JobError::State(e.to_string()))?;
+    let bytes = db_bytes + storage.write_snapshot(&dir, files, &meta).map_err(|e| JobError::State(format!("checkpoint {id}: {e}")))?;
     if !p.barrier.savepoint {
-        storage.set_latest(id).map_err(|e| JobError::State(e.to_string()))?;
-        if let Err(e) = storage.retain(settings.retain) {
-            tracing::warn!(error = %e, "could not delete old checkpoints");
+        storage.set_latest(id).map_err(|e| JobError::State(format!("checkpoint {id}: {e}")))?;
+        if let Err(e) = storage.shared_complete(id, settings.retain) {
+            tracing::warn!(checkpoint = id, error = %e, "could not delete old checkpoints");
         }
     }
-    Ok(CompletedCheckpoint { id, url, bytes, duration: p.started.elapsed(), savepoint: p.barrier.savepoint })
+    Ok(CompletedCheckpoint { id, url, bytes, duration: p.started.elapsed(), savepoint: p.barrier.savepoint, uploaded })
 }

@@ -55,6 +55,10 @@ pub struct DatabaseFile {
     /// by checkpoints (`../shared/…`), the rest private to this one.
     pub path: String,
     pub size: u64,
+    /// xxh3-64 of the contents (hex), checked on download; absent in checkpoints
+    /// written before workers uploaded their own files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
 }
 
 impl DatabaseFile {

@@ -6,7 +6,9 @@ pub mod coordinator;
 pub mod layout;
 pub mod metadata;
 pub mod restore;
+pub mod shared_files;
 pub mod storage;
+pub(crate) mod upload;
 
 pub use metadata::{CheckpointMetadata, FORMAT_VERSION};
 pub use storage::{CheckpointStorage, StorageError};

@@ -49,6 +49,17 @@ impl RestoreError {
     pub fn is_transient(&self) -> bool {
         matches!(self, RestoreError::Storage(e) if e.is_transient())
     }
+
+    /// The snapshot itself is bad (a missing, truncated or corrupt file), so
+    /// recovery should fall back to an older checkpoint.
+    pub fn is_bad_snapshot(&self) -> bool {
+        match self {
+            RestoreError::Corrupt { .. } => true,
+            RestoreError::Storage(StorageError::Corrupt { .. } | StorageError::MissingMetadata { .. }) => true,
+            RestoreError::Storage(StorageError::Store { source: object_store::Error::NotFound { .. }, .. }) => true,
+            _ => false,
+        }
+    }
 }
 
 impl RestoreState {
@@ -59,6 +70,20 @@ impl RestoreState {
         meta: &CheckpointMetadata,
         uids: &[String],
         allow_non_restored: bool,
+    ) -> Result<Self, RestoreError> {
+        Self::load_for(storage, dir, meta, uids, allow_non_restored, None)
+    }
+
+    /// Like [`RestoreState::load`], downloading only the RocksDB databases that hold
+    /// key groups in `local` (per uid: the ranges this process's subtasks own; `None`
+    /// = all): each worker fetches what it needs, nothing more.
+    pub(crate) fn load_for(
+        storage: &CheckpointStorage,
+        dir: &str,
+        meta: &CheckpointMetadata,
+        uids: &[String],
+        allow_non_restored: bool,
+        local_ranges: Option<&HashMap<String, Vec<KeyGroupRange>>>,
     ) -> Result<Self, RestoreError> {
         let url = storage.url_of(dir);
         let missing: Vec<String> = meta.operators.keys().filter(|u| !uids.contains(u)).cloned().collect();
@@ -103,6 +128,13 @@ impl RestoreState {
             }
             operator.insert(uid.clone(), entries);
             for (subtask, db) in &op.databases {
+                let range = KeyGroupRange::new(db.key_groups[0], db.key_groups[1]);
+                if let Some(want) = local_ranges {
+                    let needed = want.get(uid).is_some_and(|rs| rs.iter().any(|r| r.start <= range.end && range.start <= r.end));
+                    if !needed {
+                        continue;
+                    }
+                }
                 let base = local.get_or_insert_with(|| {
                     let name = crate::state::rocksdb::unique_name(&format!("restore-{}", meta.checkpoint_id));
                     crate::state::rocksdb::DirGuard(crate::state::rocksdb::state_base_dir().join(name))
@@ -113,16 +145,28 @@ impl RestoreState {
                     if f.name.contains('/') || f.name.starts_with('.') {
                         return Err(RestoreError::Corrupt { url: url.clone(), uid: uid.clone(), reason: format!("bad database file name '{}'", f.name) });
                     }
-                    downloads.push((format!("{dir}/{}", f.path), to.join(&f.name)));
+                    let hash = match &f.hash {
+                        Some(h) => Some(u64::from_str_radix(h, 16).map_err(|_| RestoreError::Corrupt { url: url.clone(), uid: uid.clone(), reason: format!("bad hash '{h}' of {}", f.path) })?),
+                        None => None,
+                    };
+                    // a shared file `<instance>-<name>` may still be in this machine's
+                    // state directory (the database it came from, e.g. after a kill -9)
+                    let reuse = f
+                        .path
+                        .strip_prefix("../shared/")
+                        .and_then(|n| n.strip_suffix(&format!("-{}", f.name)))
+                        .filter(|i| !i.contains('/') && !i.starts_with('.'))
+                        .map(|instance| crate::state::rocksdb::state_base_dir().join(instance).join(&f.name));
+                    downloads.push(super::storage::Download { rel: format!("{dir}/{}", f.path), local: to.join(&f.name), size: f.size, hash, reuse });
                 }
-                databases.entry(uid.clone()).or_default().push((KeyGroupRange::new(db.key_groups[0], db.key_groups[1]), to));
+                databases.entry(uid.clone()).or_default().push((range, to));
             }
         }
         if !downloads.is_empty() {
             let t0 = std::time::Instant::now();
             let n = downloads.len();
-            storage.get_files(downloads)?;
-            tracing::info!(files = n, ms = t0.elapsed().as_millis() as u64, "downloaded RocksDB checkpoint files");
+            let bytes = storage.get_files(downloads)?;
+            tracing::info!(checkpoint = meta.checkpoint_id, files = n, bytes, ms = t0.elapsed().as_millis() as u64, "downloaded RocksDB checkpoint files");
         }
         Ok(RestoreState { checkpoint_id: meta.checkpoint_id, url, keyed, operator, databases, _local: local })
     }

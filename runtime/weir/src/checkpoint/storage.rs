@@ -7,6 +7,7 @@
 //! either a complete checkpoint or one that is ignored. Reading validates the
 //! metadata and falls back to the newest valid checkpoint.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
@@ -14,6 +15,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::layout;
+use super::shared_files::SharedFiles;
 use super::metadata::{CheckpointMetadata, FORMAT_VERSION, FileRange, INCREMENTAL_FORMAT_VERSION};
 
 /// Why checkpoint storage could not be used.
@@ -55,9 +57,9 @@ pub struct CheckpointStorage {
     prefix: Path,
     url: String,
     rt: tokio::runtime::Runtime,
-    /// Shared files (relative to the prefix) uploaded through this handle and not
-    /// deleted since: incremental checkpoints reference them instead of uploading again.
-    uploaded: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Reference counts of the shared files (coordinator), rebuilt from the
+    /// checkpoints' `_metadata` on first use.
+    shared: std::sync::Mutex<Option<SharedFiles>>,
 }
 
 impl std::fmt::Debug for CheckpointStorage {
@@ -117,7 +119,7 @@ impl CheckpointStorage {
     pub fn open(url: &str) -> Result<Self, StorageError> {
         let (store, prefix, url) = build_store(url)?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StorageError::Runtime)?;
-        Ok(CheckpointStorage { store, prefix, url, rt, uploaded: Default::default() })
+        Ok(CheckpointStorage { store, prefix, url, rt, shared: Default::default() })
     }
 
     pub fn url(&self) -> &str {
@@ -143,60 +145,71 @@ impl CheckpointStorage {
         Path::from_iter(parts)
     }
 
-    /// Whether shared file `rel` was uploaded through this handle (and still exists).
-    pub fn is_uploaded(&self, rel: &str) -> bool {
-        self.uploaded.lock().map(|s| s.contains(rel)).unwrap_or(false)
-    }
-
-    /// Remembers uploaded shared files (after their upload succeeded).
-    pub fn mark_uploaded(&self, rels: Vec<String>) {
-        if let Ok(mut s) = self.uploaded.lock() {
-            s.extend(rels);
-        }
-    }
-
     /// Uploads local files (`(relative path, local file)`), several at a time.
-    pub fn put_files(&self, files: Vec<(String, std::path::PathBuf)>) -> Result<u64, StorageError> {
+    /// Returns the size and xxh3-64 hash of each, in order.
+    pub fn put_files_hashed(&self, files: Vec<(String, std::path::PathBuf)>) -> Result<Vec<(u64, u64)>, StorageError> {
         use futures::StreamExt;
         let store = self.store.clone();
         let jobs: Vec<(Path, String, std::path::PathBuf)> = files.into_iter().map(|(rel, local)| (self.path(&rel), self.url_of(&rel), local)).collect();
         self.rt.block_on(async move {
-            let mut total = 0u64;
-            let mut uploads = futures::stream::iter(jobs.into_iter().map(|(path, url, local)| {
+            let uploads = futures::stream::iter(jobs.into_iter().map(|(path, url, local)| {
                 let store = store.clone();
                 async move {
                     let bytes = std::fs::read(&local).map_err(|source| StorageError::Local { path: local.clone(), source })?;
                     let n = bytes.len() as u64;
+                    let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
                     store.put(&path, PutPayload::from(bytes)).await.map_err(|source| StorageError::Store { what: "writing", url, source })?;
-                    Ok::<u64, StorageError>(n)
+                    Ok::<(u64, u64), StorageError>((n, hash))
                 }
             }))
-            .buffer_unordered(8);
-            while let Some(r) = uploads.next().await {
-                total += r?;
-            }
-            Ok(total)
+            .buffered(8);
+            uploads.collect::<Vec<_>>().await.into_iter().collect()
         })
     }
 
-    /// Downloads files (`(relative path, local file)`), several at a time.
-    pub fn get_files(&self, files: Vec<(String, std::path::PathBuf)>) -> Result<(), StorageError> {
+    /// Uploads local files (`(relative path, local file)`), several at a time.
+    pub fn put_files(&self, files: Vec<(String, std::path::PathBuf)>) -> Result<u64, StorageError> {
+        Ok(self.put_files_hashed(files)?.iter().map(|f| f.0).sum())
+    }
+
+    /// Downloads files, several at a time, checking each one's size and (when
+    /// known) hash: a mismatch is a corrupt checkpoint. A file whose `reuse`
+    /// candidate exists locally with the right size and hash is linked instead
+    /// (local recovery). Returns the bytes downloaded.
+    pub fn get_files(&self, files: Vec<Download>) -> Result<u64, StorageError> {
         use futures::StreamExt;
         let store = self.store.clone();
-        let jobs: Vec<(Path, String, std::path::PathBuf)> = files.into_iter().map(|(rel, local)| (self.path(&rel), self.url_of(&rel), local)).collect();
+        let jobs: Vec<(Path, String, Download)> = files.into_iter().map(|d| (self.path(&d.rel), self.url_of(&d.rel), d)).collect();
         self.rt.block_on(async move {
-            let mut downloads = futures::stream::iter(jobs.into_iter().map(|(path, url, local)| {
+            let mut downloads = futures::stream::iter(jobs.into_iter().map(|(path, url, d)| {
                 let store = store.clone();
                 async move {
-                    let bytes = async { store.get(&path).await?.bytes().await }.await.map_err(|source| StorageError::Store { what: "reading", url, source })?;
-                    std::fs::write(&local, &bytes).map_err(|source| StorageError::Local { path: local.clone(), source })
+                    if let Some(local) = &d.reuse {
+                        if reusable(local, d.size, d.hash) && (std::fs::hard_link(local, &d.local).is_ok() || std::fs::copy(local, &d.local).is_ok()) {
+                            tracing::debug!(file = %local.display(), "reusing a local copy instead of downloading");
+                            return Ok(0u64);
+                        }
+                    }
+                    let bytes = async { store.get(&path).await?.bytes().await }.await.map_err(|source| StorageError::Store { what: "reading", url: url.clone(), source })?;
+                    if bytes.len() as u64 != d.size {
+                        return Err(StorageError::Corrupt { url, reason: format!("{} bytes, the checkpoint's _metadata says {}", bytes.len(), d.size) });
+                    }
+                    if let Some(h) = d.hash {
+                        let got = xxhash_rust::xxh3::xxh3_64(&bytes);
+                        if got != h {
+                            return Err(StorageError::Corrupt { url, reason: format!("content hash {got:016x}, the checkpoint's _metadata says {h:016x}") });
+                        }
+                    }
+                    std::fs::write(&d.local, &bytes).map_err(|source| StorageError::Local { path: d.local.clone(), source })?;
+                    Ok(bytes.len() as u64)
                 }
             }))
             .buffer_unordered(8);
+            let mut total = 0;
             while let Some(r) = downloads.next().await {
-                r?;
+                total += r?;
             }
-            Ok(())
+            Ok(total)
         })
     }
 
@@ -331,6 +344,15 @@ impl CheckpointStorage {
         Ok(meta)
     }
 
+    /// The names of the objects directly under the prefix (e.g. a shared directory).
+    pub fn list_names(&self) -> Result<BTreeSet<String>, StorageError> {
+        let base = self.path("");
+        self.rt
+            .block_on(self.store.list(Some(&base)).map_ok(|m| m.location.filename().map(String::from)).try_collect::<Vec<_>>())
+            .map(|v| v.into_iter().flatten().collect())
+            .map_err(|source| StorageError::Store { what: "listing", url: self.url.clone(), source })
+    }
+
     /// Numbers of the checkpoint directories present (complete or not), ascending.
     pub fn list_checkpoints(&self) -> Result<Vec<u64>, StorageError> {
         let base = self.path(layout::CHECKPOINTS);
@@ -346,11 +368,17 @@ impl CheckpointStorage {
     /// The newest valid checkpoint: `_latest` if it is valid, else the newest
     /// directory whose metadata validates. Invalid ones are logged and skipped.
     pub fn latest(&self, max_parallelism: Option<u32>) -> Result<Option<(String, CheckpointMetadata)>, StorageError> {
+        self.latest_excluding(max_parallelism, &BTreeSet::new())
+    }
+
+    /// Like [`CheckpointStorage::latest`], skipping the checkpoints in `bad` (known
+    /// not to restore: a shared file is corrupt).
+    pub fn latest_excluding(&self, max_parallelism: Option<u32>, bad: &BTreeSet<u64>) -> Result<Option<(String, CheckpointMetadata)>, StorageError> {
         let pointer = layout::latest_pointer();
         let mut tried = None;
         if self.exists(&pointer)? {
             let name = String::from_utf8_lossy(&self.get(&pointer)?).trim().to_string();
-            if let Some(n) = layout::parse_checkpoint_dir(&name) {
+            if let Some(n) = layout::parse_checkpoint_dir(&name).filter(|n| !bad.contains(n)) {
                 let dir = layout::checkpoint_dir(n);
                 match self.read_metadata(&dir, max_parallelism) {
                     Ok(m) => return Ok(Some((dir, m))),
@@ -360,7 +388,7 @@ impl CheckpointStorage {
             }
         }
         for n in self.list_checkpoints()?.into_iter().rev() {
-            if Some(n) == tried {
+            if Some(n) == tried || bad.contains(&n) {
                 continue;
             }
             let dir = layout::checkpoint_dir(n);
@@ -398,53 +426,163 @@ impl CheckpointStorage {
         Ok(())
     }
 
-    /// Shared files (relative to the prefix) that the `_metadata` of `dir` references.
-    fn shared_refs(&self, dir: &str) -> Result<Vec<String>, StorageError> {
+    /// Shared files (relative to the prefix) that the `_metadata` of `dir` references,
+    /// or `None` when it has no (readable) `_metadata`.
+    fn shared_refs(&self, dir: &str) -> Result<Option<BTreeSet<String>>, StorageError> {
         let rel = format!("{dir}/{}", layout::METADATA);
         if !self.exists(&rel)? {
-            return Ok(Vec::new());
+            return Ok(None);
         }
-        let Ok(meta) = serde_json::from_slice::<CheckpointMetadata>(&self.get(&rel)?) else { return Ok(Vec::new()) };
-        Ok(meta.database_files().filter_map(|f| f.path.strip_prefix("../shared/")).map(|f| format!("{}/{}/{f}", layout::CHECKPOINTS, layout::SHARED)).collect())
+        let meta = match serde_json::from_slice::<CheckpointMetadata>(&self.get(&rel)?) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(dir = %self.url_of(dir), error = %e, "unreadable _metadata: its shared files are not counted");
+                return Ok(None);
+            }
+        };
+        Ok(Some(meta.database_files().filter_map(|f| f.path.strip_prefix("../shared/")).map(shared_rel).collect()))
+    }
+
+    /// The reference set of the shared files, rebuilt from the `_metadata` of the
+    /// checkpoints present when first used (after a coordinator restart).
+    fn tracker(&self, retain: usize) -> Result<std::sync::MutexGuard<'_, Option<SharedFiles>>, StorageError> {
+        let mut g = self.shared.lock().map_err(|_| StorageError::Corrupt { url: self.url.clone(), reason: "shared file references poisoned".into() })?;
+        if g.is_none() {
+            let mut retained = Vec::new();
+            for n in self.list_checkpoints()? {
+                if let Some(refs) = self.shared_refs(&layout::checkpoint_dir(n))? {
+                    retained.push((n, refs));
+                }
+            }
+            tracing::info!(checkpoints = retained.len(), "rebuilt the references of shared checkpoint files");
+            *g = Some(SharedFiles::rebuild(retain, retained));
+        }
+        Ok(g)
+    }
+
+    /// Checkpoint `id` was triggered (its shared files are in use from now on).
+    pub fn shared_begin(&self, id: u64, retain: usize) -> Result<(), StorageError> {
+        if let Some(t) = self.tracker(retain)?.as_mut() {
+            t.start(id);
+        }
+        Ok(())
+    }
+
+    /// A task acknowledged `files` (paths relative to the checkpoint directory) for
+    /// checkpoint `id`.
+    pub fn shared_acked<'a>(&self, id: u64, files: impl IntoIterator<Item = &'a str>) {
+        if let Ok(mut g) = self.shared.lock() {
+            if let Some(t) = g.as_mut() {
+                t.acked(id, files.into_iter().filter_map(|f| f.strip_prefix("../shared/")).map(shared_rel));
+            }
+        }
+    }
+
+    /// Checkpoint `id` failed: deletes the shared files only it referenced.
+    pub fn shared_failed(&self, id: u64) {
+        let released = match self.shared.lock() {
+            Ok(mut g) => g.as_mut().map(|t| t.fail(id)).unwrap_or_default(),
+            Err(_) => return,
+        };
+        self.delete_shared(&released);
+    }
+
+    fn delete_shared(&self, files: &[String]) {
+        for f in files {
+            if let Err(e) = self.delete(f) {
+                tracing::warn!(file = %self.url_of(f), error = %e, "cannot delete an unreferenced shared file (retried at the next collection)");
+            }
+        }
+        if !files.is_empty() {
+            tracing::debug!(files = files.len(), "deleted unreferenced shared files");
+        }
+    }
+
+    /// Checkpoint `id` is complete (`_metadata` written): keeps the newest `retain`
+    /// checkpoints, deletes the older ones and the shared files nothing references any
+    /// more. Returns the deleted shared files.
+    pub fn shared_complete(&self, id: u64, retain: usize) -> Result<Vec<String>, StorageError> {
+        let (released, dropped) = {
+            let mut g = self.tracker(retain)?;
+            match g.as_mut() {
+                Some(t) => t.complete(id),
+                None => (Vec::new(), Vec::new()),
+            }
+        };
+        for n in dropped {
+            self.delete_dir(&layout::checkpoint_dir(n))?;
+        }
+        // directories of failed checkpoints older than every retained one
+        let oldest = self.tracker(retain)?.as_ref().and_then(|t| t.retained().next()).unwrap_or(id);
+        for n in self.list_checkpoints()? {
+            if n < oldest {
+                self.delete_dir(&layout::checkpoint_dir(n))?;
+            }
+        }
+        self.delete_shared(&released);
+        Ok(released)
+    }
+
+    /// Deletes the files of the shared directory that no retained checkpoint
+    /// references (when no checkpoint is in flight). Returns them.
+    pub fn collect_orphans(&self, retain: usize) -> Result<Vec<String>, StorageError> {
+        let base = self.path(&format!("{}/{}", layout::CHECKPOINTS, layout::SHARED));
+        let listed: Vec<String> = self
+            .rt
+            .block_on(self.store.list(Some(&base)).map_ok(|m| m.location.filename().map(shared_rel)).try_collect::<Vec<_>>())
+            .map_err(|source| StorageError::Store { what: "listing", url: self.url_of(&format!("{}/{}", layout::CHECKPOINTS, layout::SHARED)), source })?
+            .into_iter()
+            .flatten()
+            .collect();
+        let orphans = self.tracker(retain)?.as_ref().map(|t| t.orphans(listed.iter().map(String::as_str))).unwrap_or_default();
+        self.delete_shared(&orphans);
+        Ok(orphans)
     }
 
     /// Keeps the newest `retain` complete checkpoints (and anything newer), deletes the
-    /// rest, and deletes the shared files that only deleted checkpoints referenced
-    /// (reference counting over the retained ones). Returns the deleted shared files.
+    /// rest, and deletes the shared files that no retained checkpoint references
+    /// (including orphans of failed checkpoints). Returns the deleted shared files.
     pub fn retain(&self, retain: usize) -> Result<Vec<String>, StorageError> {
-        let ids = self.list_checkpoints()?;
-        let mut complete = 0usize;
-        let mut kept = std::collections::HashSet::new();
-        let mut released = Vec::new();
-        let mut doomed = Vec::new();
-        for n in ids.into_iter().rev() {
-            let dir = layout::checkpoint_dir(n);
-            if complete >= retain.max(1) {
-                released.extend(self.shared_refs(&dir)?);
-                doomed.push(dir);
-            } else {
-                kept.extend(self.shared_refs(&dir)?);
-                if self.exists(&format!("{dir}/{}", layout::METADATA))? {
-                    complete += 1;
-                }
+        let newest = self.list_checkpoints()?.into_iter().rev().find(|n| self.has_metadata(&layout::checkpoint_dir(*n)).unwrap_or(false));
+        let mut deleted = Vec::new();
+        if let Some(n) = newest {
+            if let Some(t) = self.tracker(retain)?.as_mut() {
+                t.set_retain(retain);
             }
+            deleted = self.shared_complete(n, retain)?;
         }
-        for dir in doomed {
-            self.delete_dir(&dir)?;
-        }
-        released.sort();
-        released.dedup();
-        released.retain(|f| !kept.contains(f));
-        for f in &released {
-            self.delete(f)?;
-        }
-        if let Ok(mut s) = self.uploaded.lock() {
-            for f in &released {
-                s.remove(f);
-            }
-        }
-        Ok(released)
+        deleted.extend(self.collect_orphans(retain)?);
+        deleted.sort();
+        deleted.dedup();
+        Ok(deleted)
     }
+}
+
+/// A shared file's path relative to the prefix, from its name.
+fn shared_rel(name: &str) -> String {
+    format!("{}/{}/{name}", layout::CHECKPOINTS, layout::SHARED)
+}
+
+/// Whether local file `p` has `size` bytes (and hash `hash`, when known).
+fn reusable(p: &std::path::Path, size: u64, hash: Option<u64>) -> bool {
+    match std::fs::metadata(p) {
+        Ok(m) if m.len() == size => match hash {
+            Some(h) => std::fs::read(p).map(|b| xxhash_rust::xxh3::xxh3_64(&b) == h).unwrap_or(false),
+            None => true,
+        },
+        _ => false,
+    }
+}
+
+/// A file to download: `rel` (relative to the prefix) into `local`.
+#[derive(Clone, Debug)]
+pub struct Download {
+    pub rel: String,
+    pub local: std::path::PathBuf,
+    pub size: u64,
+    pub hash: Option<u64>,
+    /// A local file that may already hold the same bytes (local recovery).
+    pub reuse: Option<std::path::PathBuf>,
 }
 
 #[cfg(test)]
@@ -454,7 +592,7 @@ mod tests {
 
     fn meta(n: u64, shared: &[&str]) -> CheckpointMetadata {
         let mut op = OperatorState { parallelism: 1, ..Default::default() };
-        let files = shared.iter().map(|f| DatabaseFile { name: f.to_string(), path: format!("../shared/{f}"), size: 1 }).collect();
+        let files = shared.iter().map(|f| DatabaseFile { name: f.to_string(), path: format!("../shared/{f}"), size: 1, hash: None }).collect();
         op.databases.insert(0, DatabaseFiles { key_groups: [0, 9], files });
         CheckpointMetadata {
             format_version: INCREMENTAL_FORMAT_VERSION,
@@ -485,14 +623,13 @@ mod tests {
         }
         let mut deleted = s.retain(2).unwrap();
         deleted.sort();
-        assert_eq!(deleted, vec!["checkpoints/shared/a".to_string()], "b is still referenced by chk-2");
+        assert_eq!(deleted, vec!["checkpoints/shared/a".to_string(), "checkpoints/shared/orphan".to_string()], "b is still referenced by chk-2; nothing references the orphan (e.g. uploaded by a failed checkpoint)");
         let deleted = s.retain(1).unwrap();
         assert_eq!(deleted, vec!["checkpoints/shared/b".to_string()]);
         let left: Vec<String> = std::fs::read_dir(dir.join("checkpoints/shared")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         let mut left = left;
         left.sort();
-        // files no deleted checkpoint referenced (e.g. uploaded by a failed one) stay
-        assert_eq!(left, vec!["c", "d", "orphan"]);
+        assert_eq!(left, vec!["c", "d"]);
         assert_eq!(s.list_checkpoints().unwrap(), vec![3]);
         std::fs::remove_dir_all(&dir).unwrap();
     }

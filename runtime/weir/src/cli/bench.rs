@@ -240,6 +240,19 @@ pub mod state {
         println!("full checkpoint at P=4:                      {:>9}, {:>15} bytes", secs(full.duration), thousands(full.bytes));
         let what = if backend == StateBackend::RocksDb { "incremental checkpoint, 1% of keys changed:" } else { "checkpoint after 1% of keys changed (full): " };
         println!("{what} {:>9}, {:>15} bytes", secs(incr.duration), thousands(incr.bytes));
+        if backend == StateBackend::RocksDb {
+            // every subtask's process uploads its own database files (subtask i = worker i
+            // of a distributed job)
+            for (sub, full_b) in &full.uploaded {
+                let inc_b = incr.uploaded.get(sub).copied().unwrap_or(0);
+                println!(
+                    "  subtask {sub}: RocksDB files uploaded, full {:>15} bytes, incremental {:>13} bytes ({:.2}%)",
+                    thousands(*full_b),
+                    thousands(inc_b),
+                    100.0 * inc_b as f64 / (*full_b).max(1) as f64
+                );
+            }
+        }
         if let Some(sp) = &m.savepoint {
             println!("savepoint (canonical format):                {:>9}, {:>15} bytes", secs(sp.duration), thousands(sp.bytes));
         }

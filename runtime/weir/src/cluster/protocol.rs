@@ -38,6 +38,12 @@ pub(crate) enum Control {
     Shutdown,
     /// 0 → workers: checkpoint `id` failed; sources paused by a stop-with-savepoint resume.
     Abort(u64),
+    /// Worker → 0: one task's snapshot for a barrier could not be completed (its
+    /// RocksDB files could not be uploaded): the checkpoint fails.
+    ReportFailed { barrier: Barrier, error: String },
+    /// Worker → 0: checkpoint `id` cannot be restored (a shared file is missing or
+    /// corrupt): recovery must fall back to an older one.
+    BadCheckpoint { id: u64, error: String },
 }
 
 impl Control {
@@ -85,6 +91,8 @@ mod tests {
             Control::Failed("boom".into()),
             Control::Complete(u64::MAX),
             Control::Shutdown,
+            Control::ReportFailed { barrier: Barrier { checkpoint_id: 4, timestamp: 5, savepoint: false, stop: false }, error: "s3 down".into() },
+            Control::BadCheckpoint { id: 3, error: "hash".into() },
         ];
         let mut wire = Vec::new();
         for m in &msgs {

@@ -140,7 +140,7 @@ pub fn run_worker_on(env: &StreamEnv, settings: &WorkerSettings, shutdown: &Stop
     tracing::info!(worker = id.ordinal, workers = id.workers, http = %server.addr, "worker started");
     let incoming = accept_hellos(listener);
     let result = if id.ordinal == 0 {
-        Coordinator { env, settings, board: &board, requests: &server.requests, incoming: &incoming, shutdown }.run()
+        Coordinator { env, settings, board: &board, requests: &server.requests, incoming: &incoming, shutdown, bad: RefCell::default() }.run()
     } else {
         Follower { env, settings, board: &board, incoming: &incoming, early: Vec::new(), shutdown }.run()
     };
@@ -220,11 +220,25 @@ fn dial(addr: &str, deadline: Option<Instant>, shutdown: &StopHandle) -> Option<
     }
 }
 
-fn load_restore(url: &Option<String>, env: &StreamEnv, settings: &CheckpointSettings) -> Result<Option<Arc<RestoreState>>, crate::checkpoint::restore::RestoreError> {
+/// Loads the state this worker's subtasks start from: only the RocksDB databases
+/// holding key groups they own are downloaded.
+fn load_restore(url: &Option<String>, env: &StreamEnv, settings: &CheckpointSettings, placement: Placement) -> Result<Option<Arc<RestoreState>>, crate::checkpoint::restore::RestoreError> {
     let Some(url) = url else { return Ok(None) };
-    let r = crate::checkpoint::load_restore_state(url, env.config().max_parallelism, &env.uids(), settings.allow_non_restored_state)?;
+    let max = env.config().max_parallelism;
+    let url = crate::checkpoint::resolve_restore_url(url, max)?;
+    let s = CheckpointStorage::open(&url)?;
+    let meta = s.read_metadata("", Some(max))?;
+    let local = env.local_key_groups(placement);
+    let r = RestoreState::load_for(&s, "", &meta, &env.uids(), settings.allow_non_restored_state, Some(&local))?;
     Ok(Some(Arc::new(r)))
 }
+
+/// The checkpoint number of a restore URL of `storage` (`…/checkpoints/chk-<n>`).
+fn checkpoint_of(storage: &CheckpointStorage, url: &str) -> Option<u64> {
+    let rest = url.strip_prefix(storage.url())?.trim_start_matches('/');
+    crate::checkpoint::layout::parse_checkpoint_dir(rest.strip_prefix(&format!("{}/", crate::checkpoint::layout::CHECKPOINTS))?)
+}
+
 
 /// Why an epoch could not start or ended.
 struct Failure {
@@ -253,6 +267,8 @@ struct Coordinator<'a> {
     requests: &'a Receiver<Request>,
     incoming: &'a Receiver<Greeted>,
     shutdown: &'a StopHandle,
+    /// Checkpoints a worker could not restore (missing or corrupt files).
+    bad: RefCell<std::collections::BTreeSet<u64>>,
 }
 
 impl Coordinator<'_> {
@@ -312,13 +328,23 @@ impl Coordinator<'_> {
             None => storage.list_checkpoints().map_err(storage_failure)?.last().copied().unwrap_or(0) + 1,
         };
         *next_id = Some(next);
-        // a restarted worker 0 resumes this deployment from its newest checkpoint
-        let restore_url = match storage.latest(Some(max)).map_err(storage_failure)? {
+        // a restarted worker 0 resumes this deployment from its newest checkpoint that
+        // is not known to be bad (a worker could not restore it)
+        let bad = self.bad.borrow().clone();
+        let restore_url = match storage.latest_excluding(Some(max), &bad).map_err(storage_failure)? {
             Some((dir, _)) => Some(storage.url_of(&dir)),
             None => cs.restore_from.clone(),
         };
-        let restore = load_restore(&restore_url, self.env, cs).map_err(|e| {
+        let placement = Placement { worker: 0, workers: id.workers };
+        let restore = load_restore(&restore_url, self.env, cs, placement).map_err(|e| {
             let from = if restore_url == cs.restore_from { format!(" ({})", weir_api::env::RESTORE_FROM) } else { String::new() };
+            if e.is_bad_snapshot() {
+                if let Some(n) = restore_url.as_deref().and_then(|u| checkpoint_of(storage, u)) {
+                    tracing::warn!(checkpoint = n, error = %e, "checkpoint cannot be restored; falling back to an older one");
+                    self.bad.borrow_mut().insert(n);
+                    return Failure { permanent: false, message: format!("restoring from {}: {e}", restore_url.as_deref().unwrap_or("?")) };
+                }
+            }
             Failure { permanent: !e.is_transient(), message: format!("restoring from {}{from}: {e}", restore_url.as_deref().unwrap_or("?")) }
         })?;
         self.board.set_state(if *epoch == 0 { JobState::Created } else { JobState::Restarting }, None);
@@ -381,8 +407,8 @@ impl Coordinator<'_> {
         report: &mut RunReport,
     ) -> Result<(), String> {
         let id = &self.settings.identity;
-        let Attempt { job, network, events: ev_rx, reports: (tx, rx) } = Attempt::launch(self.env, self.board, Placement { worker: 0, workers: id.workers }, restore, conns)?;
-        let cluster = ClusterJob::new(&job, &network, &ev_rx, tx, id.workers, self.shutdown);
+        let Attempt { job, network, events: ev_rx, reports: (tx, rx) } = Attempt::launch(self.env, self.board, Placement { worker: 0, workers: id.workers }, restore, conns, &self.settings.checkpoints.storage)?;
+        let cluster = ClusterJob::new(&job, &network, &ev_rx, tx, id.workers, self.shutdown, &self.bad);
         let result = cluster.wait_ready(READY_TIMEOUT).and_then(|()| {
             self.board.set_state(JobState::Running, None);
             let mut observe = |e: coordinator::CheckpointEvent<'_>| {
@@ -427,10 +453,11 @@ struct ClusterJob<'a> {
     failure: RefCell<Option<String>>,
     remote_tasks: Cell<usize>,
     shutdown: &'a StopHandle,
+    bad: &'a RefCell<std::collections::BTreeSet<u64>>,
 }
 
 impl<'a> ClusterJob<'a> {
-    fn new(local: &'a RunningJob, net: &'a Network, events: &'a Receiver<NetEvent>, reports: Sender<SnapshotReport>, workers: u32, shutdown: &'a StopHandle) -> Self {
+    fn new(local: &'a RunningJob, net: &'a Network, events: &'a Receiver<NetEvent>, reports: Sender<SnapshotReport>, workers: u32, shutdown: &'a StopHandle, bad: &'a RefCell<std::collections::BTreeSet<u64>>) -> Self {
         ClusterJob {
             local,
             net,
@@ -441,6 +468,7 @@ impl<'a> ClusterJob<'a> {
             failure: RefCell::new(None),
             remote_tasks: Cell::new(0),
             shutdown,
+            bad,
         }
     }
 
@@ -474,7 +502,16 @@ impl<'a> ClusterJob<'a> {
                 self.remote_tasks.set(self.remote_tasks.get() + tasks as usize);
             }
             Control::Report { barrier, operators } => {
-                let _ = self.reports.send(SnapshotReport { barrier, operators });
+                let _ = self.reports.send(SnapshotReport { barrier, operators, error: None });
+            }
+            Control::ReportFailed { barrier, error } => {
+                let _ = self.reports.send(SnapshotReport { barrier, operators: Vec::new(), error: Some(format!("worker {from}: {error}")) });
+            }
+            Control::BadCheckpoint { id, error } => {
+                drop(remote);
+                tracing::warn!(checkpoint = id, worker = from, %error, "a worker cannot restore the checkpoint; falling back to an older one");
+                self.bad.borrow_mut().insert(id);
+                self.fail(format!("worker {from} cannot restore checkpoint {id}: {error}"));
             }
             Control::Progress { any_finished, all_finished } => {
                 if let Some(s) = slot {
@@ -647,9 +684,21 @@ impl Follower<'_> {
         let id = self.settings.identity.clone();
         let mut conns = self.mesh(&conn0, epoch)?;
         conns[0] = Some(conn0);
-        let restore = load_restore(restore_url, self.env, &self.settings.checkpoints).map_err(|e| format!("restoring from {}: {e}", restore_url.as_deref().unwrap_or("?")))?;
         let placement = Placement { worker: id.ordinal, workers: id.workers };
-        let Attempt { job, network, events, reports: (_, reports) } = Attempt::launch(self.env, self.board, placement, restore, conns)?;
+        let restore = match load_restore(restore_url, self.env, &self.settings.checkpoints, placement) {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = format!("restoring from {}: {e}", restore_url.as_deref().unwrap_or("?"));
+                let n = CheckpointStorage::open(&self.settings.checkpoints.storage).ok().and_then(|s| restore_url.as_deref().and_then(|u| checkpoint_of(&s, u)));
+                if let (true, Some(n), Some(c)) = (e.is_bad_snapshot(), n, conns[0].as_mut()) {
+                    // tell worker 0, so that the next attempt starts from an older checkpoint
+                    let _ = Control::BadCheckpoint { id: n, error: e.to_string() }.write_to(c);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                return Err(msg);
+            }
+        };
+        let Attempt { job, network, events, reports: (_, reports) } = Attempt::launch(self.env, self.board, placement, restore, conns, &self.settings.checkpoints.storage)?;
         network.send_control(0, &Control::Ready { tasks: job.task_count() as u32 }.encode());
         self.board.set_state(JobState::Running, None);
         let result = relay(&job, &network, &events, &reports, self.shutdown);
@@ -669,11 +718,11 @@ struct Attempt {
 impl Attempt {
     /// Launches the local subtasks of `placement` (registering their remote streams),
     /// then starts the connections `conns`.
-    fn launch(env: &StreamEnv, board: &StatusBoard, placement: Placement, restore: Option<Arc<RestoreState>>, conns: Vec<Option<TcpStream>>) -> Result<Attempt, String> {
+    fn launch(env: &StreamEnv, board: &StatusBoard, placement: Placement, restore: Option<Arc<RestoreState>>, conns: Vec<Option<TcpStream>>, storage: &str) -> Result<Attempt, String> {
         let mut net = NetBuilder::new(placement);
         let reports = unbounded();
         let job = env
-            .launch_distributed(CheckpointSetup { reports: reports.0.clone(), restore, fault: None }, &mut net)
+            .launch_distributed(CheckpointSetup { reports: reports.0.clone(), restore, fault: None, storage: storage.to_string() }, &mut net)
             .map_err(|e| format!("launching the tasks: {e}"))?;
         let (ev_tx, events) = unbounded();
         let network = match net.start(conns, ev_tx) {
@@ -751,7 +800,11 @@ fn relay(job: &RunningJob, net: &Network, events: &Receiver<NetEvent>, reports: 
             Err(RecvTimeoutError::Disconnected) => return Err("the connections are gone".into()),
         }
         while let Ok(r) = reports.try_recv() {
-            net.send_control(0, &Control::Report { barrier: r.barrier, operators: r.operators }.encode());
+            let msg = match r.error {
+                Some(error) => Control::ReportFailed { barrier: r.barrier, error },
+                None => Control::Report { barrier: r.barrier, operators: r.operators },
+            };
+            net.send_control(0, &msg.encode());
         }
         if let Some(f) = job.failure() {
             net.send_control(0, &Control::Failed(f.clone()).encode());

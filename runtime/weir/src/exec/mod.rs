@@ -134,10 +134,6 @@ pub struct TaskInfo {
     pub max_parallelism: u32,
     /// Where keyed state lives.
     pub state_backend: crate::state::StateBackend,
-    /// Whether the checkpoint coordinator runs in this process and can upload this
-    /// task's local files (RocksDB incremental checkpoints). False on the workers of
-    /// a distributed job: they snapshot keyed state in the canonical format instead.
-    pub local_checkpoint_files: bool,
 }
 
 impl TaskInfo {
@@ -201,6 +197,9 @@ pub(crate) enum TaskCommand {
 pub(crate) struct SnapshotReport {
     pub barrier: Barrier,
     pub operators: Vec<OperatorSnapshot>,
+    /// The snapshot could not be completed (its files could not be uploaded): the
+    /// checkpoint fails.
+    pub error: Option<String>,
 }
 
 impl TaskEnv {
@@ -216,7 +215,7 @@ impl TaskEnv {
 
     pub(crate) fn report_snapshot(&self, barrier: Barrier, operators: Vec<OperatorSnapshot>) {
         if let Some(tx) = &self.snapshots {
-            let _ = tx.send(SnapshotReport { barrier, operators });
+            let _ = tx.send(SnapshotReport { barrier, operators, error: None });
         }
     }
 }

@@ -41,6 +41,8 @@ pub(crate) struct CheckpointSetup {
     pub restore: Option<Arc<crate::checkpoint::restore::RestoreState>>,
     /// Test-only fault: fail the task running this operator at its n-th input record.
     pub fault: Option<(String, u64)>,
+    /// The checkpoint storage URL: this process uploads its RocksDB files there.
+    pub storage: String,
 }
 
 /// The coordinator's handle on one task.
@@ -55,6 +57,8 @@ pub struct RunningJob {
     control: Arc<JobControl>,
     pub metrics: Vec<Arc<TaskMetrics>>,
     pub(crate) tasks: Vec<TaskHandle>,
+    /// Uploads this process's RocksDB checkpoint files (with checkpoints).
+    uploader: Option<crate::checkpoint::upload::Uploader>,
 }
 
 impl RunningJob {
@@ -70,6 +74,14 @@ impl RunningJob {
 
     /// Sends `cmd` to every task (or only the sources).
     pub(crate) fn broadcast(&self, cmd: TaskCommand, sources_only: bool) {
+        // before the tasks hear of it: the next snapshot may then reuse its files
+        if let Some(u) = &self.uploader {
+            match cmd {
+                TaskCommand::Complete(id) => u.complete(id),
+                TaskCommand::Abort(id) => u.abort(id),
+                TaskCommand::Trigger(_) => {}
+            }
+        }
         for t in self.tasks.iter().filter(|t| t.is_source || !sources_only) {
             let _ = t.commands.send(cmd);
         }
@@ -165,6 +177,19 @@ pub(crate) fn launch(graph: &Graph, config: &JobConfig, setup: Option<Checkpoint
     let place = net.as_ref().map(|n| n.placement).unwrap_or(Placement::EMBEDDED);
     let mut commands = Vec::new();
     let control = Arc::new(JobControl::default());
+    // snapshots go through this process's uploader on their way to the coordinator
+    let mut uploader = None;
+    let setup = match setup {
+        Some(mut s) => {
+            let ctl = control.clone();
+            let (u, tx) = crate::checkpoint::upload::Uploader::start(&s.storage, s.reports.clone(), Arc::new(move || ctl.is_cancelled()))
+                .map_err(|e| JobError::State(format!("checkpoint storage {}: {e}", s.storage)))?;
+            uploader = Some(u);
+            s.reports = tx;
+            Some(s)
+        }
+        None => None,
+    };
     let job_name: Arc<str> = Arc::from(config.name.as_str());
 
     // channels of the edges that are not chained
@@ -201,7 +226,6 @@ pub(crate) fn launch(graph: &Graph, config: &JobConfig, setup: Option<Checkpoint
                     parallelism: p.parallelism[node],
                     max_parallelism: config.max_parallelism,
                     state_backend: config.state_backend,
-                    local_checkpoint_files: place.workers == 1,
                 },
                 control: control.clone(),
                 metrics: metrics.clone(),
@@ -245,7 +269,7 @@ pub(crate) fn launch(graph: &Graph, config: &JobConfig, setup: Option<Checkpoint
             threads.push(thread);
         }
     }
-    Ok(RunningJob { threads, control, metrics: all_metrics, tasks: commands })
+    Ok(RunningJob { threads, control, metrics: all_metrics, tasks: commands, uploader })
 }
 
 /// Builds the downstream of `n`'s outputs for subtask `i`: chained successors are

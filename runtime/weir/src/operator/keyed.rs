@@ -135,10 +135,7 @@ impl<K: Key, O: Data> KeyedCore<K, O> {
     pub(crate) fn new(info: &TaskInfo, uid: &str, next: BoxDown<O>, sides: Sides) -> Self {
         let range = info.key_groups();
         let (state, init_error) = match KeyedState::with_backend(range, info.state_backend, &format!("{uid}-{}", info.subtask)) {
-            Ok(mut s) => {
-                s.set_incremental(info.local_checkpoint_files);
-                (s, None)
-            }
+            Ok(s) => (s, None),
             Err(e) => (KeyedState::new(range), Some(format!("{} state backend: {e}", info.state_backend))),
         };
         KeyedCore {

@@ -280,7 +280,7 @@ mod tests {
         let b = StatusBoard::new("q5", 3, 720);
         let id = b.new_savepoint_request();
         assert_eq!(b.savepoint(&id).unwrap().status, OperationStatus::InProgress);
-        let c = CompletedCheckpoint { id: 7, url: "file:///x/savepoints/sp-7".into(), bytes: 10, duration: std::time::Duration::from_millis(5), savepoint: true };
+        let c = CompletedCheckpoint { id: 7, url: "file:///x/savepoints/sp-7".into(), bytes: 10, duration: std::time::Duration::from_millis(5), savepoint: true, uploaded: Default::default() };
         b.on_event(&CheckpointEvent::Completed { checkpoint: &c, request: Some(&id) });
         let s = b.savepoint(&id).unwrap();
         assert_eq!((s.status, s.url.as_deref()), (OperationStatus::Completed, Some("file:///x/savepoints/sp-7")));
@@ -307,7 +307,7 @@ mod tests {
         let b = StatusBoard::new("q5", 1, 720);
         assert_eq!(b.register_savepoint(Some("j1-sp-1"), false), Registered::New("j1-sp-1".into()));
         assert_eq!(b.register_savepoint(Some("j1-sp-1"), false), Registered::Existing("j1-sp-1".into()));
-        let c = CompletedCheckpoint { id: 7, url: "file:///x/sp".into(), bytes: 10, duration: std::time::Duration::from_millis(5), savepoint: true };
+        let c = CompletedCheckpoint { id: 7, url: "file:///x/sp".into(), bytes: 10, duration: std::time::Duration::from_millis(5), savepoint: true, uploaded: Default::default() };
         b.on_event(&CheckpointEvent::Completed { checkpoint: &c, request: Some("j1-sp-1") });
         assert_eq!(b.register_savepoint(Some("j1-sp-1"), true), Registered::Existing("j1-sp-1".into()), "completed: still the same savepoint");
         // one stop at a time

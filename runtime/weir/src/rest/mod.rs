@@ -279,7 +279,7 @@ mod tests {
         assert_eq!(code, 409);
         assert!(body["error"].as_str().unwrap().contains("j1-sp-1"), "{body}");
         // completed: still the same answer, and its status names it
-        let c = CompletedCheckpoint { id: 4, url: "s3://b/savepoints/sp-j1-1".into(), bytes: 1, duration: std::time::Duration::ZERO, savepoint: true };
+        let c = CompletedCheckpoint { id: 4, url: "s3://b/savepoints/sp-j1-1".into(), bytes: 1, duration: std::time::Duration::ZERO, savepoint: true, uploaded: Default::default() };
         board.on_event(&CheckpointEvent::Completed { checkpoint: &c, request: Some("j1-sp-1") });
         board.set_state(JobState::Finished, None);
         assert_eq!(post(&addr, r#"{"stop": true, "requestId": "j1-sp-1"}"#), (202, serde_json::json!({"id": "j1-sp-1"})));

@@ -100,15 +100,12 @@ pub struct KeyedState<K> {
     db: Option<Arc<Db>>,
     /// Names the database's directory (operator uid and subtask).
     tag: String,
-    /// Checkpoints may reference the database's files (incremental); when not, the
-    /// state is snapshotted in the canonical per-key-group format.
-    incremental: bool,
 }
 
 impl<K: Key> KeyedState<K> {
     /// Heap state for `range`.
     pub(crate) fn new(range: KeyGroupRange) -> Self {
-        KeyedState { range, tables: Vec::new(), db: None, tag: String::new(), incremental: true }
+        KeyedState { range, tables: Vec::new(), db: None, tag: String::new() }
     }
 
     /// State for `range` on `backend`; `tag` names the local database (uid, subtask).
@@ -178,14 +175,9 @@ impl<K: Key> KeyedState<K> {
     pub(crate) fn checkpoint_db(&mut self, checkpoint_id: u64) -> Result<Option<DbCheckpoint>, StateError> {
         self.flush()?;
         match &self.db {
-            Some(db) if self.incremental => Ok(Some(db.checkpoint(checkpoint_id, self.range)?)),
+            Some(db) => Ok(Some(db.checkpoint(checkpoint_id, self.range)?)),
             _ => Ok(None),
         }
-    }
-
-    /// Whether checkpoints may reference local database files (see `incremental`).
-    pub(crate) fn set_incremental(&mut self, on: bool) {
-        self.incremental = on;
     }
 
     /// Restores the key groups of this subtask from downloaded database checkpoints
@@ -617,7 +609,6 @@ mod tests {
             parallelism: 1,
             max_parallelism: M,
             state_backend: backend,
-            local_checkpoint_files: true,
         }
     }
 

@@ -10,8 +10,9 @@
 //! before every snapshot.
 //!
 //! Checkpoints are incremental: [`Db::checkpoint`] flushes the memtable and makes a
-//! RocksDB checkpoint (hard links) in a local directory; the coordinator uploads the
-//! SST files it has not uploaded before to `checkpoints/shared/` and references them
+//! RocksDB checkpoint (hard links) in a local directory; the process that owns the
+//! database uploads the SST files the last completed checkpoint did not hold to
+//! `checkpoints/shared/` (`checkpoint/upload.rs`) and the coordinator references them
 //! from `_metadata`. Savepoints never use this: they are written in the canonical,
 //! backend-independent per-key-group format.
 

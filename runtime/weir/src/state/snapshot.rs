@@ -13,10 +13,18 @@ pub struct OperatorSnapshot {
     /// Non-keyed operator state (e.g. source positions), redistributed on rescale.
     pub operator: Option<Vec<u8>>,
     /// RocksDB backend, checkpoints (not savepoints): the local database checkpoint
-    /// holding the keyed state tables, uploaded incrementally by the coordinator.
+    /// holding the keyed state tables, uploaded incrementally by this process
+    /// (`checkpoint/upload.rs`) before the report leaves it.
     /// `keyed` then holds only the timers.
     #[serde(default)]
     pub database: Option<DbCheckpoint>,
+    /// The same database checkpoint once this process uploaded its files: the
+    /// handles the coordinator writes into `_metadata`.
+    #[serde(default)]
+    pub files: Option<crate::checkpoint::metadata::DatabaseFiles>,
+    /// Bytes of database files uploaded for this snapshot.
+    #[serde(default)]
+    pub uploaded_bytes: u64,
 }
 
 use crate::keygroup::{Key, key_group};
@@ -72,7 +80,7 @@ pub(crate) fn snapshot_keyed<K: Key>(
         let bytes = postcard::to_allocvec(&blob).unwrap_or_else(|e| panic!("state of {uid} cannot be serialized: {e}"));
         keyed.push((kg, bytes));
     }
-    Ok(OperatorSnapshot { uid: uid.to_string(), subtask, keyed, operator: None, database })
+    Ok(OperatorSnapshot { uid: uid.to_string(), subtask, keyed, operator: None, database, ..Default::default() })
 }
 
 /// Puts back the keyed state and timers of `groups` (key group, bytes of

@@ -424,6 +424,6 @@ where
                 (self.range.start + g as u32, bytes)
             })
             .collect();
-        OperatorSnapshot { uid: self.uid.clone(), subtask: self.subtask, keyed, operator: None, database: None }
+        OperatorSnapshot { uid: self.uid.clone(), subtask: self.subtask, keyed, operator: None, ..Default::default() }
     }
 }

@@ -1,0 +1,216 @@
+//! Upload of RocksDB checkpoint files by the process that owns the databases (every
+//! worker of a distributed job, or `weir run`), before the snapshot goes to the
+//! coordinator: the coordinator only receives file handles (name, size, hash, key
+//! groups) and writes `_metadata` once every task acknowledged.
+//!
+//! Shared (SST) files go to `checkpoints/shared/<db instance>-<file>`: RocksDB never
+//! reuses a file number within a database and the instance name is unique per opened
+//! database (operator uid, subtask, and a hash of time, pid and a sequence), so a
+//! name always means the same bytes: a retried upload rewrites identical bytes and
+//! workers never collide. The other files (MANIFEST, CURRENT, OPTIONS) go into the
+//! checkpoint's own directory under `<db instance>/`. A worker uploads an SST file
+//! again unless the last checkpoint it was told completed lists it (see
+//! `shared_files.rs` for why that is what keeps deletion safe).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::layout;
+use super::metadata::{DatabaseFile, DatabaseFiles};
+use super::storage::{CheckpointStorage, StorageError};
+use crate::exec::SnapshotReport;
+use crate::state::rocksdb::DbCheckpoint;
+
+/// Per database instance: the shared files (by local name) of a checkpoint.
+type InstanceFiles = HashMap<String, HashMap<String, DatabaseFile>>;
+
+#[derive(Default)]
+struct Known {
+    /// The files of the last completed checkpoint, per database instance.
+    done: InstanceFiles,
+    /// The files of checkpoints reported but not yet completed.
+    pending: BTreeMap<u64, InstanceFiles>,
+}
+
+/// The uploading side of one job attempt in this process.
+pub(crate) struct Uploader {
+    known: Arc<Mutex<Known>>,
+}
+
+impl Uploader {
+    /// Starts the upload thread: snapshots sent to the returned sender are uploaded to
+    /// `storage_url`, then forwarded to `out` (with the error when an upload failed).
+    pub(crate) fn start(storage_url: &str, out: Sender<SnapshotReport>, cancelled: Arc<dyn Fn() -> bool + Send + Sync>) -> Result<(Uploader, Sender<SnapshotReport>), StorageError> {
+        let storage = CheckpointStorage::open(storage_url)?;
+        let known = Arc::new(Mutex::new(Known::default()));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let k = known.clone();
+        std::thread::Builder::new()
+            .name("weir-upload".into())
+            .spawn(move || run(storage, rx, out, k, cancelled))
+            .map_err(StorageError::Runtime)?;
+        Ok((Uploader { known }, tx))
+    }
+
+    /// Checkpoint `id` completed: its files may be reused by the next checkpoints.
+    pub(crate) fn complete(&self, id: u64) {
+        let Ok(mut k) = self.known.lock() else { return };
+        // `u64::MAX` = the end of the job: nothing comes after it
+        let newer = match id.checked_add(1) {
+            Some(next) => k.pending.split_off(&next),
+            None => BTreeMap::new(),
+        };
+        let done = std::mem::replace(&mut k.pending, newer).remove(&id);
+        if let Some(files) = done {
+            for (instance, f) in files {
+                k.done.insert(instance, f);
+            }
+        }
+    }
+
+    /// Checkpoint `id` failed: nothing it uploaded may be reused.
+    pub(crate) fn abort(&self, id: u64) {
+        if let Ok(mut k) = self.known.lock() {
+            k.pending.remove(&id);
+        }
+    }
+}
+
+fn run(storage: CheckpointStorage, rx: Receiver<SnapshotReport>, out: Sender<SnapshotReport>, known: Arc<Mutex<Known>>, cancelled: Arc<dyn Fn() -> bool + Send + Sync>) {
+    while let Ok(mut report) = rx.recv() {
+        if cancelled() {
+            discard(report);
+            continue;
+        }
+        let id = report.barrier.checkpoint_id;
+        let t0 = std::time::Instant::now();
+        match upload(&storage, &mut report, &known) {
+            Ok(bytes) => {
+                if bytes > 0 {
+                    tracing::debug!(checkpoint = id, bytes, ms = t0.elapsed().as_millis() as u64, "uploaded RocksDB checkpoint files");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(checkpoint = id, error = %e, "uploading RocksDB checkpoint files failed");
+                report.error = Some(format!("uploading the RocksDB files of checkpoint {id}: {e}"));
+            }
+        }
+        if out.send(report).is_err() {
+            return;
+        }
+    }
+}
+
+/// Removes the local database checkpoints of a report that will not be uploaded.
+pub(crate) fn discard(report: SnapshotReport) {
+    for snap in report.operators {
+        if let Some(db) = snap.database {
+            let _ = std::fs::remove_dir_all(&db.local_dir);
+        }
+    }
+}
+
+/// Uploads the database files of every operator of `report` (all at once, several
+/// in parallel) and replaces each local checkpoint by its handles. Returns the bytes.
+fn upload(storage: &CheckpointStorage, report: &mut SnapshotReport, known: &Mutex<Known>) -> Result<u64, StorageError> {
+    let id = report.barrier.checkpoint_id;
+    let dir = layout::checkpoint_dir(id);
+    let mut uploads = Vec::new();
+    // (index of the operator, index of its file) for every upload, in order
+    let mut slots: Vec<(usize, usize)> = Vec::new();
+    let mut handles: Vec<Option<DatabaseFiles>> = vec![None; report.operators.len()];
+    let mut locals = Vec::new();
+    {
+        let k = known.lock().map_err(|_| StorageError::Corrupt { url: storage.url().into(), reason: "upload state poisoned".into() })?;
+        for (i, snap) in report.operators.iter().enumerate() {
+            let Some(db) = &snap.database else { continue };
+            let (files, up) = plan(&dir, db, k.done.get(&db.instance));
+            for (file, rel, local) in up {
+                slots.push((i, file));
+                uploads.push((rel, local));
+            }
+            handles[i] = Some(files);
+            locals.push(db.local_dir.clone());
+        }
+    }
+    let result = storage.put_files_hashed(uploads);
+    for d in locals {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    let done = result?;
+    let mut bytes = 0;
+    for ((i, file), (size, hash)) in slots.into_iter().zip(done) {
+        if let Some(h) = handles[i].as_mut() {
+            let f = &mut h.files[file];
+            f.size = size;
+            f.hash = Some(format!("{hash:016x}"));
+        }
+        bytes += size;
+        report.operators[i].uploaded_bytes += size;
+    }
+    let mut pending: InstanceFiles = HashMap::new();
+    for (snap, h) in report.operators.iter_mut().zip(handles) {
+        let (Some(db), Some(h)) = (snap.database.take(), h) else { continue };
+        let shared: HashMap<String, DatabaseFile> = h.files.iter().filter(|f| f.is_shared()).map(|f| (f.name.clone(), f.clone())).collect();
+        pending.insert(db.instance, shared);
+        snap.files = Some(h);
+    }
+    if let Ok(mut k) = known.lock() {
+        k.pending.entry(id).or_default().extend(pending);
+    }
+    Ok(bytes)
+}
+
+/// The handles of `db`'s files and what to upload for them: `(index of the file,
+/// relative path, local file)`. SST files of the last completed checkpoint (`done`,
+/// same name and size) are referenced without uploading them again.
+fn plan(dir: &str, db: &DbCheckpoint, done: Option<&HashMap<String, DatabaseFile>>) -> (DatabaseFiles, Vec<(usize, String, std::path::PathBuf)>) {
+    let mut files = Vec::with_capacity(db.files.len());
+    let mut up = Vec::new();
+    for f in &db.files {
+        let i = files.len();
+        if f.name.ends_with(".sst") {
+            if let Some(prev) = done.and_then(|d| d.get(&f.name)).filter(|p| p.size == f.size) {
+                files.push(prev.clone());
+                continue;
+            }
+            let name = format!("{}-{}", db.instance, f.name);
+            up.push((i, format!("{}/{}/{name}", layout::CHECKPOINTS, layout::SHARED), db.local_dir.join(&f.name)));
+            files.push(DatabaseFile { name: f.name.clone(), path: format!("../{}/{name}", layout::SHARED), size: f.size, hash: None });
+        } else {
+            let rel = format!("{}/{}", db.instance, f.name);
+            up.push((i, format!("{dir}/{rel}"), db.local_dir.join(&f.name)));
+            files.push(DatabaseFile { name: f.name.clone(), path: rel, size: f.size, hash: None });
+        }
+    }
+    (DatabaseFiles { key_groups: [db.start, db.end], files }, up)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::rocksdb::DbFile;
+
+    #[test]
+    fn only_files_of_the_last_completed_checkpoint_are_reused() {
+        let db = DbCheckpoint {
+            local_dir: "/x".into(),
+            instance: "store-0-ab".into(),
+            start: 0,
+            end: 9,
+            files: vec![DbFile { name: "000007.sst".into(), size: 10 }, DbFile { name: "000009.sst".into(), size: 5 }, DbFile { name: "MANIFEST-000005".into(), size: 3 }],
+        };
+        let (h, up) = plan("checkpoints/chk-4", &db, None);
+        assert_eq!(up.len(), 3);
+        assert_eq!(up[0].1, "checkpoints/shared/store-0-ab-000007.sst");
+        assert_eq!(up[2].1, "checkpoints/chk-4/store-0-ab/MANIFEST-000005");
+        assert_eq!(h.files[2].path, "store-0-ab/MANIFEST-000005");
+        let mut done = HashMap::new();
+        done.insert("000007.sst".to_string(), DatabaseFile { name: "000007.sst".into(), path: "../shared/store-0-ab-000007.sst".into(), size: 10, hash: Some("1".into()) });
+        let (h, up) = plan("checkpoints/chk-5", &db, Some(&done));
+        assert_eq!(up.iter().map(|u| u.0).collect::<Vec<_>>(), vec![1, 2], "000007.sst is reused");
+        assert_eq!(h.files[0].hash.as_deref(), Some("1"));
+    }
+}
