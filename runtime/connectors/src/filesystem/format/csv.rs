@@ -20,6 +20,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use weir::connector::{ConnectorError, SourceContext};
 
+use super::Position;
 use crate::registry::BatchSource;
 
 /// The CSV options of a table.
@@ -121,51 +122,39 @@ pub fn encode(batch: &RecordBatch, o: &CsvOptions) -> Result<Vec<u8>, String> {
 }
 
 /// Reads CSV files into batches of the table's physical schema; the files of the
-/// path are read by subtask 0 in name order; the position (file, records read) is
+/// path are read as [`Position`] says, and the position (file, records read) is
 /// checkpointed.
 pub struct CsvFileSource {
     path: PathBuf,
     schema: SchemaRef,
     opts: CsvOptions,
     batch_rows: usize,
-    files: Vec<PathBuf>,
-    file: usize,
-    /// records read of the current file
-    read: u64,
-    skip: (usize, u64),
+    pos: Position,
     reader: Option<csv::Reader<File>>,
-    owns: Option<bool>,
 }
 
 impl CsvFileSource {
     pub fn new(path: PathBuf, schema: SchemaRef, opts: CsvOptions, batch_rows: usize) -> Self {
-        CsvFileSource { path, schema, opts, batch_rows: batch_rows.max(1), files: Vec::new(), file: 0, read: 0, skip: (0, 0), reader: None, owns: None }
+        CsvFileSource { path, schema, opts, batch_rows: batch_rows.max(1), pos: Position::default(), reader: None }
     }
 }
 
 impl BatchSource for CsvFileSource {
     fn open(&mut self, ctx: &SourceContext) -> Result<(), ConnectorError> {
-        if !self.owns.unwrap_or(ctx.subtask == 0) {
-            return Ok(());
-        }
-        self.owns = Some(true);
-        self.files = super::super::list_files(&self.path)?;
-        self.file = self.skip.0;
-        Ok(())
+        self.pos.open(&self.path, ctx)
     }
 
     fn next_batch(&mut self, max_rows: usize) -> Result<Option<RecordBatch>, ConnectorError> {
-        if self.owns != Some(true) {
+        if !self.pos.owns() {
             return Ok(None);
         }
         let want = max_rows.min(self.batch_rows);
         let mut records: Vec<Record> = Vec::new();
-        while records.len() < want && self.file < self.files.len() {
-            let p = &self.files[self.file];
+        while records.len() < want {
+            let Some(p) = self.pos.current() else { break };
             if self.reader.is_none() {
                 let f = File::open(p).map_err(|e| ConnectorError::io(format!("cannot open {}", p.display()), e))?;
                 self.reader = Some(self.opts.reader().from_reader(f));
-                self.read = 0;
             }
             let r = self.reader.as_mut().expect("opened");
             let mut rec = csv::StringRecord::new();
@@ -179,11 +168,10 @@ impl BatchSource for CsvFileSource {
                     break; // decode this file's records first (errors name the file)
                 }
                 self.reader = None;
-                self.file += 1;
+                self.pos.next_file();
                 continue;
             }
-            self.read += 1;
-            if self.file == self.skip.0 && self.read <= self.skip.1 {
+            if !self.pos.count_record() {
                 continue;
             }
             // a blank line is no record
@@ -196,28 +184,15 @@ impl BatchSource for CsvFileSource {
         if records.is_empty() {
             return Ok(None);
         }
-        decode(&records, &self.schema, &self.opts, &self.files[self.file].display().to_string()).map(Some)
+        decode(&records, &self.schema, &self.opts, &self.pos.files[self.pos.file].display().to_string()).map(Some)
     }
 
     fn snapshot(&mut self) -> Result<Vec<Vec<u8>>, ConnectorError> {
-        if self.owns != Some(true) {
-            return Ok(Vec::new());
-        }
-        let read = if self.file == self.skip.0 { self.read.max(self.skip.1) } else { self.read };
-        let mut b = (self.file as u64).to_le_bytes().to_vec();
-        b.extend_from_slice(&read.to_le_bytes());
-        Ok(vec![b])
+        Ok(self.pos.snapshot())
     }
 
     fn restore(&mut self, splits: Vec<Vec<u8>>) -> Result<(), ConnectorError> {
-        self.owns = Some(!splits.is_empty());
-        if let Some(s) = splits.first() {
-            let (Some(f), Some(r)) = (s.get(..8).and_then(|b| b.try_into().ok()), s.get(8..16).and_then(|b| b.try_into().ok())) else {
-                return Err(ConnectorError::Other("bad filesystem (csv) source position in the checkpoint".into()));
-            };
-            self.skip = (u64::from_le_bytes(f) as usize, u64::from_le_bytes(r));
-        }
-        Ok(())
+        self.pos.restore(splits)
     }
 }
 

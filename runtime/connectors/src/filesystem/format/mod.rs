@@ -4,7 +4,10 @@
 pub mod csv;
 pub mod json;
 
+use std::path::{Path, PathBuf};
+
 use arrow::array::RecordBatch;
+use weir::connector::{ConnectorError, SourceContext};
 
 use super::options::Format;
 
@@ -13,5 +16,80 @@ pub fn encode(format: &Format, batch: &RecordBatch) -> Result<Vec<u8>, String> {
     match format {
         Format::Json => json::encode(batch),
         Format::Csv(o) => csv::encode(batch, o),
+    }
+}
+
+/// Where a file source is in the files of its path: they are read by one subtask
+/// (subtask 0 unless a restore says which), in name order; the position (file, records
+/// read of it) is checkpointed as 16 bytes, and records before a restored position are
+/// skipped when they are read again.
+#[derive(Debug, Default)]
+pub(crate) struct Position {
+    /// the files of the path (listed at open)
+    pub files: Vec<PathBuf>,
+    /// the index of the file being read
+    pub file: usize,
+    /// records (JSON: lines) read of the current file
+    pub read: u64,
+    /// the restored position: records before it are skipped
+    skip: (usize, u64),
+    /// whether this subtask reads the path (`None` until open or restore)
+    owns: Option<bool>,
+}
+
+impl Position {
+    /// At the source's open: lists the path's files if this subtask reads them.
+    pub fn open(&mut self, path: &Path, ctx: &SourceContext) -> Result<(), ConnectorError> {
+        if !self.owns.unwrap_or(ctx.subtask == 0) {
+            return Ok(());
+        }
+        self.owns = Some(true);
+        self.files = super::list_files(path)?;
+        self.file = self.skip.0;
+        Ok(())
+    }
+
+    /// Whether this subtask reads the path.
+    pub fn owns(&self) -> bool {
+        self.owns == Some(true)
+    }
+
+    /// The file being read, if any is left.
+    pub fn current(&self) -> Option<&PathBuf> {
+        self.files.get(self.file)
+    }
+
+    /// On to the next file (the current one is read to its end).
+    pub fn next_file(&mut self) {
+        self.file += 1;
+        self.read = 0;
+    }
+
+    /// Counts one more record of the current file: false if it comes before the
+    /// restored position (read before the restore: skip it).
+    pub fn count_record(&mut self) -> bool {
+        self.read += 1;
+        !(self.file == self.skip.0 && self.read <= self.skip.1)
+    }
+
+    pub fn snapshot(&self) -> Vec<Vec<u8>> {
+        if !self.owns() {
+            return Vec::new();
+        }
+        let read = if self.file == self.skip.0 { self.read.max(self.skip.1) } else { self.read };
+        let mut b = (self.file as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(&read.to_le_bytes());
+        vec![b]
+    }
+
+    pub fn restore(&mut self, splits: Vec<Vec<u8>>) -> Result<(), ConnectorError> {
+        self.owns = Some(!splits.is_empty());
+        if let Some(s) = splits.first() {
+            let (Some(f), Some(r)) = (s.get(..8).and_then(|b| b.try_into().ok()), s.get(8..).and_then(|b| b.try_into().ok())) else {
+                return Err(ConnectorError::Other("bad filesystem source position in the checkpoint".into()));
+            };
+            self.skip = (u64::from_le_bytes(f) as usize, u64::from_le_bytes(r));
+        }
+        Ok(())
     }
 }
