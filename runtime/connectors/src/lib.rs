@@ -20,5 +20,5 @@ pub mod registry;
 pub mod rows;
 
 pub use changelog::{ChangeBatch, RowKind};
-pub use registry::{BatchSource, ChangelogMode, Connector, ConnectorRegistry, LookupRows, LookupSource, SinkArgs, SourceFactory, TableOptions};
+pub use registry::{parse_duration, BatchSource, ChangelogMode, Connector, ConnectorRegistry, LookupRows, LookupSource, SinkArgs, SourceFactory, TableOptions};
 pub use rows::{json_rows, print_rows};

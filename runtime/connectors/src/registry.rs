@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -54,6 +55,24 @@ impl TableOptions {
             Some(v) => v.parse().map(Some).map_err(|_| format!("option '{key}' of connector '{}': cannot parse '{v}'", self.connector)),
         }
     }
+}
+
+/// A duration option or setting: milliseconds (`'3600000'`) or a number and a unit
+/// (`'1 h'`, `'10 s'`, `'5 min'`, `'100 ms'`, `'1 d'`). Zero disables.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let t = v.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("'{v}' is not a duration (expected e.g. '1 h', '10 s', '5 min' or milliseconds)"))?;
+    let ms = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
+        other => return Err(format!("'{v}': unknown time unit '{other}' (use ms, s, min, h or d)")),
+    };
+    Ok(Duration::from_millis(n.checked_mul(ms).ok_or_else(|| format!("'{v}' is too long"))?))
 }
 
 /// A bounded or unbounded reader of Arrow batches: what a connector's source is.
@@ -204,5 +223,22 @@ impl ConnectorRegistry {
         }
         c.validate(opts, schema)?;
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1 h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("10 s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("5 min").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1500").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("1 fortnight").unwrap_err().contains("unknown time unit"));
+        assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
     }
 }

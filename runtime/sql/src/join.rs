@@ -47,24 +47,6 @@ use crate::ops::{ChangeBatch, GroupKey, RowKind, Value, nullable};
 /// The setting of the idle state retention of regular joins.
 pub(super) const STATE_TTL: &str = "table.exec.state.ttl";
 
-/// A duration setting: milliseconds (`'3600000'`) or a number and a unit
-/// (`'1 h'`, `'10 s'`, `'5 min'`, `'100 ms'`, `'1 d'`). Zero disables.
-pub(super) fn parse_duration(v: &str) -> Result<Duration, String> {
-    let t = v.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("'{v}' is not a duration (expected e.g. '1 h', '10 s', '5 min' or milliseconds)"))?;
-    let ms = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1,
-        "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
-        "m" | "min" | "mins" | "minute" | "minutes" => 60_000,
-        "h" | "hour" | "hours" => 3_600_000,
-        "d" | "day" | "days" => 86_400_000,
-        other => return Err(format!("'{v}': unknown time unit '{other}' (use ms, s, min, h or d)")),
-    };
-    Ok(Duration::from_millis(n.checked_mul(ms).ok_or_else(|| format!("'{v}' is too long"))?))
-}
-
 /// One input row of a join: its join key, kind and values.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JoinRow {
@@ -706,7 +688,7 @@ impl Lower<'_, '_> {
         let (out, updating, uid_kind) = match kind {
             Kind::Regular => {
                 let ttl = match self.c.job.settings.get(STATE_TTL) {
-                    Some(v) => Some(parse_duration(v).map_err(|m| format!("'{STATE_TTL}': {m}"))?).filter(|d| !d.is_zero()),
+                    Some(v) => Some(weir_connectors::parse_duration(v).map_err(|m| format!("'{STATE_TTL}': {m}"))?).filter(|d| !d.is_zero()),
                     None => None,
                 };
                 let updating = (left_outer || right_outer || l.updating.is_some() || r.updating.is_some()).then(|| desc.clone());
@@ -944,17 +926,5 @@ mod tests {
         let j = format!("(SELECT L.k, L.ws, L.we, L.n FROM {l} L JOIN {r} R ON L.ws = R.ws AND L.we = R.we AND L.k = R.k)");
         assert_eq!(joins(&format!("SELECT J.n, R.n FROM {j} J JOIN {r} R ON J.ws = R.ws AND J.we = R.we")), ["window-join", "window-join"]);
         assert_eq!(joins(&format!("SELECT J.n, R.n FROM {j} J JOIN {r} R ON J.ws = R.ws AND J.k = R.k")), ["window-join", "join"]);
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1 h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_duration("10 s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("5 min").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("1500").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
-        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        assert!(parse_duration("1 fortnight").unwrap_err().contains("unknown time unit"));
-        assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
     }
 }

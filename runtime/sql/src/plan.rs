@@ -309,7 +309,7 @@ impl<'a> Compiler<'a> {
                 self.job.parallelism = Some(p);
             }
             join::STATE_TTL => {
-                join::parse_duration(v).map_err(|m| format!("'{k}': {m}"))?;
+                weir_connectors::parse_duration(v).map_err(|m| format!("'{k}': {m}"))?;
             }
             "execution.runtime-mode" if v != "streaming" && v != "batch" => {
                 return Err(format!("'{k}' must be 'streaming' or 'batch', not '{v}'"));

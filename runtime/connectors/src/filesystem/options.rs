@@ -95,21 +95,9 @@ fn bad(opt: &str, v: &str, why: impl std::fmt::Display) -> String {
     format!("connector 'filesystem': option '{opt}' = '{v}': {why}")
 }
 
-/// A duration: `'1 min'`, `'1min'`, `'10 s'`, `'100ms'`, `'2 h'`, `'1 d'`, or milliseconds.
+/// A duration option ([`crate::parse_duration`]): `'1 min'`, `'10 s'`, `'100ms'`, or milliseconds.
 pub fn parse_duration(opt: &str, v: &str) -> Result<Duration, String> {
-    let t = v.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: u64 = n.parse().map_err(|_| bad(opt, v, "not a duration (e.g. '1 min', '10 s', '100 ms')"))?;
-    let ms = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1,
-        "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
-        "m" | "min" | "mins" | "minute" | "minutes" => 60_000,
-        "h" | "hour" | "hours" => 3_600_000,
-        "d" | "day" | "days" => 86_400_000,
-        other => return Err(bad(opt, v, format!("unknown time unit '{other}' (ms, s, min, h, d)"))),
-    };
-    n.checked_mul(ms).map(Duration::from_millis).ok_or_else(|| bad(opt, v, "too long"))
+    crate::parse_duration(v).map_err(|m| bad(opt, v, m))
 }
 
 /// A size: `'128MB'`, `'1 kb'`, `'4096'` (bytes).
