@@ -93,22 +93,24 @@ fn parse(text: &str) -> Vec<Case> {
     cases
 }
 
-fn read_rows(p: &Path) -> Vec<String> {
+/// The lines of file `p` and of its `<path>.<i>` files (a JSON-lines sink at
+/// parallelism > 1 writes one per subtask).
+fn file_lines(p: &Path) -> Vec<String> {
     let mut lines = Vec::new();
-    if p.is_dir() {
-        lines = weir::connector::files::read_committed(p).unwrap();
-    } else {
-        // a JSON-lines sink at parallelism > 1 writes <path>.<i>
-        let dir = p.parent().unwrap();
-        let name = p.file_name().unwrap().to_string_lossy().to_string();
-        for e in std::fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            let n = e.file_name().to_string_lossy().to_string();
-            if n == name || n.strip_prefix(&format!("{name}.")).is_some_and(|s| s.chars().all(|c| c.is_ascii_digit())) {
-                lines.extend(std::fs::read_to_string(e.path()).unwrap().lines().map(str::to_string));
-            }
+    let dir = p.parent().unwrap();
+    let name = p.file_name().unwrap().to_string_lossy().to_string();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let n = e.file_name().to_string_lossy().to_string();
+        if n == name || n.strip_prefix(&format!("{name}.")).is_some_and(|s| s.chars().all(|c| c.is_ascii_digit())) {
+            lines.extend(std::fs::read_to_string(e.path()).unwrap().lines().map(str::to_string));
         }
     }
+    lines
+}
+
+fn read_rows(p: &Path) -> Vec<String> {
+    let mut lines = if p.is_dir() { weir::connector::files::read_committed(p).unwrap() } else { file_lines(p) };
     lines.retain(|l| !l.trim().is_empty());
     lines
 }
@@ -137,15 +139,7 @@ fn read_lines(p: &Path) -> Vec<String> {
         }
         successes(p, p, &mut lines);
     } else {
-        let dir = p.parent().unwrap();
-        let name = p.file_name().unwrap().to_string_lossy().to_string();
-        for e in std::fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            let n = e.file_name().to_string_lossy().to_string();
-            if n == name || n.strip_prefix(&format!("{name}.")).is_some_and(|s| s.chars().all(|c| c.is_ascii_digit())) {
-                lines.extend(std::fs::read_to_string(e.path()).unwrap().lines().map(str::to_string));
-            }
-        }
+        lines = file_lines(p);
     }
     lines.retain(|l| !l.trim().is_empty());
     lines.sort();
