@@ -43,6 +43,7 @@ use weir::{JobError, KeyedCoProcessFunction, KeyedContext, TimeDomain};
 
 use super::{Entry, Lower, Lowered, WinCol, phys_exprs, unalias};
 use crate::ops::{ChangeBatch, GroupKey, RowKind, Value, nullable};
+use crate::rows::Output;
 
 /// The setting of the idle state retention of regular joins.
 pub(super) const STATE_TTL: &str = "table.exec.state.ttl";
@@ -104,8 +105,41 @@ struct JoinSpec {
     right_outer: bool,
     /// rows with a null key match nothing (unless `IS NOT DISTINCT FROM`)
     null_keys_match: bool,
-    /// over the joined schema
-    filter: Option<Arc<dyn PhysicalExpr>>,
+    /// the non-equi condition
+    filter: Option<JoinFilter>,
+}
+
+/// A join's non-equi condition, evaluated over only the columns of the joined row it
+/// reads (a pair's other columns, strings among them, are never copied for it).
+#[derive(Debug)]
+struct JoinFilter {
+    /// the condition, reading column `i` of `schema`
+    expr: Arc<dyn PhysicalExpr>,
+    /// the joined row's columns it reads, in `schema`'s order
+    cols: Vec<usize>,
+    schema: SchemaRef,
+}
+
+impl JoinFilter {
+    /// `expr` over the joined rows of `joined`.
+    fn new(expr: Arc<dyn PhysicalExpr>, joined: &arrow::datatypes::Schema) -> Result<Self, String> {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::physical_expr::expressions::Column;
+        let mut cols: Vec<usize> = Vec::new();
+        let expr = expr
+            .transform_down(|n| {
+                let Some(c) = n.downcast_ref::<Column>() else { return Ok(Transformed::no(n)) };
+                let i = cols.iter().position(|x| *x == c.index()).unwrap_or_else(|| {
+                    cols.push(c.index());
+                    cols.len() - 1
+                });
+                Ok(Transformed::yes(Arc::new(Column::new(c.name(), i)) as Arc<dyn PhysicalExpr>))
+            })
+            .map_err(|e| e.to_string())?
+            .data;
+        let schema = Arc::new(arrow::datatypes::Schema::new(cols.iter().map(|&c| joined.field(c).clone()).collect::<Vec<_>>()));
+        Ok(JoinFilter { expr, cols, schema })
+    }
 }
 
 impl JoinSpec {
@@ -136,19 +170,18 @@ impl JoinSpec {
         v
     }
 
-    fn batch(&self, rows: &[(RowKind, Vec<Value>)]) -> Result<ChangeBatch, String> {
-        crate::rows::rows_to_batch(&self.schema, rows)
-    }
-
-    /// Which joined rows satisfy the non-equi condition.
-    fn matching(&self, pairs: &[Vec<Value>]) -> Result<Vec<bool>, String> {
+    /// Which pairs (left row, right row) satisfy the non-equi condition.
+    fn matching<'r>(&self, pairs: impl ExactSizeIterator<Item = (&'r [Value], &'r [Value])>) -> Result<Vec<bool>, String> {
         let Some(f) = &self.filter else { return Ok(vec![true; pairs.len()]) };
-        if pairs.is_empty() {
+        let n = pairs.len();
+        if n == 0 {
             return Ok(Vec::new());
         }
-        let rows: Vec<(RowKind, Vec<Value>)> = pairs.iter().map(|p| (RowKind::Insert, p.clone())).collect();
-        let b = self.batch(&rows)?;
-        let v = f.evaluate(&b.rows.0).and_then(|v| v.into_array(pairs.len())).map_err(|e| e.to_string())?;
+        let lw = self.left_width;
+        let cell = |l: &[Value], r: &[Value], c: usize| if c < lw { l[c].clone() } else { r[c - lw].clone() };
+        let rows: Vec<(RowKind, Vec<Value>)> = pairs.map(|(l, r)| (RowKind::Insert, f.cols.iter().map(|&c| cell(l, r, c)).collect())).collect();
+        let b = crate::rows::rows_to_batch(&f.schema, &rows)?;
+        let v = f.expr.evaluate(&b.rows.0).and_then(|v| v.into_array(n)).map_err(|e| e.to_string())?;
         let m = v.as_boolean_opt().ok_or("the join condition is not boolean")?;
         Ok((0..m.len()).map(|i| m.is_valid(i) && m.value(i)).collect())
     }
@@ -156,20 +189,9 @@ impl JoinSpec {
     /// The pairs of `mine` with each of `others` that satisfy the condition: the
     /// indexes into `others` and the joined rows.
     fn matches<'o>(&self, left: bool, mine: &[Value], others: impl Iterator<Item = &'o [Value]>) -> Result<Vec<(usize, Vec<Value>)>, String> {
-        let pairs: Vec<Vec<Value>> = others.map(|o| self.pair(left, mine, o)).collect();
-        let ok = self.matching(&pairs)?;
-        Ok(pairs.into_iter().enumerate().zip(ok).filter(|(_, ok)| *ok).map(|(p, _)| p).collect())
-    }
-
-    fn emit(&self, rows: Vec<(RowKind, Vec<Value>)>, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>, at: Option<Timestamp>) {
-        if rows.is_empty() {
-            return;
-        }
-        let b = self.batch(&rows).unwrap_or_else(|e| fail(&self.name, e));
-        match at {
-            Some(t) => ctx.emit_at(t, b),
-            None => ctx.emit(b),
-        }
+        let others: Vec<&[Value]> = others.collect();
+        let ok = self.matching(others.iter().map(|o| if left { (mine, *o) } else { (*o, mine) }))?;
+        Ok(others.iter().zip(ok).enumerate().filter(|(_, (_, ok))| *ok).map(|(i, (o, _))| (i, self.pair(left, mine, o))).collect())
     }
 }
 
@@ -198,6 +220,7 @@ type SideRowsOfKey = HashMap<GroupKey, Counts, foldhash::fast::RandomState>;
 #[derive(Clone)]
 struct RegularJoin {
     spec: Arc<JoinSpec>,
+    out: Output,
     ttl: Option<Duration>,
     state: Sides<SideRowsOfKey>,
 }
@@ -211,7 +234,7 @@ impl RegularJoin {
             // matches nothing, ever: only an outer side's padded row
             if spec.outer(left) {
                 let kind = if r.kind.is_accumulate() { RowKind::Insert } else { RowKind::Delete };
-                spec.emit(vec![(kind, spec.padded(left, &r.row))], ctx, None);
+                self.out.push(ctx, vec![(kind, spec.padded(left, &r.row))]);
             }
             return;
         }
@@ -238,7 +261,7 @@ impl RegularJoin {
             // written back with `update`, which (like every write) refreshes the state TTL
             other_st.update(ctx, other);
         }
-        spec.emit(out, ctx, None);
+        self.out.push(ctx, out);
     }
 }
 
@@ -301,6 +324,9 @@ fn regular_step(spec: &JoinSpec, left: bool, kind: RowKind, row: GroupKey, mine:
 }
 
 impl KeyedCoProcessFunction<GroupKey, JoinRow, JoinRow, ChangeBatch> for RegularJoin {
+    fn finish_batch(&mut self, out: &mut Collector<'_, ChangeBatch>) {
+        self.out.flush(out);
+    }
     fn open(&mut self, ctx: &mut OpenContext<'_, GroupKey>) -> Result<(), JobError> {
         let cfg = |name: &str| match self.ttl {
             Some(t) => StateConfig::new(name).ttl(t),
@@ -340,6 +366,7 @@ struct TimedRow {
 #[derive(Clone)]
 struct IntervalJoin {
     spec: Arc<JoinSpec>,
+    out: Output,
     bounds: Bounds,
     state: Sides<Vec<TimedRow>>,
 }
@@ -361,7 +388,7 @@ impl IntervalJoin {
         let in_outer = spec.outer(left);
         if late {
             if in_outer {
-                spec.emit(vec![(RowKind::Insert, spec.padded(left, &r.row))], ctx, None);
+                self.out.push(ctx, vec![(RowKind::Insert, spec.padded(left, &r.row))]);
             }
             return;
         }
@@ -389,11 +416,14 @@ impl IntervalJoin {
         mine.push(TimedRow { time: t, row: r.row, matched: !matched.is_empty() });
         mine_st.update(ctx, mine);
         ctx.register_event_time_timer(t.saturating_add(self.width()).saturating_add(1));
-        spec.emit(out, ctx, None);
+        self.out.push(ctx, out);
     }
 }
 
 impl KeyedCoProcessFunction<GroupKey, JoinRow, JoinRow, ChangeBatch> for IntervalJoin {
+    fn finish_batch(&mut self, out: &mut Collector<'_, ChangeBatch>) {
+        self.out.flush(out);
+    }
     fn open(&mut self, ctx: &mut OpenContext<'_, GroupKey>) -> Result<(), JobError> {
         self.state = Some((ctx.value_state("left")?, ctx.value_state("right")?));
         Ok(())
@@ -431,7 +461,7 @@ impl KeyedCoProcessFunction<GroupKey, JoinRow, JoinRow, ChangeBatch> for Interva
                 st.update(ctx, keep);
             }
         }
-        spec.emit(out, ctx, Some(time));
+        self.out.push(ctx, out);
     }
 }
 
@@ -445,6 +475,7 @@ const PAIR_CHUNK: usize = 4096;
 #[derive(Clone)]
 struct WindowJoin {
     spec: Arc<JoinSpec>,
+    out: Output,
     /// index of `window_end` in the key
     end_key: usize,
     state: Sides<Vec<Vec<Value>>>,
@@ -470,6 +501,9 @@ impl WindowJoin {
 }
 
 impl KeyedCoProcessFunction<GroupKey, JoinRow, JoinRow, ChangeBatch> for WindowJoin {
+    fn finish_batch(&mut self, out: &mut Collector<'_, ChangeBatch>) {
+        self.out.flush(out);
+    }
     fn open(&mut self, ctx: &mut OpenContext<'_, GroupKey>) -> Result<(), JobError> {
         self.state = Some((ctx.value_state("left")?, ctx.value_state("right")?));
         Ok(())
@@ -480,7 +514,7 @@ impl KeyedCoProcessFunction<GroupKey, JoinRow, JoinRow, ChangeBatch> for WindowJ
     fn process2(&mut self, r: JoinRow, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>) {
         self.on_row(false, r, ctx)
     }
-    fn on_timer(&mut self, time: Timestamp, domain: TimeDomain, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>) {
+    fn on_timer(&mut self, _time: Timestamp, domain: TimeDomain, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>) {
         if domain != TimeDomain::EventTime {
             return;
         }
@@ -499,11 +533,10 @@ impl KeyedCoProcessFunction<GroupKey, JoinRow, JoinRow, ChangeBatch> for WindowJ
         for l in 0..lrows.len() {
             pairs.extend((0..rrows.len()).map(|r| (l, r)));
             if pairs.len() >= PAIR_CHUNK || l + 1 == lrows.len() {
-                let joined: Vec<Vec<Value>> = pairs.iter().map(|&(l, r)| spec.pair(true, &lrows[l], &rrows[r])).collect();
-                let ok = spec.matching(&joined).unwrap_or_else(|e| fail(&spec.name, e));
+                let ok = spec.matching(pairs.iter().map(|&(l, r)| (lrows[l].as_slice(), rrows[r].as_slice()))).unwrap_or_else(|e| fail(&spec.name, e));
                 let mut lmatched = vec![false; l + 1 - first];
                 let mut at = 0;
-                for ((&(pl, pr), row), ok) in pairs.iter().zip(joined).zip(ok) {
+                for (&(pl, pr), ok) in pairs.iter().zip(ok) {
                     // the padded rows of unmatched left rows before this one
                     while at < pl - first {
                         if !lmatched[at] && spec.left_outer {
@@ -514,7 +547,7 @@ impl KeyedCoProcessFunction<GroupKey, JoinRow, JoinRow, ChangeBatch> for WindowJ
                     if ok {
                         lmatched[pl - first] = true;
                         rmatched[pr] = true;
-                        out.push((RowKind::Insert, row));
+                        out.push((RowKind::Insert, spec.pair(true, &lrows[pl], &rrows[pr])));
                     }
                 }
                 for (i, m) in lmatched.iter().enumerate().skip(at) {
@@ -533,7 +566,7 @@ impl KeyedCoProcessFunction<GroupKey, JoinRow, JoinRow, ChangeBatch> for WindowJ
                 }
             }
         }
-        spec.emit(out, ctx, Some(time));
+        self.out.push(ctx, out);
     }
 }
 
@@ -642,6 +675,7 @@ impl Lower<'_, '_> {
         let rkeys: Vec<Expr> = j.on.iter().map(|(_, b)| b.clone()).collect();
         let kind = self.join_kind(j, &l, &r)?;
         let filter = j.filter.as_ref().map(|f| phys_exprs(std::slice::from_ref(f), &j.schema)).transpose()?.map(|mut v| v.remove(0));
+        let filter = filter.map(|f| JoinFilter::new(f, j.schema.as_arrow())).transpose()?;
         let what = match kind {
             Kind::Regular => "Join",
             Kind::Interval(_) => "IntervalJoin",
@@ -692,10 +726,10 @@ impl Lower<'_, '_> {
                     None => None,
                 };
                 let updating = (left_outer || right_outer || l.updating.is_some() || r.updating.is_some()).then(|| desc.clone());
-                (connected.process(RegularJoin { spec, ttl, state: None }), updating, "join")
+                (connected.process(RegularJoin { out: Output::new(spec.schema.clone(), &spec.name), spec, ttl, state: None }), updating, "join")
             }
-            Kind::Interval(bounds) => (connected.process(IntervalJoin { spec, bounds, state: None }), None, "interval-join"),
-            Kind::Window { end_key } => (connected.process(WindowJoin { spec, end_key, state: None }), None, "window-join"),
+            Kind::Interval(bounds) => (connected.process(IntervalJoin { out: Output::new(spec.schema.clone(), &spec.name), spec, bounds, state: None }), None, "interval-join"),
+            Kind::Window { end_key } => (connected.process(WindowJoin { out: Output::new(spec.schema.clone(), &spec.name), spec, end_key, state: None }), None, "window-join"),
         };
         let uid = self.uid(uid_kind, &desc);
         let out = self.par(out.uid(&uid).name(&desc));
@@ -811,10 +845,12 @@ mod tests {
     /// A join of (k, x) with (k, y), all BIGINT; `x_gt_y`: the extra condition `x > y`.
     fn spec(t: JoinType, x_gt_y: bool) -> JoinSpec {
         let f = |n: &str| Field::new(n, DataType::Int64, true);
+        let schema = Arc::new(Schema::new(vec![f("k"), f("x"), f("k2"), f("y")]));
         let filter = x_gt_y.then(|| Arc::new(PBinary::new(Arc::new(PColumn::new("x", 1)), Operator::Gt, Arc::new(PColumn::new("y", 3)))) as Arc<dyn PhysicalExpr>);
+        let filter = filter.map(|f| JoinFilter::new(f, &schema).unwrap());
         JoinSpec {
             name: "test".into(),
-            schema: Arc::new(Schema::new(vec![f("k"), f("x"), f("k2"), f("y")])),
+            schema,
             left_width: 2,
             left_outer: matches!(t, JoinType::Left | JoinType::Full),
             right_outer: matches!(t, JoinType::Right | JoinType::Full),

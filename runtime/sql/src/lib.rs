@@ -12,6 +12,7 @@
 
 pub mod functions;
 mod group_window;
+mod narrow;
 mod nexmark_queries;
 pub mod ops;
 mod over;

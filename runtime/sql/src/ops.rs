@@ -578,6 +578,7 @@ pub struct GroupState {
 pub struct AggFunction {
     pub spec: Arc<AggSpec>,
     pub state: Option<ValueState<GroupState>>,
+    pub out: crate::rows::Output,
 }
 
 impl AggFunction {
@@ -588,10 +589,6 @@ impl AggFunction {
             v.push(k.result(a, self.spec.out_schema.field(n + i).data_type()));
         }
         v
-    }
-
-    fn batch(&self, rows: Vec<(RowKind, Vec<Value>)>) -> ChangeBatch {
-        rows_to_batch(&self.spec.out_schema, &rows).unwrap_or_else(|e| fail(&self.spec.name, e))
     }
 }
 
@@ -662,13 +659,10 @@ impl KeyedProcessFunction<GroupKey, KeyedRow, ChangeBatch> for AggFunction {
                 }
             }
         }
-        if !out.is_empty() {
-            let b = self.batch(out);
-            ctx.emit(b);
-        }
+        self.out.push(ctx, out);
     }
 
-    fn on_timer(&mut self, time: Timestamp, domain: TimeDomain, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>) {
+    fn on_timer(&mut self, _time: Timestamp, domain: TimeDomain, ctx: &mut KeyedContext<'_, GroupKey, ChangeBatch>) {
         if domain != TimeDomain::EventTime {
             return;
         }
@@ -676,11 +670,14 @@ impl KeyedProcessFunction<GroupKey, KeyedRow, ChangeBatch> for AggFunction {
         if let Some(st) = state.value(ctx) {
             state.clear(ctx);
             if st.rows > 0 {
-                let key = ctx.key().clone();
-                let b = self.batch(vec![(RowKind::Insert, self.row(&key, &st))]);
-                ctx.emit_at(time, b);
+                let row = self.row(ctx.key(), &st);
+                self.out.push(ctx, [(RowKind::Insert, row)]);
             }
         }
+    }
+
+    fn finish_batch(&mut self, out: &mut Collector<'_, ChangeBatch>) {
+        self.out.flush(out);
     }
 }
 

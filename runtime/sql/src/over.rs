@@ -12,11 +12,12 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Expr, Window, WindowFrameBound, WindowFrameUnits, WindowFunctionDefinition};
 use datafusion::physical_expr::PhysicalExpr;
 use serde::{Deserialize, Serialize};
-use weir::record::Timestamp;
+use weir::record::{Collector, Timestamp};
 use weir::state::{OpenContext, ValueState};
 use weir::{JobError, KeyedContext, KeyedProcessFunction, TimeDomain};
 
-use crate::ops::{Acc, AggKind, ChangeBatch, GroupKey, KeyRows, KeyedRow, RowKind, Value, fail, nullable, rows_to_batch};
+use crate::ops::{Acc, AggKind, ChangeBatch, GroupKey, KeyRows, KeyedRow, RowKind, Value, nullable};
+use crate::rows::Output;
 use crate::plan::{Lower, Lowered, WinCol, phys_exprs, unalias};
 
 /// The frame of one OVER aggregate (all end at the current row).
@@ -160,7 +161,7 @@ pub(crate) fn lower(l: &mut Lower<'_, '_>, w: &Window) -> Result<Lowered, String
     let n_out = out_schema.fields().len();
     let spec = Arc::new(OverSpec { name: desc.clone(), aggs, out_schema });
     let uid = l.uid("over-agg", &desc);
-    let stream = l.par(keyed.key_by(|r: &KeyedRow| r.key.clone()).process(OverAgg { spec, state: None }).uid(&uid).name(&desc));
+    let stream = l.par(keyed.key_by(|r: &KeyedRow| r.key.clone()).process(OverAgg { out: Output::new(spec.out_schema.clone(), &spec.name), spec, state: None }).uid(&uid).name(&desc));
     let mut win = input.win.clone();
     win.resize(n_out, None);
     Ok(Lowered { stream, updating: None, win })
@@ -264,9 +265,14 @@ impl OverSpec {
 pub struct OverAgg {
     spec: Arc<OverSpec>,
     state: Option<ValueState<OverState>>,
+    out: Output,
 }
 
 impl KeyedProcessFunction<GroupKey, KeyedRow, ChangeBatch> for OverAgg {
+    fn finish_batch(&mut self, out: &mut Collector<'_, ChangeBatch>) {
+        self.out.flush(out);
+    }
+
     fn open(&mut self, ctx: &mut OpenContext<'_, GroupKey>) -> Result<(), JobError> {
         self.state = Some(ctx.value_state("over")?);
         Ok(())
@@ -296,10 +302,7 @@ impl KeyedProcessFunction<GroupKey, KeyedRow, ChangeBatch> for OverAgg {
         let Some(state) = self.state.clone() else { return };
         let Some(st) = state.get_mut(ctx) else { return };
         let out = self.spec.fire(st, time);
-        if !out.is_empty() {
-            let b = rows_to_batch(&self.spec.out_schema, &out).unwrap_or_else(|e| fail(&self.spec.name, e));
-            ctx.emit_at(time, b);
-        }
+        self.out.push(ctx, out);
     }
 }
 

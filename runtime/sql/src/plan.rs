@@ -687,7 +687,7 @@ fn field_access_names(plan: LogicalPlan) -> Result<LogicalPlan, String> {
 pub(crate) fn phys_exprs(exprs: &[Expr], schema: &DFSchema) -> Result<Vec<Arc<dyn PhysicalExpr>>, String> {
     let props = ExecutionProps::new();
     let ctx = PhysicalPlanningContext::default();
-    exprs.iter().map(|e| create_physical_expr(e, schema, &props, &ctx).map_err(df_err)).collect()
+    exprs.iter().map(|e| create_physical_expr(e, schema, &props, &ctx).map(|p| crate::narrow::narrow(p, schema.as_arrow())).map_err(df_err)).collect()
 }
 
 /// What a column is besides its value: a window's bounds or the rowtime attribute.
@@ -1134,7 +1134,7 @@ impl Lower<'_, '_> {
         let out = match (session, proc_window) {
             (_, Some((kind, s, e))) => keyed.process(proc_window::ProcWindowAgg::new(spec, kind, s, e)),
             (Some((s, e)), None) => keyed.process(crate::session::SessionAgg::new(spec, s, e)),
-            (None, None) => keyed.process(AggFunction { spec, state: None }),
+            (None, None) => keyed.process(AggFunction { out: crate::rows::Output::new(spec.out_schema.clone(), &spec.name), spec, state: None }),
         };
         let out = self.par(out.uid(&auid).name(&desc));
         let n_out = agg.schema.fields().len();

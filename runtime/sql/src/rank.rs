@@ -19,11 +19,12 @@ use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{BinaryExpr, Expr, Filter, LogicalPlan, Operator, Projection, Window};
 use datafusion::physical_expr::PhysicalExpr;
 use serde::{Deserialize, Serialize};
-use weir::record::Timestamp;
+use weir::record::{Collector, Timestamp};
 use weir::state::{OpenContext, ValueState};
 use weir::{JobError, KeyedContext, KeyedProcessFunction, TimeDomain};
 
-use crate::ops::{Calc, ChangeBatch, GroupKey, KeyRows, KeyedRow, RowKind, Step, Value, fail, nullable, rows_to_batch};
+use crate::ops::{Calc, ChangeBatch, GroupKey, KeyRows, KeyedRow, RowKind, Step, Value, nullable};
+use crate::rows::Output;
 use crate::plan::{Lower, Lowered, WinCol, phys_exprs, unalias};
 
 /// The bound of a Top-N filter and whether the rank column is selected above it.
@@ -189,7 +190,7 @@ pub(crate) fn lower(l: &mut Lower<'_, '_>, w: &Window, bound: RankBound) -> Resu
     let win = vec![None; out_schema.fields().len()];
     if dedup_first {
         let uid = l.uid("dedup", &desc);
-        let f = DedupFirst { name: desc.clone(), out_schema, state: None };
+        let f = DedupFirst { state: None, out: Output::new(out_schema, &desc) };
         let stream = l.par(keyed.process(f).uid(&uid).name(&desc));
         return Ok(Lowered { stream, updating: None, win });
     }
@@ -202,7 +203,7 @@ pub(crate) fn lower(l: &mut Lower<'_, '_>, w: &Window, bound: RankBound) -> Resu
         out_schema,
     });
     let uid = l.uid("rank", &desc);
-    let stream = l.par(keyed.process(TopN { spec, state: None }).uid(&uid).name(&desc));
+    let stream = l.par(keyed.process(TopN { out: Output::new(spec.out_schema.clone(), &spec.name), spec, state: None }).uid(&uid).name(&desc));
     Ok(Lowered { stream, updating: Some(desc), win })
 }
 
@@ -210,9 +211,8 @@ pub(crate) fn lower(l: &mut Lower<'_, '_>, w: &Window, bound: RankBound) -> Resu
 /// once the watermark passes it; later rows of the key are dropped.
 #[derive(Clone)]
 pub struct DedupFirst {
-    name: String,
-    out_schema: SchemaRef,
     state: Option<ValueState<Dedup>>,
+    out: Output,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -224,6 +224,10 @@ pub enum Dedup {
 }
 
 impl KeyedProcessFunction<GroupKey, KeyedRow, ChangeBatch> for DedupFirst {
+    fn finish_batch(&mut self, out: &mut Collector<'_, ChangeBatch>) {
+        self.out.flush(out);
+    }
+
     fn open(&mut self, ctx: &mut OpenContext<'_, GroupKey>) -> Result<(), JobError> {
         self.state = Some(ctx.value_state("dedup")?);
         Ok(())
@@ -258,8 +262,7 @@ impl KeyedProcessFunction<GroupKey, KeyedRow, ChangeBatch> for DedupFirst {
         }
         state.update(ctx, Dedup::Emitted);
         row.push(Value::Int(1));
-        let b = rows_to_batch(&self.out_schema, &[(RowKind::Insert, row)]).unwrap_or_else(|e| fail(&self.name, e));
-        ctx.emit_at(time, b);
+        self.out.push(ctx, [(RowKind::Insert, row)]);
     }
 }
 
@@ -371,9 +374,14 @@ impl TopNSpec {
 pub struct TopN {
     spec: Arc<TopNSpec>,
     state: Option<ValueState<Vec<Ranked>>>,
+    out: Output,
 }
 
 impl KeyedProcessFunction<GroupKey, KeyedRow, ChangeBatch> for TopN {
+    fn finish_batch(&mut self, out: &mut Collector<'_, ChangeBatch>) {
+        self.out.flush(out);
+    }
+
     fn open(&mut self, ctx: &mut OpenContext<'_, GroupKey>) -> Result<(), JobError> {
         self.state = Some(ctx.value_state("rows")?);
         Ok(())
@@ -392,10 +400,7 @@ impl KeyedProcessFunction<GroupKey, KeyedRow, ChangeBatch> for TopN {
         if rows.is_empty() {
             state.clear(ctx);
         }
-        if !changes.is_empty() {
-            let b = rows_to_batch(&spec.out_schema, &changes).unwrap_or_else(|e| fail(&spec.name, e));
-            ctx.emit(b);
-        }
+        self.out.push(ctx, changes);
     }
 }
 

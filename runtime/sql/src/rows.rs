@@ -12,6 +12,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, SchemaRef, TimeUnit, TimestampMillisecondType};
 use datafusion::common::ScalarValue;
 use weir::arrow::ArrowBatch;
+use weir::record::{Collector, Timestamp};
+use weir::{Key, KeyedContext};
 
 use crate::ops::{ChangeBatch, RowKind, Value};
 
@@ -176,6 +178,56 @@ pub fn rows_to_batch(schema: &SchemaRef, rows: &[(RowKind, Vec<Value>)]) -> Resu
     let b = RecordBatch::try_new_with_options(schema.clone(), cols, &RecordBatchOptions::new().with_row_count(Some(rows.len()))).map_err(|e| e.to_string())?;
     let kinds = if rows.iter().all(|(k, _)| *k == RowKind::Insert) { None } else { Some(rows.iter().map(|(k, _)| *k).collect()) };
     Ok(ChangeBatch { rows: ArrowBatch(b), kinds })
+}
+
+/// The output of a keyed SQL operator: the rows it emits while a batch of input (or
+/// a watermark's round of timers) goes through it, collected and sent on as one
+/// [`ChangeBatch`] by [`Output::flush`] from the function's `finish_batch`, so a
+/// batch of input costs one Arrow batch downstream, not one per output row.
+#[derive(Clone, Debug)]
+pub struct Output {
+    schema: SchemaRef,
+    /// the operator's name, for the error should a row not fit the schema
+    name: Arc<str>,
+    rows: Vec<(RowKind, Vec<Value>)>,
+    /// the latest timestamp of the collected rows: the batch's timestamp
+    ts: Timestamp,
+}
+
+/// Rows collected before a batch goes out early (a watermark can fire many windows).
+const MAX_ROWS: usize = 4096;
+
+impl Output {
+    pub fn new(schema: SchemaRef, name: &str) -> Self {
+        Output { schema, name: name.into(), rows: Vec::new(), ts: Timestamp::MIN }
+    }
+
+    /// Collects `rows` at `ctx`'s time (the input record's, or the firing timer's).
+    pub fn push<K: Key>(&mut self, ctx: &mut KeyedContext<'_, K, ChangeBatch>, rows: impl IntoIterator<Item = (RowKind, Vec<Value>)>) {
+        self.ts = self.ts.max(ctx.timestamp());
+        self.rows.extend(rows);
+        if self.rows.len() >= MAX_ROWS {
+            let ts = self.ts;
+            let b = self.take_batch();
+            ctx.emit_at(ts, b);
+        }
+    }
+
+    /// Sends the collected rows on as one batch.
+    pub fn flush(&mut self, out: &mut Collector<'_, ChangeBatch>) {
+        if !self.rows.is_empty() {
+            let ts = self.ts;
+            let b = self.take_batch();
+            out.emit_at(ts, b);
+        }
+    }
+
+    fn take_batch(&mut self) -> ChangeBatch {
+        let b = rows_to_batch(&self.schema, &self.rows).unwrap_or_else(|e| crate::ops::fail(&self.name, e));
+        self.rows.clear();
+        self.ts = Timestamp::MIN;
+        b
+    }
 }
 
 #[cfg(test)]

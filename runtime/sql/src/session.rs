@@ -6,11 +6,12 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use weir::record::Timestamp;
+use weir::record::{Collector, Timestamp};
 use weir::state::{OpenContext, ValueState};
 use weir::{JobError, KeyedContext, KeyedProcessFunction, TimeDomain};
 
-use crate::ops::{Acc, AggSpec, ChangeBatch, GroupKey, KeyedRow, RowKind, Value, fail, rows_to_batch};
+use crate::ops::{Acc, AggSpec, ChangeBatch, GroupKey, KeyedRow, RowKind, Value};
+use crate::rows::Output;
 
 /// One open session of a key.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -32,11 +33,12 @@ pub struct SessionAgg {
     start_at: usize,
     end_at: usize,
     state: Option<ValueState<Vec<Session>>>,
+    out: Output,
 }
 
 impl SessionAgg {
     pub fn new(spec: Arc<AggSpec>, start_at: usize, end_at: usize) -> Self {
-        SessionAgg { spec, start_at, end_at, state: None }
+        SessionAgg { out: Output::new(spec.out_schema.clone(), &spec.name), spec, start_at, end_at, state: None }
     }
 
     /// The output row: group columns (with the bounds in place), then aggregates.
@@ -91,6 +93,10 @@ pub fn merge(sessions: &mut Vec<Session>, mut new: Session, merge_accs: impl Fn(
 }
 
 impl KeyedProcessFunction<GroupKey, KeyedRow, ChangeBatch> for SessionAgg {
+    fn finish_batch(&mut self, out: &mut Collector<'_, ChangeBatch>) {
+        self.out.flush(out);
+    }
+
     fn open(&mut self, ctx: &mut OpenContext<'_, GroupKey>) -> Result<(), JobError> {
         self.state = Some(ctx.value_state("sessions")?);
         Ok(())
@@ -147,10 +153,7 @@ impl KeyedProcessFunction<GroupKey, KeyedRow, ChangeBatch> for SessionAgg {
         } else {
             state.update(ctx, sessions);
         }
-        if !out.is_empty() {
-            let b = rows_to_batch(&self.spec.out_schema, &out).unwrap_or_else(|e| fail(&self.spec.name, e));
-            ctx.emit_at(time, b);
-        }
+        self.out.push(ctx, out);
     }
 }
 

@@ -108,6 +108,55 @@ fn keyed_state_and_event_timers() {
     }
 }
 
+/// Collects what `process` and `on_timer` see and emits it once per batch or round
+/// of timers from `finish_batch`: (RECORDS, n) and (TIMERS, n).
+#[derive(Clone, Default)]
+struct Collecting {
+    records: u64,
+    timers: u64,
+}
+
+const RECORDS: bool = true;
+const TIMERS: bool = false;
+
+impl KeyedProcessFunction<String, String, (bool, u64)> for Collecting {
+    fn process(&mut self, _w: String, ctx: &mut KeyedContext<'_, String, (bool, u64)>) {
+        self.records += 1;
+        ctx.register_event_time_timer(ctx.timestamp() + 1);
+    }
+    fn on_timer(&mut self, _t: i64, _d: TimeDomain, _ctx: &mut KeyedContext<'_, String, (bool, u64)>) {
+        self.timers += 1;
+    }
+    fn finish_batch(&mut self, out: &mut weir::record::Collector<'_, (bool, u64)>) {
+        for (what, n) in [(RECORDS, std::mem::take(&mut self.records)), (TIMERS, std::mem::take(&mut self.timers))] {
+            if n > 0 {
+                out.emit((what, n));
+            }
+        }
+    }
+}
+
+#[test]
+fn finish_batch_emits_what_a_batch_and_a_round_of_timers_collected() {
+    for p in [1, 2] {
+        let env = env(p);
+        let sink = CollectSink::new();
+        let s = sink.clone();
+        env.source("words", |ctx| VecSource::new(words(5000), ctx.subtask), WatermarkStrategy::source_timestamps(Duration::ZERO))
+            .key_by(|w: &String| w.clone())
+            .process(Collecting::default())
+            .sink("collect", move |_| s.clone());
+        env.execute().unwrap();
+        let got = sink.take();
+        let sum = |what: bool| got.iter().filter(|r| r.value.0 == what).map(|r| r.value.1).sum::<u64>();
+        assert_eq!(sum(RECORDS), 5000, "every record once (p={p})");
+        assert_eq!(sum(TIMERS), 5000, "every timer once (p={p})");
+        // nothing stays collected, and it leaves per batch, not per record
+        let outputs = got.iter().filter(|r| r.value.0 == RECORDS).count();
+        assert!(outputs < 100, "one output per batch of records (p={p}): {outputs}");
+    }
+}
+
 #[test]
 fn late_records_go_to_the_side_output() {
     let env = env(2);
@@ -204,7 +253,7 @@ fn sinks_see_the_watermarks_of_their_input() {
         let seen: Arc<Vec<Arc<Mutex<Seen>>>> = Arc::new((0..p).map(|_| Arc::default()).collect());
         let env = env(p);
         let s2 = seen.clone();
-        env.source("words", |ctx| VecSource::new(words(3000), ctx.subtask), WatermarkStrategy::source_timestamps(Duration::ZERO).with_interval(Duration::ZERO))
+        env.source("words", |ctx| VecSource::new(words(30_000), ctx.subtask), WatermarkStrategy::source_timestamps(Duration::ZERO).with_interval(Duration::ZERO))
             .key_by(|w: &String| w.clone())
             .process(|w: String, ctx: &mut KeyedContext<'_, String, String>| ctx.emit(w))
             .sink("wm", move |ctx| WmSink(s2[ctx.subtask as usize].clone()));

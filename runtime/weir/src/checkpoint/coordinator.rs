@@ -221,6 +221,13 @@ pub fn run(env: &StreamEnv, settings: &CheckpointSettings, stop: &StopHandle, mu
         };
         let outcome = coordinate(&job, &rx, &storage, settings, &job_id, &config, &mut next_id, stop, &no_requests, &mut report, &mut observe);
         let result = job.wait();
+        // the uploads still running (of checkpoints that cannot complete now) end: the
+        // channel closes with the upload thread; then their files are deleted
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Ok(r) = rx.recv_deadline(deadline) {
+            discard_reports(vec![r]);
+        }
+        delete_incomplete(&storage);
         match (outcome, result) {
             (Ok(()), Ok(())) => return Ok(report),
             (Err(e), _) | (_, Err(e)) => {
@@ -305,6 +312,9 @@ pub(crate) fn coordinate(
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot collect unreferenced shared checkpoint files"),
     }
+    // and the directories of checkpoints that never completed (once here, and when
+    // the job ends with one in flight)
+    delete_incomplete(storage);
     loop {
         job.poll();
         if job.is_failing() {
@@ -312,6 +322,7 @@ pub(crate) fn coordinate(
                 fail_pending(&p, observe, "the job failed while the checkpoint was in progress");
                 discard_reports(p.reports);
             }
+            delete_incomplete(storage);
             return Ok(()); // the job's own error is returned by wait()
         }
         if pending.is_none() && !job.is_finished() && !stopping {
@@ -424,8 +435,19 @@ pub(crate) fn coordinate(
             if let Some(p) = pending.take() {
                 fail_pending(&p, observe, "the job finished before the checkpoint completed");
                 discard_reports(p.reports);
+                delete_incomplete(storage);
             }
         }
+    }
+}
+
+/// Deletes what checkpoints that never completed had uploaded (see
+/// [`CheckpointStorage::delete_incomplete`]).
+fn delete_incomplete(storage: &CheckpointStorage) {
+    match storage.delete_incomplete() {
+        Ok(ids) if !ids.is_empty() => tracing::info!(checkpoints = ?ids, "deleted the files of checkpoints that did not complete"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot delete the files of checkpoints that did not complete"),
     }
 }
 

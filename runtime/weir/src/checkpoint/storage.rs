@@ -539,6 +539,21 @@ impl CheckpointStorage {
         Ok(orphans)
     }
 
+    /// Deletes the checkpoint directories without `_metadata` (when no checkpoint is
+    /// in flight): what failed or cut-off checkpoints had uploaded, never restorable.
+    /// Returns their numbers.
+    pub fn delete_incomplete(&self) -> Result<Vec<u64>, StorageError> {
+        let mut deleted = Vec::new();
+        for id in self.list_checkpoints()? {
+            let dir = layout::checkpoint_dir(id);
+            if !self.has_metadata(&dir)? {
+                self.delete_dir(&dir)?;
+                deleted.push(id);
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Keeps the newest `retain` complete checkpoints (and anything newer), deletes the
     /// rest, and deletes the shared files that no retained checkpoint references
     /// (including orphans of failed checkpoints). Returns the deleted shared files.

@@ -4,7 +4,7 @@ use super::side::Sides;
 use crate::exec::input::TwoInput;
 use crate::exec::{Barrier, BoxDown, Downstream, TaskInfo};
 use crate::keygroup::{Key, KeyGroupRange, key_group};
-use crate::record::{Data, OutputTag, Rec, Timestamp, now_ms};
+use crate::record::{Collector, Data, OutputTag, Rec, Timestamp, now_ms};
 use crate::state::snapshot::OperatorSnapshot;
 use crate::state::timer::TimerQueue;
 use crate::state::{KeyedState, OpenContext, StateAccess, StateContext};
@@ -26,6 +26,11 @@ pub trait KeyedProcessFunction<K, I, O>: Send {
     fn process(&mut self, value: I, ctx: &mut KeyedContext<'_, K, O>);
     /// A timer registered for `ctx.key()` at `time` fired.
     fn on_timer(&mut self, _time: Timestamp, _domain: TimeDomain, _ctx: &mut KeyedContext<'_, K, O>) {}
+    /// Called after each batch of records went through `process` and after each
+    /// round of fired timers, before the outputs go downstream: a function that
+    /// collects its outputs (to emit one value per batch, not one per record) emits
+    /// them here. Nothing may stay collected past this call (a barrier can follow).
+    fn finish_batch(&mut self, _out: &mut Collector<'_, O>) {}
 }
 
 /// A closure `|value, ctx| …` is a keyed process function without state or timers
@@ -45,6 +50,15 @@ pub trait KeyedCoProcessFunction<K, I1, I2, O>: Send {
     fn process1(&mut self, value: I1, ctx: &mut KeyedContext<'_, K, O>);
     fn process2(&mut self, value: I2, ctx: &mut KeyedContext<'_, K, O>);
     fn on_timer(&mut self, _time: Timestamp, _domain: TimeDomain, _ctx: &mut KeyedContext<'_, K, O>) {}
+    /// As [`KeyedProcessFunction::finish_batch`].
+    fn finish_batch(&mut self, _out: &mut Collector<'_, O>) {}
+}
+
+/// What the timer loops of a keyed operator hand its function: a due timer, or the
+/// end of a round of timers (when the function's collected outputs are emitted).
+pub(crate) enum Fired<K> {
+    Timer(Timestamp, K),
+    Finish,
 }
 
 /// Timers of a keyed operator.
@@ -210,31 +224,38 @@ impl<K: Key, O: Data> KeyedCore<K, O> {
             let key = key_fn(&r.value);
             self.with_key(&key, r.ts, now, |ctx| f(r.value, ctx));
         }
+    }
+
+    /// Lets the function emit what it collected (`finish`), then sends the outputs on.
+    pub(crate) fn finish(&mut self, finish: impl FnOnce(&mut Collector<'_, O>)) {
+        finish(&mut Collector::new(&mut self.out, self.watermark));
         self.emit_pending();
     }
 
     /// Fires event-time timers up to `wm` through `on_timer`, then forwards `wm`.
-    pub(crate) fn advance_watermark(&mut self, wm: Timestamp, mut on_timer: impl FnMut(&mut Self, Timestamp, K)) {
+    pub(crate) fn advance_watermark(&mut self, wm: Timestamp, mut on_timer: impl FnMut(&mut Self, Fired<K>)) {
         self.watermark = wm;
         while let Some((ts, keys)) = self.timers.event.pop_due(wm) {
             for k in keys {
-                on_timer(self, ts, k);
+                on_timer(self, Fired::Timer(ts, k));
             }
             if self.out.len() >= crate::exec::BATCH_SIZE {
                 self.emit_pending();
             }
         }
+        on_timer(self, Fired::Finish);
         self.emit_pending();
         self.sides.watermark(wm);
         self.next.watermark(wm);
     }
 
-    pub(crate) fn fire_processing(&mut self, now: Timestamp, mut on_timer: impl FnMut(&mut Self, Timestamp, K)) {
+    pub(crate) fn fire_processing(&mut self, now: Timestamp, mut on_timer: impl FnMut(&mut Self, Fired<K>)) {
         while let Some((ts, keys)) = self.timers.processing.pop_due(now) {
             for k in keys {
-                on_timer(self, ts, k);
+                on_timer(self, Fired::Timer(ts, k));
             }
         }
+        on_timer(self, Fired::Finish);
         self.emit_pending();
         self.next.processing_time(now);
     }
@@ -265,9 +286,12 @@ macro_rules! keyed_events {
     ($on_timer:expr) => {
         fn watermark(&mut self, wm: Timestamp) {
             let f = &mut self.f;
-            self.core.advance_watermark(wm, |core, ts, key| {
-                let now = now_ms();
-                core.with_key(&key, ts, now, |ctx| $on_timer(f, ts, TimeDomain::EventTime, ctx));
+            self.core.advance_watermark(wm, |core, fired| match fired {
+                Fired::Timer(ts, key) => {
+                    let now = now_ms();
+                    core.with_key(&key, ts, now, |ctx| $on_timer(f, ts, TimeDomain::EventTime, ctx));
+                }
+                Fired::Finish => f.finish_batch(&mut Collector::new(&mut core.out, wm)),
             });
         }
         fn idle(&mut self, idle: bool) {
@@ -276,8 +300,9 @@ macro_rules! keyed_events {
         }
         fn processing_time(&mut self, now: Timestamp) {
             let f = &mut self.f;
-            self.core.fire_processing(now, |core, ts, key| {
-                core.with_key(&key, ts, now, |ctx| $on_timer(f, ts, TimeDomain::ProcessingTime, ctx));
+            self.core.fire_processing(now, |core, fired| match fired {
+                Fired::Timer(ts, key) => core.with_key(&key, ts, now, |ctx| $on_timer(f, ts, TimeDomain::ProcessingTime, ctx)),
+                Fired::Finish => f.finish_batch(&mut Collector::new(&mut core.out, now)),
             });
         }
         fn next_deadline(&self) -> Option<Timestamp> {
@@ -313,6 +338,7 @@ where
     fn push(&mut self, batch: &mut Vec<Rec<I>>) {
         let f = &mut self.f;
         self.core.process_batch(batch, &self.key_fn, |v, ctx| f.process(v, ctx));
+        self.core.finish(|out| f.finish_batch(out));
     }
     keyed_events!(|f: &mut F, ts, d, ctx: &mut KeyedContext<'_, K, O>| f.on_timer(ts, d, ctx));
 }
@@ -338,6 +364,7 @@ where
     fn push(&mut self, batch: &mut Vec<Rec<I1>>) {
         let f = &mut self.f;
         self.core.process_batch(batch, &self.key_fn1, |v, ctx| f.process1(v, ctx));
+        self.core.finish(|out| f.finish_batch(out));
     }
     keyed_events!(|f: &mut F, ts, d, ctx: &mut KeyedContext<'_, K, O>| f.on_timer(ts, d, ctx));
 }
@@ -355,5 +382,6 @@ where
     fn push2(&mut self, batch: &mut Vec<Rec<I2>>) {
         let f = &mut self.f;
         self.core.process_batch(batch, &self.key_fn2, |v, ctx| f.process2(v, ctx));
+        self.core.finish(|out| f.finish_batch(out));
     }
 }
