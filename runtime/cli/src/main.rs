@@ -7,6 +7,11 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 use weir::cli::{self, Overrides, bench, progress, si, thousands};
 
+/// The allocator of every thread: glibc's makes a thread that frees memory another
+/// thread allocated (a record handed to the next task) wait on that arena's lock.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "weir", version, about = "Weir: stateful, event-time, exactly-once stream processing", long_about = None)]
 struct Cli {

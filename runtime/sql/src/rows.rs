@@ -195,7 +195,7 @@ pub struct Output {
 }
 
 /// Rows collected before a batch goes out early (a watermark can fire many windows).
-const MAX_ROWS: usize = 4096;
+pub(crate) const MAX_ROWS: usize = 4096;
 
 impl Output {
     pub fn new(schema: SchemaRef, name: &str) -> Self {
@@ -211,6 +211,12 @@ impl Output {
             let b = self.take_batch();
             ctx.emit_at(ts, b);
         }
+    }
+
+    /// Collects `rows` at time `ts` (sent on by the next [`Output::flush`]).
+    pub fn add(&mut self, ts: Timestamp, rows: Vec<(RowKind, Vec<Value>)>) {
+        self.ts = self.ts.max(ts);
+        self.rows.extend(rows);
     }
 
     /// Sends the collected rows on as one batch.
