@@ -241,11 +241,11 @@ struct Counts {
 type SideRowsOfKey = HashMap<GroupKey, Counts, foldhash::fast::RandomState>;
 
 /// Flink's `StreamingJoinOperator`: both sides' rows per key, a changelog out.
-#[derive(Clone)]
 ///
 /// An inner join's condition only decides which joined rows are emitted (outer joins
 /// also count matches in state), so it is evaluated over all the joined rows of an
 /// input batch at once (`candidates`, in `finish_batch`), not once per input row.
+#[derive(Clone)]
 struct RegularJoin {
     spec: Arc<JoinSpec>,
     out: Output,

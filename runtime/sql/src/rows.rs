@@ -204,8 +204,7 @@ impl Output {
 
     /// Collects `rows` at `ctx`'s time (the input record's, or the firing timer's).
     pub fn push<K: Key>(&mut self, ctx: &mut KeyedContext<'_, K, ChangeBatch>, rows: impl IntoIterator<Item = (RowKind, Vec<Value>)>) {
-        self.ts = self.ts.max(ctx.timestamp());
-        self.rows.extend(rows);
+        self.add(ctx.timestamp(), rows);
         if self.rows.len() >= MAX_ROWS {
             let ts = self.ts;
             let b = self.take_batch();
@@ -214,7 +213,7 @@ impl Output {
     }
 
     /// Collects `rows` at time `ts` (sent on by the next [`Output::flush`]).
-    pub fn add(&mut self, ts: Timestamp, rows: Vec<(RowKind, Vec<Value>)>) {
+    pub fn add(&mut self, ts: Timestamp, rows: impl IntoIterator<Item = (RowKind, Vec<Value>)>) {
         self.ts = self.ts.max(ts);
         self.rows.extend(rows);
     }

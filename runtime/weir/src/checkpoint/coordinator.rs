@@ -312,8 +312,8 @@ pub(crate) fn coordinate(
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot collect unreferenced shared checkpoint files"),
     }
-    // and the directories of checkpoints that never completed (once here, and when
-    // the job ends with one in flight)
+    // and the directories of checkpoints that never completed (here, and by the
+    // caller once the job has ended)
     delete_incomplete(storage);
     loop {
         job.poll();
@@ -322,7 +322,6 @@ pub(crate) fn coordinate(
                 fail_pending(&p, observe, "the job failed while the checkpoint was in progress");
                 discard_reports(p.reports);
             }
-            delete_incomplete(storage);
             return Ok(()); // the job's own error is returned by wait()
         }
         if pending.is_none() && !job.is_finished() && !stopping {
@@ -435,7 +434,6 @@ pub(crate) fn coordinate(
             if let Some(p) = pending.take() {
                 fail_pending(&p, observe, "the job finished before the checkpoint completed");
                 discard_reports(p.reports);
-                delete_incomplete(storage);
             }
         }
     }
@@ -443,7 +441,7 @@ pub(crate) fn coordinate(
 
 /// Deletes what checkpoints that never completed had uploaded (see
 /// [`CheckpointStorage::delete_incomplete`]).
-fn delete_incomplete(storage: &CheckpointStorage) {
+pub(crate) fn delete_incomplete(storage: &CheckpointStorage) {
     match storage.delete_incomplete() {
         Ok(ids) if !ids.is_empty() => tracing::info!(checkpoints = ?ids, "deleted the files of checkpoints that did not complete"),
         Ok(_) => {}

@@ -424,7 +424,11 @@ impl Coordinator<'_> {
             let config = self.env.config();
             // SIGTERM ends the attempt (ClusterJob::poll); it is not a stop-with-savepoint
             let never = StopHandle::default();
-            coordinator::coordinate(&cluster, &rx, storage, cs, job_id, config, next_id, &never, self.requests, report, &mut observe).map_err(|e| e.to_string())?;
+            let coordinated = coordinator::coordinate(&cluster, &rx, storage, cs, job_id, config, next_id, &never, self.requests, report, &mut observe);
+            // a checkpoint in flight when the job ended left files without `_metadata`
+            // (what other workers still upload is deleted when the next attempt starts)
+            coordinator::delete_incomplete(storage);
+            coordinated.map_err(|e| e.to_string())?;
             match cluster.failure() {
                 Some(f) => Err(f),
                 None => Ok(()),
