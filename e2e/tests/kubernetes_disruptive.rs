@@ -140,13 +140,15 @@ struct Upgrade<'a> {
     t0: Instant,
 }
 
-fn start_upgrade<'a>(ctx: &'a Ctx) -> Upgrade<'a> {
+/// `before_apply` runs between the checkpoint and the apply of the upgrade.
+fn start_upgrade<'a>(ctx: &'a Ctx, before_apply: impl FnOnce()) -> Upgrade<'a> {
     let v = kube::deploy(ctx, "fraud", &kube::fraud(ctx, "fraud", 2, 300, ""));
     let old = s(&v, "status.jobId");
     kube::wait_checkpoint(ctx, "fraud", None);
     let storage = kube::file_path(&ctx.storage("fraud"));
     let before = kube::savepoints_on_disk(&storage);
     let job = ctx.job("fraud");
+    before_apply();
     let t0 = Instant::now();
     ctx.must_apply(&kube::fraud(ctx, "fraud", 2, 400, ""));
     Upgrade { old, storage, before, job, t0 }
@@ -160,13 +162,20 @@ pub mod disruptive {
             return;
         }
         let _one = one_at_a_time();
-        let Upgrade { old, storage, before, job, t0 } = start_upgrade(ctx);
+        // A small job's savepoint completes within milliseconds of its trigger, and the
+        // operator moves on at once: stop the worker of pod 1 first, so that the
+        // savepoint's barriers cannot complete (its sources are frozen) and Savepointing
+        // lasts until the pod goes on (the coordinator's checkpoint timeout is 60 s).
+        let Upgrade { old, storage, before, job, t0 } = start_upgrade(ctx, || {
+            assert!(ctx.signal_pod("fraud-1", "STOP") > 0, "pod fraud-1 has a process to stop");
+        });
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            job.wait("stage Savepointing of the upgrade", Duration::from_secs(30), |v| s(v, "status.stage") == "Savepointing" && s(v, "status.transition.kind") == "Upgrade")
+            job.wait("stage Savepointing of the upgrade", Duration::from_secs(30), |v| {
+                s(v, "status.stage") == "Savepointing" && s(v, "status.transition.kind") == "Upgrade" && !s(v, "status.transition.savepointTrigger").is_empty()
+            })
         }));
         // The savepoint is triggered (its request id is in status): stop the coordinator
-        // (pod 0) so it stays in flight while the operator is replaced (when the savepoint
-        // won the race, the restart lands in a later stage: the checks hold all the same).
+        // (pod 0) too, so that the new operator finds it in flight and must follow it.
         ctx.signal_pod("fraud-0", "STOP");
         let op = kube::operator_pods(ctx.cluster);
         if r.is_ok() {
@@ -174,6 +183,7 @@ pub mod disruptive {
         }
         std::thread::sleep(Duration::from_secs(2));
         ctx.signal_pod("fraud-0", "CONT");
+        ctx.signal_pod("fraud-1", "CONT");
         if let Err(e) = r {
             std::panic::resume_unwind(e);
         }
@@ -192,7 +202,7 @@ pub mod disruptive {
             return;
         }
         let _one = one_at_a_time();
-        let Upgrade { old, storage, before, job, t0 } = start_upgrade(ctx);
+        let Upgrade { old, storage, before, job, t0 } = start_upgrade(ctx, || {});
         let v = job.wait("stage Deploying of the upgrade", Duration::from_secs(60), |v| s(v, "status.stage") == "Deploying" && s(v, "status.transition.kind") == "Upgrade");
         let planned = s(&v, "status.transition.jobId");
         let op = kube::operator_pods(ctx.cluster);
