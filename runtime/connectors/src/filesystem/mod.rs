@@ -5,13 +5,15 @@
 //!
 //! One module per responsibility: [`options`] (the options, parsed and checked),
 //! [`format`] (readers and encoders of each format), [`partition`] (partition
-//! directories and times), [`sink`] (the sinks), [`lookup`] (lookup joins).
+//! directories and times), [`sink`] (the sinks), [`lookup`] (lookup joins),
+//! [`watch`] (the watched directory of `'source.monitor-interval'`: an unbounded source).
 
 pub mod format;
 pub mod lookup;
 pub mod options;
 pub mod partition;
 pub mod sink;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,7 +33,8 @@ use options::{Format, FsOptions};
 
 /// `filesystem`: `'path'` (a local path or `file://` URL), `'format'` (`json`, `csv`
 /// with Flink's `csv.*` options). As a source it reads the file (or every file of
-/// the directory) once; as a sink it writes the exactly-once part-file sink when the
+/// the directory) once, or with `'source.monitor-interval'` watches the directory
+/// and reads each new file once ([`watch`]: unbounded); as a sink it writes the exactly-once part-file sink when the
 /// path is a directory (ends with `/`, exists as one, or the table is partitioned),
 /// else one file. See `docs/connectors.md`.
 pub struct Filesystem;
@@ -70,6 +73,18 @@ fn factory(path: PathBuf, fs: &FsOptions, schema: SchemaRef) -> SourceFactory {
     })
 }
 
+/// The source of a watched directory (`'source.monitor-interval'`): each file read by
+/// the format's own file source.
+fn watched_factory(table: &str, dir: PathBuf, interval: std::time::Duration, fs: &FsOptions, schema: SchemaRef) -> SourceFactory {
+    let (format, batch_rows, s) = (fs.format.clone(), fs.batch_rows, schema.clone());
+    let open_file: watch::FileReader = Arc::new(move |file: PathBuf| match &format {
+        Format::Json => Box::new(JsonFileSource::new(file, s.clone(), batch_rows)) as Box<dyn BatchSource>,
+        Format::Csv(o) => Box::new(CsvFileSource::new(file, s.clone(), o.clone(), batch_rows)) as Box<dyn BatchSource>,
+    });
+    let table = table.to_string();
+    Arc::new(move |_ctx: &SourceContext| Box::new(watch::WatchSource::new(table.clone(), dir.clone(), interval, schema.clone(), open_file.clone())) as Box<dyn BatchSource>)
+}
+
 /// The rows of a batch by partition directory (the key of the shuffle before a
 /// partitioned sink): every partition is written, and committed, by one subtask.
 fn by_partition(p: &options::Partitioning, b: ChangeBatch, out: &mut Collector<'_, (String, ChangeBatch)>) {
@@ -104,7 +119,10 @@ impl Connector for Filesystem {
     }
     fn validate(&self, opts: &TableOptions, schema: &SchemaRef) -> Result<(), String> {
         let fs = FsOptions::parse(opts, schema)?;
-        local_path(&fs.path)?;
+        let path = local_path(&fs.path)?;
+        if fs.monitor_interval.is_some() && path.is_file() {
+            return Err(format!("connector 'filesystem': option 'source.monitor-interval' watches a directory, and 'path' = '{}' is a file", fs.path));
+        }
         Ok(())
     }
     fn source(&self, opts: &TableOptions, schema: SchemaRef) -> Result<SourceFactory, String> {
@@ -112,10 +130,15 @@ impl Connector for Filesystem {
         if fs.partitioning.is_some() {
             return Err("reading a PARTITIONED BY filesystem table is not supported yet (it can be written)".into());
         }
-        Ok(factory(local_path(&fs.path)?, &fs, schema))
+        let path = local_path(&fs.path)?;
+        Ok(match fs.monitor_interval {
+            Some(interval) => watched_factory(&opts.table, path, interval, &fs, schema),
+            None => factory(path, &fs, schema),
+        })
     }
-    fn bounded(&self, _opts: &TableOptions) -> bool {
-        true
+    /// Unbounded with `'source.monitor-interval'` (a watched directory).
+    fn bounded(&self, opts: &TableOptions) -> bool {
+        opts.get("source.monitor-interval").is_none()
     }
     fn supports_partitions(&self) -> bool {
         true

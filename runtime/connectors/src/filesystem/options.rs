@@ -14,6 +14,7 @@ pub const OPTIONS: &[&str] = &[
     "path",
     "format",
     "source.batch-rows",
+    "source.monitor-interval",
     "csv.field-delimiter",
     "csv.quote-character",
     "csv.allow-comments",
@@ -89,6 +90,9 @@ pub struct FsOptions {
     pub partitioning: Option<Partitioning>,
     /// `lookup.join.cache.ttl`: how long a lookup join keeps the table loaded
     pub lookup_ttl: Duration,
+    /// `source.monitor-interval`: the source watches the directory, listing it this
+    /// often (unbounded); `None`: it reads what is there once (bounded)
+    pub monitor_interval: Option<Duration>,
 }
 
 fn bad(opt: &str, v: &str, why: impl std::fmt::Display) -> String {
@@ -177,8 +181,15 @@ impl FsOptions {
             check_interval: opts.get("sink.rolling-policy.check-interval").map(|v| parse_duration("sink.rolling-policy.check-interval", v)).transpose()?.unwrap_or(Duration::from_secs(60)),
         };
         let lookup_ttl = opts.get("lookup.join.cache.ttl").map(|v| parse_duration("lookup.join.cache.ttl", v)).transpose()?.unwrap_or(Duration::from_secs(3600));
+        let monitor_interval = match opts.get("source.monitor-interval") {
+            None => None,
+            Some(v) => match parse_duration("source.monitor-interval", v)? {
+                d if d.is_zero() => return Err(bad("source.monitor-interval", v, "must be positive (how often the watched directory is listed; leave it out to read the files once)")),
+                d => Some(d),
+            },
+        };
         let partitioning = Self::partitioning(opts, schema)?;
-        Ok(FsOptions { path, format, batch_rows, rolling, partitioning, lookup_ttl })
+        Ok(FsOptions { path, format, batch_rows, rolling, partitioning, lookup_ttl, monitor_interval })
     }
 
     fn partitioning(opts: &TableOptions, schema: &Schema) -> Result<Option<Partitioning>, String> {
@@ -270,6 +281,17 @@ mod tests {
         assert!(e.contains("'csv.allow-comments' needs 'format' = 'csv'"), "{e}");
         let e = FsOptions::parse(&opts(&[("path", "p"), ("format", "avro")], &[]), &schema()).unwrap_err();
         assert!(e.contains("'format' = 'avro'"), "{e}");
+    }
+
+    #[test]
+    fn monitor_interval() {
+        let o = FsOptions::parse(&opts(&[("path", "p/"), ("format", "json"), ("source.monitor-interval", "10 s")], &[]), &schema()).unwrap();
+        assert_eq!(o.monitor_interval, Some(Duration::from_secs(10)));
+        assert_eq!(FsOptions::parse(&opts(&[("path", "p/"), ("format", "json")], &[]), &schema()).unwrap().monitor_interval, None);
+        let e = FsOptions::parse(&opts(&[("path", "p/"), ("format", "json"), ("source.monitor-interval", "0")], &[]), &schema()).unwrap_err();
+        assert!(e.contains("option 'source.monitor-interval' = '0': must be positive"), "{e}");
+        let e = FsOptions::parse(&opts(&[("path", "p/"), ("format", "csv"), ("source.monitor-interval", "often")], &[]), &schema()).unwrap_err();
+        assert!(e.contains("option 'source.monitor-interval' = 'often'") && e.contains("not a duration"), "{e}");
     }
 
     #[test]
