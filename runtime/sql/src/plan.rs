@@ -594,7 +594,7 @@ impl<'a> Compiler<'a> {
         }
         let seed = format!("{sink}|{}", plan.display_indent());
         let batch = self.batch_mode();
-        let mut lower = Lower { c: self, seed, uids: Vec::new(), sources: HashMap::new(), rank: None, rank_used: None };
+        let mut lower = Lower { c: self, seed, uids: Vec::new(), sources: HashMap::new(), lowered: HashMap::new(), rank: None, rank_used: None };
         let lowered = if batch { batch::lower(&mut lower, &plan) } else { lower.lower(&plan) }.map_err(|m| lower.c.err(p.start, m))?;
         proc_window::check_aggregated(&lowered).map_err(|m| lower.c.err(p.start, m))?;
         if let (ChangelogMode::AppendOnly, Some(op)) = (mode, &lowered.updating) {
@@ -627,7 +627,7 @@ impl<'a> Compiler<'a> {
         let plan = self.plan_statement(Statement::Query(q)).map_err(|m| self.err(p.start, m))?;
         let seed = format!("query|{}", plan.display_indent());
         let batch = self.batch_mode();
-        let mut lower = Lower { c: self, seed, uids: Vec::new(), sources: HashMap::new(), rank: None, rank_used: None };
+        let mut lower = Lower { c: self, seed, uids: Vec::new(), sources: HashMap::new(), lowered: HashMap::new(), rank: None, rank_used: None };
         let lowered = if batch { batch::lower(&mut lower, &plan) } else { lower.lower(&plan) }.map_err(|m| lower.c.err(p.start, m))?;
         proc_window::check_aggregated(&lowered).map_err(|m| lower.c.err(p.start, m))?;
         Ok(QueryPlan { stream: lowered.stream, schema: nullable(plan.schema().as_arrow()), updating: lowered.updating, plan: plan.display_indent().to_string() })
@@ -741,6 +741,7 @@ impl WinCol {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct Lowered {
     pub(crate) stream: DataStream<ChangeBatch>,
     /// the operator that makes this stream updating
@@ -756,6 +757,10 @@ pub(crate) struct Lower<'c, 'a> {
     /// the source of each table the query reads, read once however often it is scanned
     /// (Flink's source reuse: the `person` and `auction` views of one Nexmark table)
     sources: HashMap<String, DataStream<ChangeBatch>>,
+    /// every sub-plan lowered so far, by [`Lower::reuse_key`]: a sub-plan the query
+    /// holds twice is computed once and its stream read by both (Flink's sub-plan
+    /// reuse: Nexmark q5's two identical HOP aggregations, q7's two reads of `bid`)
+    lowered: HashMap<String, Lowered>,
     /// the Top-N bound of a `ROW_NUMBER` filter being lowered (see `rank`)
     pub(crate) rank: Option<crate::rank::RankBound>,
     /// whether the projection above a Top-N filter selects the rank column
@@ -852,6 +857,45 @@ impl Lower<'_, '_> {
     }
 
     pub(crate) fn lower(&mut self, plan: &LogicalPlan) -> Result<Lowered, String> {
+        // A Top-N's filter and window are lowered in the context its projection and
+        // filter set (`rank`, `rank_used`): not reused on their own.
+        let reusable = self.rank.is_none() && self.rank_used.is_none() && !matches!(plan, LogicalPlan::Window(_) | LogicalPlan::SubqueryAlias(_));
+        if !reusable {
+            return self.lower_new(plan);
+        }
+        let key = self.reuse_key(plan);
+        if let Some(l) = self.lowered.get(&key) {
+            return Ok(l.clone());
+        }
+        let l = self.lower_new(plan)?;
+        self.lowered.insert(key, l.clone());
+        Ok(l)
+    }
+
+    /// What identifies a sub-plan's result: its text with its schema, where a
+    /// window TVF's placeholder table (`__window_<n>`, one per call in the query
+    /// text) reads as the call itself, so that two equal calls are one sub-plan.
+    fn reuse_key(&self, plan: &LogicalPlan) -> String {
+        const PLACEHOLDER: &str = "__window_";
+        let text = plan.display_indent_schema().to_string();
+        let mut key = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find(PLACEHOLDER) {
+            let after = &rest[at + PLACEHOLDER.len()..];
+            let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+            let name = &rest[at..at + PLACEHOLDER.len() + digits];
+            key.push_str(&rest[..at]);
+            match self.c.catalog.get(name) {
+                Some(Entry::Window(w)) if digits > 0 => key.push_str(&format!("{PLACEHOLDER}<{:?} {} {}>", w.kind, w.table, w.time_col)),
+                _ => key.push_str(name),
+            }
+            rest = &after[digits..];
+        }
+        key.push_str(rest);
+        key
+    }
+
+    fn lower_new(&mut self, plan: &LogicalPlan) -> Result<Lowered, String> {
         match plan {
             LogicalPlan::Projection(pr) => {
                 crate::rank::note_projection(self, pr);

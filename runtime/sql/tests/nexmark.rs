@@ -122,6 +122,27 @@ fn views_of_one_table_share_its_source() {
     assert_eq!(sources.len(), 1, "{:?}", job.inserts[0].uids);
 }
 
+/// A sub-plan a query holds twice is computed once: q5's two equal HOP aggregations
+/// (two TVF calls in the text) are one window aggregation, and q7's two reads of the
+/// `bid` view one chain of its operators.
+#[test]
+fn equal_sub_plans_are_computed_once() {
+    let env = weir::StreamEnv::new(weir::JobConfig { parallelism: 1, ..Default::default() });
+    let uids = |q: &str| {
+        let script = weir_sql::nexmark_script(q, &NexmarkSettings::default()).unwrap();
+        weir_sql::compile(&script, &env, &CompileOptions::default()).unwrap().inserts.remove(0).uids
+    };
+    let count = |uids: &[String], kind: &str| uids.iter().filter(|u| u.starts_with(&format!("sql-{kind}-"))).count();
+    let q5 = uids("q5");
+    // the count per auction and window (once), the maximum per window, the window join
+    assert_eq!(count(&q5, "window-agg"), 2, "{q5:?}");
+    assert_eq!(count(&q5, "window-assign"), 1, "{q5:?}");
+    assert_eq!(count(&q5, "window-join"), 1, "{q5:?}");
+    let q7 = uids("q7");
+    assert_eq!(count(&q7, "filter"), 1, "one filter of the bid view: {q7:?}");
+    assert!(q7.iter().all(|u| !u.ends_with("-2")), "no operator twice: {q7:?}");
+}
+
 /// JSON rows in one form for both sides: keys sorted, every number as a number with
 /// three decimals (the built-in q1 writes its DECIMAL as a float, SQL as a decimal).
 fn normalize(lines: Vec<String>) -> Vec<String> {
