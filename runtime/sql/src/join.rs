@@ -71,7 +71,7 @@ impl SideRows {
         let keys: Vec<ArrayRef> = self.keys.iter().map(|e| e.evaluate(&b.rows.0).and_then(|v| v.into_array(n)).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
         let (keys, cols) = (crate::rows::readers(&keys), crate::rows::readers(b.rows.0.columns()));
         for i in 0..n {
-            let key = GroupKey(crate::rows::read_row(&keys, i)?);
+            let key = GroupKey::new(crate::rows::read_row(&keys, i)?);
             if self.drop_null_keys && key.0.contains(&Value::Null) {
                 continue;
             }
@@ -276,7 +276,7 @@ impl RegularJoin {
         let empty = SideRowsOfKey::default();
         let other = other_st.get(ctx).unwrap_or(&empty);
         let defer = spec.defers_condition();
-        let (out, assoc) = regular_step(&spec, left, r.kind, GroupKey(r.row), &mut mine, other, !defer).unwrap_or_else(|e| fail(&spec.name, e));
+        let (out, assoc) = regular_step(&spec, left, r.kind, GroupKey::new(r.row), &mut mine, other, !defer).unwrap_or_else(|e| fail(&spec.name, e));
         if mine.is_empty() {
             mine_st.clear(ctx);
         } else {
@@ -321,7 +321,7 @@ fn regular_step(spec: &JoinSpec, left: bool, kind: RowKind, row: GroupKey, mine:
     let (in_outer, other_outer) = (spec.outer(left), spec.outer(!left));
     let acc = kind.is_accumulate();
     let others: Vec<(&GroupKey, Counts)> = other.iter().map(|(o, c)| (o, *c)).collect();
-    let matched: Vec<((&GroupKey, Counts), Vec<Value>)> = spec.pairs(left, &row.0, others.iter().map(|(o, _)| o.0.as_slice()), evaluate)?.into_iter().map(|(i, p)| (others[i], p)).collect();
+    let matched: Vec<((&GroupKey, Counts), Vec<Value>)> = spec.pairs(left, &row.0, others.iter().map(|(o, _)| &*o.0), evaluate)?.into_iter().map(|(i, p)| (others[i], p)).collect();
     let mut out = Vec::new();
     let mut assoc_changes = Vec::new();
     if acc {
@@ -922,7 +922,7 @@ mod tests {
         let (mut l, mut r) = (SideRowsOfKey::default(), SideRowsOfKey::default());
         let mut log = Vec::new();
         for (left, kind, v) in rows {
-            let row = GroupKey(vec![Value::Int(1), Value::Int(*v)]);
+            let row = GroupKey::new(vec![Value::Int(1), Value::Int(*v)]);
             let (mine, other) = if *left { (&mut l, &mut r) } else { (&mut r, &mut l) };
             let (out, assoc) = regular_step(spec, *left, *kind, row, mine, other, !deferred).unwrap();
             let out = if deferred { spec.passing(out).unwrap() } else { out };

@@ -358,13 +358,33 @@ impl Value {
     }
 }
 
-/// The grouping key of a SQL aggregation.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct GroupKey(pub Vec<Value>);
+/// The grouping key of a SQL aggregation (or a row of a join's state). Shared, not
+/// copied, when cloned: the engine takes a record's key once to route it and once
+/// to process it. Serialized as the sequence of its values.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GroupKey(pub Arc<[Value]>);
+
+impl GroupKey {
+    pub fn new(values: Vec<Value>) -> Self {
+        GroupKey(values.into())
+    }
+}
+
+impl Serialize for GroupKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.as_ref().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for GroupKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<Value>::deserialize(d).map(GroupKey::new)
+    }
+}
 
 impl Key for GroupKey {
     fn write_canonical(&self, out: &mut Vec<u8>) {
-        for v in &self.0 {
+        for v in self.0.iter() {
             v.write(out);
         }
     }
@@ -584,7 +604,8 @@ pub struct AggFunction {
 impl AggFunction {
     fn row(&self, key: &GroupKey, st: &GroupState) -> Vec<Value> {
         let n = key.0.len();
-        let mut v = key.0.clone();
+        let mut v = Vec::with_capacity(n + self.spec.aggs.len());
+        v.extend_from_slice(&key.0);
         for (i, (k, a)) in self.spec.aggs.iter().zip(&st.accs).enumerate() {
             v.push(k.result(a, self.spec.out_schema.field(n + i).data_type()));
         }
@@ -701,7 +722,7 @@ impl KeyRows {
         let args: Vec<Option<crate::rows::ColumnReader<'_>>> = args.iter().map(|a| a.as_ref().map(crate::rows::ColumnReader::new)).collect();
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
-            let key = GroupKey(crate::rows::read_row(&keys, i)?);
+            let key = GroupKey::new(crate::rows::read_row(&keys, i)?);
             let args = args.iter().map(|a| a.as_ref().map_or(Ok(Value::Int(1)), |a| a.value(i))).collect::<Result<_, _>>()?;
             out.push(KeyedRow { key, kind: b.kind(i), args });
         }
@@ -775,8 +796,8 @@ mod tests {
 
     #[test]
     fn group_keys_hash_canonically() {
-        let a = GroupKey(vec![Value::Str("ab".into()), Value::Str("c".into())]);
-        let b = GroupKey(vec![Value::Str("a".into()), Value::Str("bc".into())]);
+        let a = GroupKey::new(vec![Value::Str("ab".into()), Value::Str("c".into())]);
+        let b = GroupKey::new(vec![Value::Str("a".into()), Value::Str("bc".into())]);
         assert_ne!(a.canonical_hash(), b.canonical_hash());
         assert_eq!(a.canonical_hash(), a.clone().canonical_hash());
     }

@@ -17,11 +17,20 @@ pub trait Key: crate::Data + Eq + Hash + std::fmt::Debug {
     /// Appends the canonical byte encoding of this key.
     fn write_canonical(&self, out: &mut Vec<u8>);
 
-    /// The stable 64-bit hash of the canonical encoding.
+    /// The stable 64-bit hash of the canonical encoding (written into a buffer the
+    /// thread reuses: keys are hashed per record).
     fn canonical_hash(&self) -> u64 {
-        let mut buf = Vec::with_capacity(32);
-        self.write_canonical(&mut buf);
-        xxhash_rust::xxh3::xxh3_64(&buf)
+        thread_local!(static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
+        let hash = |buf: &mut Vec<u8>| {
+            buf.clear();
+            self.write_canonical(buf);
+            xxhash_rust::xxh3::xxh3_64(buf)
+        };
+        // a `write_canonical` that hashes another key finds the buffer taken
+        BUF.with(|b| match b.try_borrow_mut() {
+            Ok(mut buf) => hash(&mut buf),
+            Err(_) => hash(&mut Vec::with_capacity(32)),
+        })
     }
 }
 
