@@ -65,22 +65,24 @@ pub(crate) fn list_files(path: &Path) -> Result<Vec<PathBuf>, ConnectorError> {
     Ok(v)
 }
 
-fn factory(path: PathBuf, fs: &FsOptions, schema: SchemaRef) -> SourceFactory {
+/// The reader of a file (or of every file of a directory) in the table's format.
+fn file_reader(fs: &FsOptions, schema: SchemaRef) -> watch::FileReader {
     let (format, batch_rows) = (fs.format.clone(), fs.batch_rows);
-    Arc::new(move |_ctx: &SourceContext| match &format {
-        Format::Json => Box::new(JsonFileSource::new(path.clone(), schema.clone(), batch_rows)) as Box<dyn BatchSource>,
-        Format::Csv(o) => Box::new(CsvFileSource::new(path.clone(), schema.clone(), o.clone(), batch_rows)) as Box<dyn BatchSource>,
+    Arc::new(move |path: PathBuf| match &format {
+        Format::Json => Box::new(JsonFileSource::new(path, schema.clone(), batch_rows)) as Box<dyn BatchSource>,
+        Format::Csv(o) => Box::new(CsvFileSource::new(path, schema.clone(), o.clone(), batch_rows)) as Box<dyn BatchSource>,
     })
+}
+
+fn factory(path: PathBuf, fs: &FsOptions, schema: SchemaRef) -> SourceFactory {
+    let open = file_reader(fs, schema);
+    Arc::new(move |_ctx: &SourceContext| open(path.clone()))
 }
 
 /// The source of a watched directory (`'source.monitor-interval'`): each file read by
 /// the format's own file source.
 fn watched_factory(table: &str, dir: PathBuf, interval: std::time::Duration, fs: &FsOptions, schema: SchemaRef) -> SourceFactory {
-    let (format, batch_rows, s) = (fs.format.clone(), fs.batch_rows, schema.clone());
-    let open_file: watch::FileReader = Arc::new(move |file: PathBuf| match &format {
-        Format::Json => Box::new(JsonFileSource::new(file, s.clone(), batch_rows)) as Box<dyn BatchSource>,
-        Format::Csv(o) => Box::new(CsvFileSource::new(file, s.clone(), o.clone(), batch_rows)) as Box<dyn BatchSource>,
-    });
+    let open_file = file_reader(fs, schema.clone());
     let table = table.to_string();
     Arc::new(move |_ctx: &SourceContext| Box::new(watch::WatchSource::new(table.clone(), dir.clone(), interval, schema.clone(), open_file.clone())) as Box<dyn BatchSource>)
 }
