@@ -76,10 +76,14 @@ fn options_boundedness_and_errors() {
     o.map.insert("path".into(), d.path().join("f.json").display().to_string());
     let e = r.check(&o, &schema()).err().unwrap();
     assert!(e.contains("watches a directory") && e.contains("f.json"), "{e}");
+    // a bucket prefix is watched too (tests/watch_s3.rs); an unknown scheme is refused
     let mut o = opts(d.path(), &[("format", "json"), ("source.monitor-interval", "1 s")]);
     o.map.insert("path".into(), "s3://bucket/in/".into());
+    assert!(r.check(&o, &schema()).is_ok());
+    assert!(!c.bounded(&o));
+    o.map.insert("path".into(), "ftp://host/in/".into());
     let e = r.check(&o, &schema()).err().unwrap();
-    assert!(e.contains("'s3://' paths are not supported yet"), "{e}");
+    assert!(e.contains("'ftp://host/in/'") && e.contains("unknown scheme 'ftp://'"), "{e}");
 }
 
 #[test]

@@ -6,18 +6,21 @@
 //! One module per responsibility: [`options`] (the options, parsed and checked),
 //! [`format`] (readers and encoders of each format), [`partition`] (partition
 //! directories and times), [`sink`] (the sinks), [`lookup`] (lookup joins),
-//! [`watch`] (the watched directory of `'source.monitor-interval'`: an unbounded source).
+//! [`watch`] (the watched directory of `'source.monitor-interval'`: an unbounded source),
+//! [`store`] (buckets, `s3://` `gs://` `az://`, as a source's path).
 
 pub mod format;
 pub mod lookup;
 pub mod options;
 pub mod partition;
 pub mod sink;
+pub mod store;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use weir::connector::files::ExactlyOnceFileSink;
 use weir::connector::jsonl::JsonLinesSink;
@@ -27,27 +30,57 @@ use weir::record::Collector;
 use crate::changelog::ChangeBatch;
 use crate::registry::{BatchSource, ChangelogMode, Connector, LookupSource, SinkArgs, SourceFactory, TableOptions};
 use crate::rows::json_sink;
+use format::Input;
 pub use format::csv::CsvFileSource;
 pub use format::json::JsonFileSource;
 use options::{Format, FsOptions};
+use store::{Bucket, BucketUrl};
 
-/// `filesystem`: `'path'` (a local path or `file://` URL), `'format'` (`json`, `csv`
-/// with Flink's `csv.*` options). As a source it reads the file (or every file of
-/// the directory) once, or with `'source.monitor-interval'` watches the directory
-/// and reads each new file once ([`watch`]: unbounded); as a sink it writes the exactly-once part-file sink when the
+/// `filesystem`: `'path'` (a local path or `file://` URL; for a source also a
+/// bucket's object or prefix, `s3://bucket/prefix/`, `gs://`, `az://`), `'format'`
+/// (`json`, `csv` with Flink's `csv.*` options). As a source it reads the file (or
+/// every file of the directory) once, or with `'source.monitor-interval'` watches the
+/// directory and reads each new file once ([`watch`]: unbounded); as a sink it writes the exactly-once part-file sink when the
 /// path is a directory (ends with `/`, exists as one, or the table is partitioned),
 /// else one file. See `docs/connectors.md`.
 pub struct Filesystem;
 
-/// The local path of the `path` option (`file://` stripped; other schemes refused).
-fn local_path(p: &str) -> Result<PathBuf, String> {
+/// The local path of the `path` option (`file://` stripped; other schemes refused:
+/// `what` says what is not supported on them yet, e.g. `writing`).
+fn local_path(p: &str, what: &str) -> Result<PathBuf, String> {
     if let Some(rest) = p.strip_prefix("file://") {
         return Ok(PathBuf::from(rest));
     }
     if let Some((scheme, _)) = p.split_once("://") {
-        return Err(format!("connector 'filesystem': option 'path' = '{p}': '{scheme}://' paths are not supported yet (a local path or file://)"));
+        return Err(format!("connector 'filesystem': option 'path' = '{p}': {what} '{scheme}://' paths is not supported yet (a local path or file://; a bucket can only be read by a source)"));
     }
     Ok(PathBuf::from(p))
+}
+
+/// Where a source reads: a local path, or a bucket's object or prefix.
+enum SourcePath {
+    Local(PathBuf),
+    Bucket(BucketUrl),
+}
+
+fn source_path(p: &str) -> Result<SourcePath, String> {
+    if store::is_bucket_url(p) {
+        let u = BucketUrl::parse(p).map_err(|e| format!("connector 'filesystem': option 'path' = {e}"))?;
+        return Ok(SourcePath::Bucket(u));
+    }
+    local_path(p, "reading").map(SourcePath::Local)
+}
+
+/// A source that could not be made: its `open` fails with why.
+struct Failed(Option<String>);
+
+impl BatchSource for Failed {
+    fn open(&mut self, _ctx: &SourceContext) -> Result<(), ConnectorError> {
+        Err(ConnectorError::Other(self.0.take().unwrap_or_else(|| "the source could not be made".into())))
+    }
+    fn next_batch(&mut self, _max_rows: usize) -> Result<Option<RecordBatch>, ConnectorError> {
+        Err(ConnectorError::Other("the source could not be made".into()))
+    }
 }
 
 /// The files a source reads at `path`: the file, or the files of the directory in
@@ -68,7 +101,7 @@ pub(crate) fn list_files(path: &Path) -> Result<Vec<PathBuf>, ConnectorError> {
 /// The reader of a file (or of every file of a directory) in the table's format.
 fn file_reader(fs: &FsOptions, schema: SchemaRef) -> watch::FileReader {
     let (format, batch_rows) = (fs.format.clone(), fs.batch_rows);
-    Arc::new(move |path: PathBuf| match &format {
+    Arc::new(move |path: Input| match &format {
         Format::Json => Box::new(JsonFileSource::new(path, schema.clone(), batch_rows)) as Box<dyn BatchSource>,
         Format::Csv(o) => Box::new(CsvFileSource::new(path, schema.clone(), o.clone(), batch_rows)) as Box<dyn BatchSource>,
     })
@@ -76,15 +109,26 @@ fn file_reader(fs: &FsOptions, schema: SchemaRef) -> watch::FileReader {
 
 fn factory(path: PathBuf, fs: &FsOptions, schema: SchemaRef) -> SourceFactory {
     let open = file_reader(fs, schema);
-    Arc::new(move |_ctx: &SourceContext| open(path.clone()))
+    Arc::new(move |_ctx: &SourceContext| open(Input::Local(path.clone())))
 }
 
-/// The source of a watched directory (`'source.monitor-interval'`): each file read by
-/// the format's own file source.
-fn watched_factory(table: &str, dir: PathBuf, interval: std::time::Duration, fs: &FsOptions, schema: SchemaRef) -> SourceFactory {
+/// The bounded source of a bucket's object or prefix: read as a local file or
+/// directory is, each subtask with its own client.
+fn bucket_factory(table: &str, url: BucketUrl, fs: &FsOptions, schema: SchemaRef) -> SourceFactory {
+    let open = file_reader(fs, schema);
+    let table = table.to_string();
+    Arc::new(move |_ctx: &SourceContext| match Bucket::open(&url) {
+        Ok(b) => open(Input::Object { bucket: Arc::new(b), path: url.path.clone(), is_prefix: url.is_prefix }),
+        Err(e) => Box::new(Failed(Some(format!("table '{table}': {e}")))) as Box<dyn BatchSource>,
+    })
+}
+
+/// The source of a watched directory or prefix (`'source.monitor-interval'`): each
+/// file read by the format's own file source.
+fn watched_factory(table: &str, watched: watch::Watched, interval: std::time::Duration, fs: &FsOptions, schema: SchemaRef) -> SourceFactory {
     let open_file = file_reader(fs, schema.clone());
     let table = table.to_string();
-    Arc::new(move |_ctx: &SourceContext| Box::new(watch::WatchSource::new(table.clone(), dir.clone(), interval, schema.clone(), open_file.clone())) as Box<dyn BatchSource>)
+    Arc::new(move |_ctx: &SourceContext| Box::new(watch::WatchSource::new(table.clone(), watched.clone(), interval, schema.clone(), open_file.clone())) as Box<dyn BatchSource>)
 }
 
 /// The rows of a batch by partition directory (the key of the shuffle before a
@@ -121,9 +165,16 @@ impl Connector for Filesystem {
     }
     fn validate(&self, opts: &TableOptions, schema: &SchemaRef) -> Result<(), String> {
         let fs = FsOptions::parse(opts, schema)?;
-        let path = local_path(&fs.path)?;
-        if fs.monitor_interval.is_some() && path.is_file() {
-            return Err(format!("connector 'filesystem': option 'source.monitor-interval' watches a directory, and 'path' = '{}' is a file", fs.path));
+        match source_path(&fs.path)? {
+            SourcePath::Local(path) => {
+                if fs.monitor_interval.is_some() && path.is_file() {
+                    return Err(format!("connector 'filesystem': option 'source.monitor-interval' watches a directory, and 'path' = '{}' is a file", fs.path));
+                }
+            }
+            // the client's settings (from the environment) are checked; nothing is sent
+            SourcePath::Bucket(u) => {
+                Bucket::open(&u).map_err(|e| format!("connector 'filesystem': option 'path' = {e}"))?;
+            }
         }
         Ok(())
     }
@@ -132,10 +183,12 @@ impl Connector for Filesystem {
         if fs.partitioning.is_some() {
             return Err("reading a PARTITIONED BY filesystem table is not supported yet (it can be written)".into());
         }
-        let path = local_path(&fs.path)?;
-        Ok(match fs.monitor_interval {
-            Some(interval) => watched_factory(&opts.table, path, interval, &fs, schema),
-            None => factory(path, &fs, schema),
+        Ok(match (source_path(&fs.path)?, fs.monitor_interval) {
+            (SourcePath::Local(path), Some(interval)) => watched_factory(&opts.table, watch::Watched::Dir(path), interval, &fs, schema),
+            (SourcePath::Local(path), None) => factory(path, &fs, schema),
+            // a watched prefix: the URL's key is a prefix even without its `/`
+            (SourcePath::Bucket(u), Some(interval)) => watched_factory(&opts.table, watch::Watched::Prefix(u), interval, &fs, schema),
+            (SourcePath::Bucket(u), None) => bucket_factory(&opts.table, u, &fs, schema),
         })
     }
     /// Unbounded with `'source.monitor-interval'` (a watched directory).
@@ -150,7 +203,7 @@ impl Connector for Filesystem {
     }
     fn add_sink(&self, opts: &TableOptions, args: SinkArgs<'_>) -> Result<(), String> {
         let fs = FsOptions::parse(opts, &args.schema)?;
-        let path = local_path(&fs.path)?;
+        let path = local_path(&fs.path, "writing to")?;
         let is_dir = fs.path.ends_with('/') || path.is_dir() || fs.partitioning.is_some();
         let (format, partitioning) = (fs.format.clone(), fs.partitioning.clone());
         match (&format, is_dir, &partitioning) {
@@ -202,7 +255,7 @@ impl Connector for Filesystem {
         if fs.partitioning.is_some() {
             return Err("a PARTITIONED BY filesystem table cannot be used for lookup joins yet".into());
         }
-        let path = local_path(&fs.path)?;
+        let path = local_path(&fs.path, "a lookup join on")?;
         let f = factory(path, &fs, schema.clone());
         Ok(Arc::new(lookup::FileLookup::new(opts.table.clone(), f, schema, key_columns.to_vec(), fs.lookup_ttl)))
     }
@@ -213,9 +266,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_are_local_or_file_urls() {
-        assert_eq!(local_path("file:///tmp/x/").unwrap(), PathBuf::from("/tmp/x/"));
-        assert_eq!(local_path("out/").unwrap(), PathBuf::from("out/"));
-        assert!(local_path("s3://b/x").unwrap_err().contains("'s3://' paths are not supported yet"));
+    fn paths_are_local_or_file_urls_and_sources_read_buckets_too() {
+        assert_eq!(local_path("file:///tmp/x/", "writing to").unwrap(), PathBuf::from("/tmp/x/"));
+        assert_eq!(local_path("out/", "writing to").unwrap(), PathBuf::from("out/"));
+        let e = local_path("s3://b/x", "writing to").unwrap_err();
+        assert!(e.contains("writing to 's3://' paths is not supported yet"), "{e}");
+        assert!(matches!(source_path("file:///tmp/x/"), Ok(SourcePath::Local(_))));
+        assert!(matches!(source_path("s3://b/in/"), Ok(SourcePath::Bucket(u)) if u.is_prefix && u.path.as_ref() == "in"));
+        let e = source_path("ftp://h/x").err().unwrap();
+        assert!(e.contains("option 'path' = 'ftp://h/x': unknown scheme"), "{e}");
     }
 }

@@ -1,26 +1,36 @@
 //! The watched directory (`'source.monitor-interval'`, as Flink's): an unbounded
-//! source that lists the directory every interval and reads each new file once,
-//! exactly once across failures, restores and rescales.
+//! source that lists the directory (or a bucket's prefix: `s3://bucket/prefix/`,
+//! `gs://`, `az://`) every interval and reads each new file once, exactly once
+//! across failures, restores and rescales.
 //!
-//! - **Which files**: the regular files directly in the directory whose name does not
+//! - **Which files**: the regular files directly in the directory (the objects
+//!   directly under the prefix, not under its "subdirectories") whose name does not
 //!   start with `.` or `_` (in-progress files by convention: writers write elsewhere,
-//!   or under a hidden name, and rename the finished file into place). A file is read
+//!   or under a hidden name, and rename the finished file into place; an object is
+//!   complete once it is visible, so a bucket needs no renames). A file is read
 //!   once, when first listed; later changes to it are not read.
 //! - **Who reads them**: every subtask lists the directory and takes the files whose
-//!   name hashes (FNV-1a, stable across processes and versions) to it; each subtask
-//!   reads its new files in (modification time, name) order, one at a time.
+//!   name (an object's key less the prefix) hashes (FNV-1a, stable across processes
+//!   and versions) to it; each subtask reads its new files in (modification time,
+//!   name) order, one at a time.
 //! - **State**: per subtask the names of the files it has read (still in the
 //!   directory) and the files it has begun, each with the position of its format's
 //!   reader (records read). Restored at any parallelism, every subtask gets every
 //!   subtask's state ([`Redistribution::Union`]) and keeps the names that hash to it
 //!   now: a file read before is not read again, a begun one is resumed after its last
-//!   checkpointed record, and the others are read from the start.
+//!   checkpointed record (read again from its start, the records before the position
+//!   skipped), and the others are read from the start.
 //! - **Bounded state**: a read file is forgotten once it is gone from the directory
 //!   (deleted or moved away), so the state grows with the files left in the
 //!   directory, not with all files ever read. (Not with a watermark of modification
 //!   times: a rename keeps the file's modification time, so a file renamed into place
 //!   late may be older than files already read, and would be lost.) A name that is
 //!   used again after its file was removed is read again.
+//! - **Buckets** ([`super::store`]): each subtask has its own client; a listing is
+//!   one LIST request per 1000 objects under the prefix, an object read is a HEAD
+//!   (it may be gone since it was listed) and a streamed GET. A listing or read that
+//!   fails after the client's retries fails the source (the job restarts from its
+//!   last checkpoint): an incomplete listing must not forget read files.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
@@ -34,12 +44,75 @@ use tracing::{debug, info, warn};
 use weir::checkpoint::restore::Redistribution;
 use weir::connector::{ConnectorError, SourceContext};
 
+use super::format::Input;
+use super::store::{Bucket, BucketUrl};
 use crate::registry::BatchSource;
 
 /// Makes the reader of one file in the table's format (the format's own file source,
 /// over that file alone): its `snapshot` is the position in the file, and `restore`
 /// (before `open`) resumes there.
-pub type FileReader = Arc<dyn Fn(PathBuf) -> Box<dyn BatchSource> + Send + Sync>;
+pub type FileReader = Arc<dyn Fn(Input) -> Box<dyn BatchSource> + Send + Sync>;
+
+/// What a [`WatchSource`] watches.
+#[derive(Clone, Debug)]
+pub enum Watched {
+    /// a local directory
+    Dir(PathBuf),
+    /// a bucket's prefix: the subtask makes its client at open
+    Prefix(BucketUrl),
+    /// a bucket's prefix with its client made (a `Prefix` once open; tests)
+    Bucket(Arc<Bucket>, object_store::path::Path),
+}
+
+impl From<PathBuf> for Watched {
+    fn from(p: PathBuf) -> Self {
+        Watched::Dir(p)
+    }
+}
+
+impl Watched {
+    /// `directory <path>` or `prefix <url>`, for messages.
+    fn describe(&self) -> String {
+        match self {
+            Watched::Dir(d) => format!("directory {}", d.display()),
+            Watched::Prefix(u) => format!("prefix {}/{}{}", u.root, u.path, if u.path.as_ref().is_empty() { "" } else { "/" }),
+            Watched::Bucket(b, p) => format!("prefix {}", b.prefix_url(p)),
+        }
+    }
+}
+
+/// The files directly in `dir` that `keep` keeps (by name), each with its
+/// modification time, or `None` when its metadata cannot be read now (it is there:
+/// not forgotten, and not read yet).
+fn list_dir(table: &str, dir: &std::path::Path, keep: impl Fn(&str) -> bool) -> Result<Vec<(String, Option<SystemTime>)>, ConnectorError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| ConnectorError::io(format!("table '{table}': cannot list the watched directory {}", dir.display()), e))?;
+    let mut out = Vec::new();
+    for e in entries {
+        // an incomplete listing must not forget read files: fail (the job restarts)
+        let e = e.map_err(|e| ConnectorError::io(format!("table '{table}': listing the watched directory {}", dir.display()), e))?;
+        let Some(name) = e.file_name().to_str().map(str::to_string) else {
+            warn!(table = %table, file = ?e.file_name(), "skipping a file whose name is not UTF-8");
+            continue;
+        };
+        if !keep(&name) {
+            continue;
+        }
+        // follows symbolic links
+        let meta = match std::fs::metadata(e.path()) {
+            Ok(m) => m,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue, // gone since
+            Err(err) => {
+                warn!(table = %table, file = %name, error = %err, "cannot read the file's metadata; trying again at the next listing");
+                out.push((name, None));
+                continue;
+            }
+        };
+        if meta.is_file() {
+            out.push((name, Some(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH))));
+        }
+    }
+    Ok(out)
+}
 
 /// Whether a file name is left out: in-progress files by convention (`.name`, `_name`),
 /// and the sink's `_SUCCESS` markers.
@@ -80,7 +153,7 @@ struct Current {
 /// The source of one subtask over a watched directory. See the module.
 pub struct WatchSource {
     table: String,
-    dir: PathBuf,
+    watched: Watched,
     interval: Duration,
     open_file: FileReader,
     schema: SchemaRef,
@@ -96,50 +169,48 @@ pub struct WatchSource {
 }
 
 impl WatchSource {
-    pub fn new(table: String, dir: PathBuf, interval: Duration, schema: SchemaRef, open_file: FileReader) -> Self {
-        WatchSource { table, dir, interval, open_file, schema, subtask: 0, parallelism: 1, processed: BTreeSet::new(), queue: VecDeque::new(), current: None, last_list: None, restored: Vec::new(), opened: false }
+    pub fn new(table: String, watched: impl Into<Watched>, interval: Duration, schema: SchemaRef, open_file: FileReader) -> Self {
+        WatchSource {
+            table,
+            watched: watched.into(),
+            interval,
+            open_file,
+            schema,
+            subtask: 0,
+            parallelism: 1,
+            processed: BTreeSet::new(),
+            queue: VecDeque::new(),
+            current: None,
+            last_list: None,
+            restored: Vec::new(),
+            opened: false,
+        }
     }
 
     fn err(&self, what: impl std::fmt::Display) -> ConnectorError {
-        ConnectorError::Other(format!("table '{}': watched directory {}: {what}", self.table, self.dir.display()))
-    }
-
-    fn owns(&self, name: &str) -> bool {
-        owner(name, self.parallelism) == self.subtask
+        ConnectorError::Other(format!("table '{}': watched {}: {what}", self.table, self.watched.describe()))
     }
 
     /// The new files of this subtask in the directory, in (modification time, name)
     /// order; read files no longer in it are forgotten.
     fn list(&mut self) -> Result<Vec<String>, ConnectorError> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| ConnectorError::io(format!("table '{}': cannot list the watched directory {}", self.table, self.dir.display()), e))?;
+        let (subtask, parallelism) = (self.subtask, self.parallelism);
+        let keep = |name: &str| !is_hidden(name) && owner(name, parallelism) == subtask;
+        let listed = match &self.watched {
+            Watched::Dir(d) => list_dir(&self.table, d, keep)?,
+            Watched::Bucket(b, p) => b.list(p).map_err(|e| self.err(e))?.into_iter().filter(|l| keep(&l.name)).map(|l| (l.name, Some(l.modified))).collect(),
+            Watched::Prefix(_) => return Err(self.err("listed before the source was opened")),
+        };
         let mut present = BTreeSet::new();
         let mut new: Vec<(SystemTime, String)> = Vec::new();
-        for e in entries {
-            // an incomplete listing must not forget read files: fail (the job restarts)
-            let e = e.map_err(|e| ConnectorError::io(format!("table '{}': listing the watched directory {}", self.table, self.dir.display()), e))?;
-            let Some(name) = e.file_name().to_str().map(str::to_string) else {
-                warn!(table = %self.table, file = ?e.file_name(), "skipping a file whose name is not UTF-8");
-                continue;
-            };
-            if is_hidden(&name) || !self.owns(&name) {
-                continue;
-            }
-            // follows symbolic links
-            let meta = match std::fs::metadata(e.path()) {
-                Ok(m) => m,
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue, // gone since
-                Err(err) => {
-                    present.insert(name.clone());
-                    warn!(table = %self.table, file = %name, error = %err, "cannot read the file's metadata; trying again at the next listing");
-                    continue;
-                }
-            };
-            if !meta.is_file() {
-                continue;
-            }
+        for (name, modified) in listed {
             present.insert(name.clone());
-            if !self.processed.contains(&name) && !self.queue.iter().any(|q| q.0 == name) && self.current.as_ref().is_none_or(|c| c.name != name) {
-                new.push((meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), name));
+            if let Some(modified) = modified
+                && !self.processed.contains(&name)
+                && !self.queue.iter().any(|q| q.0 == name)
+                && self.current.as_ref().is_none_or(|c| c.name != name)
+            {
+                new.push((modified, name));
             }
         }
         let before = self.processed.len();
@@ -154,16 +225,26 @@ impl WatchSource {
     /// Begins the next queued file, if any (a file gone since it was listed is skipped).
     fn begin_next(&mut self) -> Result<bool, ConnectorError> {
         while let Some((name, position)) = self.queue.pop_front() {
-            let path = self.dir.join(&name);
-            if !path.is_file() {
+            let input = match &self.watched {
+                Watched::Dir(d) => {
+                    let path = d.join(&name);
+                    path.is_file().then_some(Input::Local(path))
+                }
+                Watched::Bucket(b, p) => {
+                    let key = Bucket::child(p, &name).map_err(|e| self.err(e))?;
+                    b.exists(&key).map_err(|e| self.err(e))?.then(|| Input::Object { bucket: b.clone(), path: key, is_prefix: false })
+                }
+                Watched::Prefix(_) => return Err(self.err("read before the source was opened")),
+            };
+            let Some(input) = input else {
                 if position.is_some() {
                     warn!(table = %self.table, file = %name, "a file begun before the restore is gone: its remaining records are not read");
                 } else {
                     debug!(table = %self.table, file = %name, "a listed file is gone before it was read");
                 }
                 continue;
-            }
-            let mut reader = (self.open_file)(path.clone());
+            };
+            let mut reader = (self.open_file)(input);
             let resumed = position.is_some();
             if let Some(p) = position {
                 reader.restore(vec![p]).map_err(|e| self.err(format!("{name}: restoring its position: {e}")))?;
@@ -181,8 +262,15 @@ impl BatchSource for WatchSource {
     fn open(&mut self, ctx: &SourceContext) -> Result<(), ConnectorError> {
         self.subtask = ctx.subtask;
         self.parallelism = ctx.parallelism.max(1);
-        if !self.dir.is_dir() {
-            return Err(self.err("not a directory (a source with 'source.monitor-interval' watches a directory; it must exist when the job starts)"));
+        match &self.watched {
+            Watched::Dir(d) if !d.is_dir() => {
+                return Err(self.err("not a directory (a source with 'source.monitor-interval' watches a directory; it must exist when the job starts)"));
+            }
+            Watched::Prefix(u) => {
+                let bucket = Bucket::open(u).map_err(|e| self.err(e))?;
+                self.watched = Watched::Bucket(Arc::new(bucket), u.path.clone());
+            }
+            _ => {}
         }
         // every old subtask's state: keep what is this subtask's now
         let mut resumed = BTreeMap::new();
@@ -194,7 +282,7 @@ impl BatchSource for WatchSource {
                 }
             }
         }
-        info!(table = %self.table, subtask = self.subtask, dir = %self.dir.display(), interval = ?self.interval, processed = self.processed.len(), resumed = resumed.len(), "watching the directory");
+        info!(table = %self.table, subtask = self.subtask, watched = %self.watched.describe(), interval = ?self.interval, processed = self.processed.len(), resumed = resumed.len(), "watching the directory");
         // files begun before come first (in name order: their times are not known)
         self.queue.extend(resumed.into_iter().map(|(n, p)| (n, Some(p))));
         self.opened = true;
@@ -276,7 +364,7 @@ mod tests {
 
     fn json_reader(batch_rows: usize) -> FileReader {
         let s = schema();
-        Arc::new(move |p: PathBuf| Box::new(JsonFileSource::new(p, s.clone(), batch_rows)) as Box<dyn BatchSource>)
+        Arc::new(move |p: Input| Box::new(JsonFileSource::new(p, s.clone(), batch_rows)) as Box<dyn BatchSource>)
     }
 
     fn source(dir: &Path, batch_rows: usize) -> WatchSource {
@@ -435,6 +523,78 @@ mod tests {
         // stable across versions: a checkpoint names files, its restore hashes them again
         assert_eq!(owner("part-0.json", 7), owner("part-0.json", 7));
         assert_eq!(owner("a", 1 << 31), (0xaf63dc4c8601ec8cu64 % (1 << 31)) as u32);
+    }
+
+    /// A bucket in memory, watched at `prefix`.
+    fn bucket() -> Arc<Bucket> {
+        Arc::new(Bucket::with_store(Arc::new(object_store::memory::InMemory::new()), "mem://b").unwrap())
+    }
+
+    fn put(b: &Bucket, key: &str, name: &str, rows: u64) {
+        let text: String = (0..rows).map(|i| format!("{{\"f\": \"{name}\", \"i\": {i}}}\n")).collect();
+        b.put(&object_store::path::Path::from(key), text.into_bytes()).unwrap();
+    }
+
+    fn bucket_source(b: &Arc<Bucket>, prefix: &str, batch_rows: usize) -> WatchSource {
+        WatchSource::new("t".into(), Watched::Bucket(b.clone(), object_store::path::Path::from(prefix)), Duration::ZERO, schema(), json_reader(batch_rows))
+    }
+
+    #[test]
+    fn a_bucket_prefix_is_watched_as_a_directory_is() {
+        let b = bucket();
+        put(&b, "in/a.json", "a.json", 3);
+        put(&b, "in/.hidden.json", "x", 1);
+        put(&b, "in/_tmp.json", "x", 1);
+        put(&b, "in/sub/s.json", "x", 1);
+        put(&b, "in2/o.json", "x", 1);
+        put(&b, "in", "x", 1); // beside the prefix, not under it
+        let mut s = bucket_source(&b, "in", 2);
+        open(&mut s, 0, 1);
+        assert_eq!(files_in(&drain(&mut s)), vec!["a.json"]);
+        assert!(drain(&mut s).is_empty());
+        // added while it runs: read once, in order of modification
+        put(&b, "in/b.json", "b.json", 5);
+        put(&b, "in/c.json", "c.json", 1);
+        let mut got = rows(&s.next_batch(1024).unwrap().unwrap()); // b: 2 of 5
+        assert_eq!(got.len(), 2);
+        let snap = s.snapshot().unwrap();
+        let state: WatchState = serde_json::from_slice(&snap[0]).unwrap();
+        assert_eq!(state.processed, vec!["a.json"]);
+        assert_eq!(state.in_progress.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(), vec!["b.json"]);
+        // restored at 2 subtasks: b resumes after its 2nd record, c is read, a is not
+        let mut again = Vec::new();
+        for sub in 0..2 {
+            let mut r = bucket_source(&b, "in", 2);
+            r.restore(snap.clone()).unwrap();
+            open(&mut r, sub, 2);
+            again.extend(drain(&mut r));
+        }
+        got.extend(again);
+        got.sort();
+        let mut want: Vec<(String, i64)> = (0..5).map(|i| ("b.json".to_string(), i)).collect();
+        want.push(("c.json".to_string(), 0));
+        assert_eq!(got, want);
+        // a read object deleted from the bucket is forgotten
+        b.delete(&object_store::path::Path::from("in/a.json")).unwrap();
+        assert!(drain(&mut s).len() == 4); // the rest of b, and c, on the first source
+        let state: WatchState = serde_json::from_slice(&s.snapshot().unwrap()[0]).unwrap();
+        assert_eq!(state.processed, vec!["b.json", "c.json"]);
+    }
+
+    #[test]
+    fn a_listed_object_deleted_before_it_is_read_is_skipped_and_errors_name_the_prefix() {
+        let b = bucket();
+        put(&b, "in/a.json", "a.json", 1);
+        put(&b, "in/b.json", "b.json", 1);
+        let mut s = bucket_source(&b, "in", 10);
+        open(&mut s, 0, 1);
+        s.last_list = Some(Instant::now());
+        s.queue.extend([("gone.json".to_string(), None), ("a.json".to_string(), None)]);
+        assert_eq!(files_in(&drain(&mut s)), vec!["a.json", "b.json"]);
+        put(&b, "in/bad.json", "x", 0);
+        b.put(&object_store::path::Path::from("in/bad.json"), b"{\"i\": \"no\"}\n".to_vec()).unwrap();
+        let e = s.next_batch(10).unwrap_err().to_string();
+        assert!(e.contains("mem://b/in/bad.json, line 1"), "{e}");
     }
 
     fn all_rows(files: &[(String, u64)]) -> Vec<(String, i64)> {

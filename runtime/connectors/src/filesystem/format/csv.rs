@@ -11,8 +11,7 @@
 //! dates `yyyy-MM-dd`, timestamps `yyyy-MM-dd HH:mm:ss[.SSS]`; timestamps are
 //! written as `yyyy-MM-dd HH:mm:ss.SSS`.
 
-use std::fs::File;
-use std::path::PathBuf;
+use std::io::Read;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow::compute::{CastOptions, cast_with_options};
@@ -20,7 +19,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use weir::connector::{ConnectorError, SourceContext};
 
-use super::Position;
+use super::{Input, Position};
 use crate::registry::BatchSource;
 
 /// The CSV options of a table.
@@ -125,17 +124,18 @@ pub fn encode(batch: &RecordBatch, o: &CsvOptions) -> Result<Vec<u8>, String> {
 /// path are read as [`Position`] says, and the position (file, records read) is
 /// checkpointed.
 pub struct CsvFileSource {
-    path: PathBuf,
+    path: Input,
     schema: SchemaRef,
     opts: CsvOptions,
     batch_rows: usize,
     pos: Position,
-    reader: Option<csv::Reader<File>>,
+    reader: Option<csv::Reader<Box<dyn Read + Send>>>,
 }
 
 impl CsvFileSource {
-    pub fn new(path: PathBuf, schema: SchemaRef, opts: CsvOptions, batch_rows: usize) -> Self {
-        CsvFileSource { path, schema, opts, batch_rows: batch_rows.max(1), pos: Position::default(), reader: None }
+    /// Reads `path`: a local path (`PathBuf`) or an [`Input`].
+    pub fn new(path: impl Into<Input>, schema: SchemaRef, opts: CsvOptions, batch_rows: usize) -> Self {
+        CsvFileSource { path: path.into(), schema, opts, batch_rows: batch_rows.max(1), pos: Position::default(), reader: None }
     }
 }
 
@@ -153,8 +153,7 @@ impl BatchSource for CsvFileSource {
         while records.len() < want {
             let Some(p) = self.pos.current() else { break };
             if self.reader.is_none() {
-                let f = File::open(p).map_err(|e| ConnectorError::io(format!("cannot open {}", p.display()), e))?;
-                self.reader = Some(self.opts.reader().from_reader(f));
+                self.reader = Some(self.opts.reader().from_reader(p.open()?));
             }
             let r = self.reader.as_mut().expect("opened");
             let mut rec = csv::StringRecord::new();

@@ -2,13 +2,12 @@
 //! (Arrow's JSON decoder) and written one object per row.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use weir::connector::{ConnectorError, SourceContext};
 
-use super::Position;
+use super::{Input, Position};
 use crate::registry::BatchSource;
 
 /// The rows of `batch` as JSON lines (`\n` after each).
@@ -24,7 +23,7 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, String> {
 /// Reads JSON lines into batches of the table's physical schema; the files of the
 /// path are read as [`Position`] says, and the position (file, line) is checkpointed.
 pub struct JsonFileSource {
-    path: PathBuf,
+    path: Input,
     schema: SchemaRef,
     batch_rows: usize,
     pos: Position,
@@ -33,8 +32,9 @@ pub struct JsonFileSource {
 }
 
 impl JsonFileSource {
-    pub fn new(path: PathBuf, schema: SchemaRef, batch_rows: usize) -> Self {
-        JsonFileSource { path, schema, batch_rows: batch_rows.max(1), pos: Position::default(), reader: None, buf: String::new() }
+    /// Reads `path`: a local path (`PathBuf`) or an [`Input`].
+    pub fn new(path: impl Into<Input>, schema: SchemaRef, batch_rows: usize) -> Self {
+        JsonFileSource { path: path.into(), schema, batch_rows: batch_rows.max(1), pos: Position::default(), reader: None, buf: String::new() }
     }
 
     fn decode(&self, lines: &[(u64, String)]) -> Result<RecordBatch, ConnectorError> {
@@ -76,8 +76,7 @@ impl BatchSource for JsonFileSource {
         while lines.len() < want {
             let Some(p) = self.pos.current() else { break };
             if self.reader.is_none() {
-                let f = std::fs::File::open(p).map_err(|e| ConnectorError::io(format!("cannot open {}", p.display()), e))?;
-                self.reader = Some(Box::new(BufReader::new(f)));
+                self.reader = Some(Box::new(BufReader::with_capacity(64 << 10, p.open()?)));
             }
             self.buf.clear();
             let n = self.reader.as_mut().expect("opened").read_line(&mut self.buf).map_err(|e| ConnectorError::io(format!("reading {}", p.display()), e))?;

@@ -4,12 +4,70 @@
 pub mod csv;
 pub mod json;
 
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use weir::connector::{ConnectorError, SourceContext};
 
 use super::options::Format;
+use super::store::Bucket;
+
+/// What a file source reads: a local file or directory, or an object or prefix of
+/// a bucket. Read as one file, or (a directory, a prefix) as the files in it.
+#[derive(Clone, Debug)]
+pub enum Input {
+    Local(PathBuf),
+    Object {
+        bucket: Arc<Bucket>,
+        path: object_store::path::Path,
+        /// a prefix (its objects are read), never one object
+        is_prefix: bool,
+    },
+}
+
+impl From<PathBuf> for Input {
+    fn from(p: PathBuf) -> Self {
+        Input::Local(p)
+    }
+}
+
+impl Input {
+    /// The path or URL, for messages.
+    pub fn display(&self) -> String {
+        match self {
+            Input::Local(p) => p.display().to_string(),
+            Input::Object { bucket, path, is_prefix: true } => bucket.prefix_url(path),
+            Input::Object { bucket, path, .. } => bucket.url_of(path),
+        }
+    }
+
+    /// The files to read, in name order: the file, or the files of the directory
+    /// (the objects directly under the prefix; a key that is no object is read as a
+    /// prefix), hidden ones and `_SUCCESS` markers left out.
+    pub fn files(&self) -> Result<Vec<Input>, ConnectorError> {
+        match self {
+            Input::Local(p) => Ok(super::list_files(p)?.into_iter().map(Input::Local).collect()),
+            Input::Object { bucket, path, is_prefix } => {
+                if !is_prefix && bucket.exists(path)? {
+                    return Ok(vec![self.clone()]);
+                }
+                let mut names: Vec<String> = bucket.list(path)?.into_iter().map(|l| l.name).filter(|n| !n.starts_with('.') && n != super::sink::SUCCESS_FILE).collect();
+                names.sort();
+                names.into_iter().map(|n| Ok(Input::Object { bucket: bucket.clone(), path: Bucket::child(path, &n)?, is_prefix: false })).collect()
+            }
+        }
+    }
+
+    /// Opens the file (the object: streamed from its start).
+    pub fn open(&self) -> Result<Box<dyn Read + Send>, ConnectorError> {
+        match self {
+            Input::Local(p) => Ok(Box::new(std::fs::File::open(p).map_err(|e| ConnectorError::io(format!("cannot open {}", p.display()), e))?)),
+            Input::Object { bucket, path, .. } => Ok(Box::new(bucket.read(path)?)),
+        }
+    }
+}
 
 /// The rows of `batch` in `format`, each record ending with a line break.
 pub fn encode(format: &Format, batch: &RecordBatch) -> Result<Vec<u8>, String> {
@@ -26,7 +84,7 @@ pub fn encode(format: &Format, batch: &RecordBatch) -> Result<Vec<u8>, String> {
 #[derive(Debug, Default)]
 pub(crate) struct Position {
     /// the files of the path (listed at open)
-    pub files: Vec<PathBuf>,
+    pub files: Vec<Input>,
     /// the index of the file being read
     pub file: usize,
     /// records (JSON: lines) read of the current file
@@ -39,12 +97,12 @@ pub(crate) struct Position {
 
 impl Position {
     /// At the source's open: lists the path's files if this subtask reads them.
-    pub fn open(&mut self, path: &Path, ctx: &SourceContext) -> Result<(), ConnectorError> {
+    pub fn open(&mut self, input: &Input, ctx: &SourceContext) -> Result<(), ConnectorError> {
         if !self.owns.unwrap_or(ctx.subtask == 0) {
             return Ok(());
         }
         self.owns = Some(true);
-        self.files = super::list_files(path)?;
+        self.files = input.files()?;
         self.file = self.skip.0;
         Ok(())
     }
@@ -55,7 +113,7 @@ impl Position {
     }
 
     /// The file being read, if any is left.
-    pub fn current(&self) -> Option<&PathBuf> {
+    pub fn current(&self) -> Option<&Input> {
         self.files.get(self.file)
     }
 
