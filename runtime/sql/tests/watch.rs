@@ -2,15 +2,18 @@
 //! exactly-once file sink while files are renamed into the directory: killed
 //! mid-stream (an injected fault: the job restarts from its last checkpoint), stopped
 //! with a savepoint, and restored at another parallelism, the output has every input
-//! row exactly once (and nothing of the hidden, in-progress files).
+//! row exactly once (and nothing of the hidden, in-progress files). The same with a
+//! bucket prefix (`'path' = 's3://bucket/prefix/'`) on the S3-compatible server that
+//! `./test.sh` starts: objects put while the job runs.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use weir::checkpoint::coordinator::{self, CheckpointSettings, StopHandle};
 use weir::connector::files::read_committed;
+use weir_connectors::filesystem::store::{Bucket, BucketUrl};
 
 fn tempdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("weir-sql-watch-{tag}-{}", std::process::id()));
@@ -27,17 +30,69 @@ enum Fmt {
     Csv,
 }
 
-fn job(input: &Path, out: &Path, fmt: Fmt, parallelism: u32) -> weir::StreamEnv {
+/// Where the job reads: a local directory, or a bucket prefix (with a client to put
+/// objects into it).
+#[derive(Clone)]
+enum Input {
+    Dir(PathBuf),
+    Bucket { url: String, client: Arc<Bucket> },
+}
+
+impl Input {
+    /// The table's `'path'`.
+    fn path(&self) -> String {
+        match self {
+            Input::Dir(d) => format!("{}/", d.display()),
+            Input::Bucket { url, .. } => url.clone(),
+        }
+    }
+
+    /// A finished file: renamed into place in a directory; an object is complete once
+    /// it is visible.
+    fn add(&self, name: &str, text: &str) {
+        match self {
+            Input::Dir(d) => {
+                let tmp = d.join(format!(".{name}.inprogress"));
+                std::fs::write(&tmp, text).unwrap();
+                std::fs::rename(&tmp, d.join(name)).unwrap();
+            }
+            Input::Bucket { .. } => self.add_hidden(name, text),
+        }
+    }
+
+    /// A file under its own name (the hidden ones, which are never read).
+    fn add_hidden(&self, name: &str, text: &str) {
+        match self {
+            Input::Dir(d) => std::fs::write(d.join(name), text).unwrap(),
+            Input::Bucket { url, client } => client.put(&BucketUrl::parse(&format!("{url}{name}")).unwrap().path, text.as_bytes().to_vec()).unwrap(),
+        }
+    }
+}
+
+/// The bucket of the test server, or `None` outside `./test.sh` (then the test
+/// explains how to run it; under CI it fails instead of skipping).
+fn bucket() -> Option<String> {
+    match std::env::var("WEIR_TEST_S3_BUCKET") {
+        Ok(b) => Some(b),
+        Err(_) if std::env::var_os("CI").is_some() => panic!("WEIR_TEST_S3_BUCKET is not set: CI must run the tests through ./test.sh"),
+        Err(_) => {
+            eprintln!("skipped: no S3 test server (run ./test.sh, which starts one)");
+            None
+        }
+    }
+}
+
+fn job(input: &Input, out: &Path, fmt: Fmt, parallelism: u32) -> weir::StreamEnv {
     let format = match fmt {
         Fmt::Json => "'format' = 'json'",
         Fmt::Csv => "'format' = 'csv', 'csv.field-delimiter' = '|'",
     };
     let sql = format!(
-        "CREATE TABLE src (id BIGINT, file STRING) WITH ('connector' = 'filesystem', 'path' = '{}/', {format},
+        "CREATE TABLE src (id BIGINT, file STRING) WITH ('connector' = 'filesystem', 'path' = '{}', {format},
     'source.monitor-interval' = '20 ms', 'source.batch-rows' = '7');
 CREATE TABLE out (id BIGINT, file STRING) WITH ('connector' = 'filesystem', 'path' = '{}/', 'format' = 'json');
 INSERT INTO out SELECT id, file FROM src;",
-        input.display(),
+        input.path(),
         out.display()
     );
     let env = weir::StreamEnv::new(weir::JobConfig { parallelism, ..Default::default() });
@@ -45,8 +100,9 @@ INSERT INTO out SELECT id, file FROM src;",
     env
 }
 
-/// Writes file `k` (rows `k * 1000 + i`) under a hidden name, then renames it into place.
-fn add_file(dir: &Path, fmt: Fmt, k: i64) {
+/// Adds file `k` (rows `k * 1000 + i`): in a directory under a hidden name, then
+/// renamed into place.
+fn add_file(input: &Input, fmt: Fmt, k: i64) {
     let name = format!("part-{k:04}.{}", if fmt == Fmt::Json { "json" } else { "csv" });
     let text: String = (0..ROWS_PER_FILE)
         .map(|i| match fmt {
@@ -54,9 +110,7 @@ fn add_file(dir: &Path, fmt: Fmt, k: i64) {
             Fmt::Csv => format!("{}|{name}\n", k * 1000 + i),
         })
         .collect();
-    let tmp = dir.join(format!(".{name}.inprogress"));
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, dir.join(&name)).unwrap();
+    input.add(&name, &text);
 }
 
 fn expected(files: std::ops::Range<i64>, fmt: Fmt) -> Vec<(i64, String)> {
@@ -87,7 +141,7 @@ fn settings(ckpt: &Path) -> CheckpointSettings {
 
 /// Adds files `files` to `input` one every `every`, then stops the job with a
 /// savepoint once `until` holds (or after a minute: the assertions then fail).
-fn feed_then_stop(input: PathBuf, fmt: Fmt, files: std::ops::Range<i64>, every: Duration, stop: StopHandle, until: impl Fn() -> bool + Send + 'static) -> std::thread::JoinHandle<()> {
+fn feed_then_stop(input: Input, fmt: Fmt, files: std::ops::Range<i64>, every: Duration, stop: StopHandle, until: impl Fn() -> bool + Send + 'static) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for k in files {
             add_file(&input, fmt, k);
@@ -103,14 +157,19 @@ fn feed_then_stop(input: PathBuf, fmt: Fmt, files: std::ops::Range<i64>, every: 
 
 fn run_case(tag: &str, fmt: Fmt, p1: u32, p2: u32, fault: bool) {
     let dir = tempdir(tag);
-    let (input, out, ckpt) = (dir.join("in"), dir.join("out"), dir.join("ckpt"));
-    std::fs::create_dir_all(&input).unwrap();
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    run_case_on(tag, &dir, Input::Dir(dir.join("in")), fmt, p1, p2, fault);
+}
+
+/// The case with the input `input`, the output and checkpoints in `dir`.
+fn run_case_on(tag: &str, dir: &Path, input: Input, fmt: Fmt, p1: u32, p2: u32, fault: bool) {
+    let (out, ckpt) = (dir.join("out"), dir.join("ckpt"));
     // there before the job starts; in-progress files (hidden) are never read
     for k in 0..10 {
         add_file(&input, fmt, k);
     }
-    std::fs::write(input.join(".writing.json"), "{\"id\": -1, \"file\": \"hidden\"}\n-1|hidden\n").unwrap();
-    std::fs::write(input.join("_writing.csv"), "{\"id\": -2, \"file\": \"hidden\"}\n-2|hidden\n").unwrap();
+    input.add_hidden(".writing.json", "{\"id\": -1, \"file\": \"hidden\"}\n-1|hidden\n");
+    input.add_hidden("_writing.csv", "{\"id\": -2, \"file\": \"hidden\"}\n-2|hidden\n");
 
     // at p1, files added while it runs; with a fault in the source's task mid-stream;
     // stopped with a savepoint once the files are added (some of them not read yet)
@@ -166,6 +225,16 @@ fn json_files_added_while_it_runs_exactly_once_across_a_fault_and_a_rescaled_res
 #[test]
 fn csv_files_exactly_once_across_a_savepoint_at_another_parallelism() {
     run_case("csv", Fmt::Csv, 3, 1, false);
+}
+
+/// Objects put into a bucket prefix while the job runs, a fault, a savepoint and a
+/// restore at another parallelism: every row exactly once.
+#[test]
+fn json_objects_in_a_bucket_prefix_exactly_once_across_a_fault_and_a_rescaled_restore() {
+    let Some(bucket) = bucket() else { return };
+    let url = format!("s3://{bucket}/sql-watch-{}-{}/", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis());
+    let client = Arc::new(Bucket::open(&BucketUrl::parse(&url).unwrap()).unwrap());
+    run_case_on("s3-json", &tempdir("s3-json"), Input::Bucket { url, client }, Fmt::Json, 2, 3, true);
 }
 
 #[test]
