@@ -225,7 +225,7 @@ fn q5(backend: StateBackend, p: u32, n: u64, out: &Path, rate: Option<u64>) -> S
 fn incremental_checkpoint_restores_at_other_parallelism_and_backend() {
     let n = 400_000;
     let want = generated_q5(n);
-    for (i, (p2, to)) in [(2u32, StateBackend::RocksDb), (5, StateBackend::Memory), (3, StateBackend::RocksDb)].into_iter().enumerate() {
+    for (i, (p2, to)) in [(2u32, StateBackend::RocksDb), (5, StateBackend::Memory), (3, StateBackend::RocksDb), (4, StateBackend::RocksDb)].into_iter().enumerate() {
         let dir = tempdir(&format!("chk-rescale-{i}"));
         let (ckpt, out) = (dir.join("ckpt"), dir.join("out"));
         let mut s = CheckpointSettings::new(ckpt.to_string_lossy().to_string());
@@ -334,4 +334,82 @@ fn checkpoint_with_a_corrupt_shared_file_is_refused_on_restore_and_the_previous_
     } else {
         r.expect("the previous checkpoint restores");
     }
+}
+
+/// A job restarted from one of its own incremental checkpoints references that
+/// checkpoint's shared files from its next checkpoints instead of uploading the whole
+/// state again; a job restored from another job's checkpoint uploads its own copy.
+#[test]
+fn restart_from_own_checkpoint_does_not_upload_the_state_again() {
+    let dir = tempdir("own-restart");
+    let ckpt = dir.join("ckpt");
+    let (keys, p) = (30_000u64, 2u32);
+    // runs the Keys/Store job: loads the keys unless restoring, checkpoints once,
+    // stops with a savepoint; returns the checkpoint
+    let run = |storage: &Path, restore: Option<String>| -> CompletedCheckpoint {
+        let round = Arc::new(AtomicU64::new(0));
+        let emitted = Arc::new(AtomicU64::new(0));
+        let env = StreamEnv::new(JobConfig { name: "own-restart".into(), parallelism: p, state_backend: StateBackend::RocksDb, ..Default::default() });
+        let load = restore.is_none();
+        {
+            let (round, emitted) = (round.clone(), emitted.clone());
+            env.source(
+                "keys",
+                move |c| {
+                    let next = if load { c.subtask as u64 } else { keys };
+                    Keys { subtask: c.subtask as u64, stride: c.parallelism as u64, keys, changed: 0, next, done_round: 0, round: round.clone(), emitted: emitted.clone() }
+                },
+                WatermarkStrategy::none(),
+            )
+            .uid("keys")
+            .key_by(|e: &(u64, u64)| e.0)
+            .process(Store::default())
+            .uid("store");
+        }
+        let mut s = CheckpointSettings::new(storage.to_string_lossy().to_string());
+        s.interval = Duration::from_secs(3600);
+        s.restart = RestartStrategy::None;
+        s.restore_from = restore;
+        let stop = StopHandle::default();
+        let (tx, rx) = crossbeam_channel::unbounded::<CompletedCheckpoint>();
+        let ctl = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let want = if load { keys } else { 0 };
+                while emitted.load(Ordering::SeqCst) < want {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+                stop.checkpoint_now();
+                let c = rx.recv_timeout(Duration::from_secs(60));
+                stop.stop_with_savepoint();
+                c.expect("checkpoint completes")
+            })
+        };
+        coordinator::run(&env, &s, &stop, |c| {
+            if !c.savepoint {
+                let _ = tx.send(c.clone());
+            }
+        })
+        .unwrap();
+        ctl.join().unwrap()
+    };
+    let full = run(&ckpt, None);
+    let full_up: u64 = full.uploaded.values().sum();
+    assert!(full_up > 300_000, "the first checkpoint uploads the state: {full:?}");
+    let again = run(&ckpt, Some(full.url.clone()));
+    let again_up: u64 = again.uploaded.values().sum();
+    assert!(again_up * 20 < full_up, "after a restart from its own checkpoint: {again_up} bytes uploaded, the full state is {full_up}");
+    let storage = CheckpointStorage::open(&ckpt.to_string_lossy()).unwrap();
+    let m = storage.read_metadata(&format!("checkpoints/chk-{}", again.id), Some(720)).unwrap();
+    let first = storage.read_metadata(&format!("checkpoints/chk-{}", full.id), Some(720)).unwrap();
+    assert!(!shared_refs(&m).is_disjoint(&shared_refs(&first)), "the new checkpoint references the restored files");
+    assert!(shared_refs(&m).is_subset(&shared_files(&ckpt)), "every referenced file is in storage");
+    // and it restores (sizes and hashes checked on download)
+    let third = run(&ckpt, Some(again.url.clone()));
+    assert!(third.bytes > 0);
+    // another job's checkpoint: this job uploads its own copy
+    let other = run(&dir.join("other"), Some(again.url.clone()));
+    let other_up: u64 = other.uploaded.values().sum();
+    assert!(other_up * 2 > full_up, "restored from another job's checkpoint: {other_up} of {full_up} bytes uploaded");
 }

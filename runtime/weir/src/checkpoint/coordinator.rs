@@ -203,7 +203,9 @@ pub fn run(env: &StreamEnv, settings: &CheckpointSettings, stop: &StopHandle, mu
             let (s, meta) = open_snapshot(url, config.max_parallelism)?;
             let r = RestoreState::load(&s, "", &meta, &uids, settings.allow_non_restored_state).map_err(|e| JobError::State(e.to_string()))?;
             tracing::info!(from = %url, "restoring");
-            Some(Arc::new(r))
+            // one of this job's own checkpoints: its RocksDB files stay shared
+            let own = super::checkpoint_number(&storage, s.url()).is_some();
+            Some(Arc::new(if own { r.of_own_storage() } else { r }))
         }
         None => None,
     };
@@ -251,7 +253,7 @@ pub fn run(env: &StreamEnv, settings: &CheckpointSettings, stop: &StopHandle, mu
                         };
                         let Some((dir, meta)) = l else { break Ok(None) };
                         match RestoreState::load(&storage, &dir, &meta, &uids, settings.allow_non_restored_state) {
-                            Ok(r) => break Ok(Some(r)),
+                            Ok(r) => break Ok(Some(r.of_own_storage())),
                             Err(e) if e.is_bad_snapshot() => {
                                 tracing::warn!(checkpoint = meta.checkpoint_id, error = %e, "checkpoint cannot be restored; falling back to an older one");
                                 eprintln!("weir: checkpoint {} cannot be restored ({e}); trying an older one", meta.checkpoint_id);

@@ -38,6 +38,13 @@ pub fn load_restore_state(url: &str, max_parallelism: u32, uids: &[String], allo
     restore::RestoreState::load(&s, "", &meta, uids, allow_non_restored)
 }
 
+/// The checkpoint number of `url` when it is a checkpoint of `storage`
+/// (`<storage>/checkpoints/chk-<n>`).
+pub(crate) fn checkpoint_number(storage: &CheckpointStorage, url: &str) -> Option<u64> {
+    let rest = url.strip_prefix(storage.url())?.trim_start_matches('/');
+    layout::parse_checkpoint_dir(rest.strip_prefix(&format!("{}/", layout::CHECKPOINTS))?)
+}
+
 /// Resolves a restore URL: a `…/checkpoints/_latest` pointer (what the operator passes
 /// for a last-state upgrade) becomes the URL of the newest complete checkpoint under
 /// that prefix; any other URL is returned as it is.

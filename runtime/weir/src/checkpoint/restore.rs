@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use super::metadata::CheckpointMetadata;
+use super::metadata::{CheckpointMetadata, DatabaseFile};
 use super::storage::{CheckpointStorage, StorageError};
 use crate::keygroup::KeyGroupRange;
 
@@ -18,6 +18,18 @@ pub enum Redistribution {
     Union,
 }
 
+/// A downloaded RocksDB database checkpoint of an old subtask.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RestoredDb<'a> {
+    /// The key groups it holds.
+    pub range: KeyGroupRange,
+    /// Its local copy.
+    pub dir: &'a Path,
+    /// Its files as stored in this job's checkpoint storage, reusable by the next
+    /// checkpoints (empty when the snapshot is not one of this job's checkpoints).
+    pub stored: &'a [DatabaseFile],
+}
+
 /// Snapshot state, indexed for restore.
 #[derive(Debug, Default)]
 pub struct RestoreState {
@@ -26,9 +38,14 @@ pub struct RestoreState {
     keyed: HashMap<String, HashMap<u32, Vec<u8>>>,
     /// uid → entries of all old subtasks, in subtask order
     operator: HashMap<String, Vec<Vec<u8>>>,
-    /// uid → RocksDB database checkpoints of the old subtasks: their key groups and
-    /// where they were downloaded to
-    databases: HashMap<String, Vec<(KeyGroupRange, PathBuf)>>,
+    /// uid → RocksDB database checkpoints of the old subtasks: their key groups, where
+    /// they were downloaded to, and their stored files
+    databases: HashMap<String, Vec<(KeyGroupRange, PathBuf, Vec<DatabaseFile>)>>,
+    /// The snapshot is a checkpoint in the storage this job checkpoints to, so its
+    /// shared files may be referenced by the job's next checkpoints instead of being
+    /// uploaded again (see `checkpoint/shared_files.rs`: the checkpoint a job restored
+    /// from stays retained until a newer one completes).
+    own_checkpoint: bool,
     /// Removes the downloaded databases when the restore state is dropped.
     _local: Option<crate::state::rocksdb::DirGuard>,
 }
@@ -92,7 +109,7 @@ impl RestoreState {
         }
         let mut keyed = HashMap::new();
         let mut operator = HashMap::new();
-        let mut databases: HashMap<String, Vec<(KeyGroupRange, PathBuf)>> = HashMap::new();
+        let mut databases: HashMap<String, Vec<(KeyGroupRange, PathBuf, Vec<DatabaseFile>)>> = HashMap::new();
         let mut local = None;
         let mut downloads = Vec::new();
         // read each file once, then slice it
@@ -159,7 +176,7 @@ impl RestoreState {
                         .map(|instance| crate::state::rocksdb::state_base_dir().join(instance).join(&f.name));
                     downloads.push(super::storage::Download { rel: format!("{dir}/{}", f.path), local: to.join(&f.name), size: f.size, hash, reuse });
                 }
-                databases.entry(uid.clone()).or_default().push((range, to));
+                databases.entry(uid.clone()).or_default().push((range, to, db.files.clone()));
             }
         }
         if !downloads.is_empty() {
@@ -168,18 +185,28 @@ impl RestoreState {
             let bytes = storage.get_files(downloads)?;
             tracing::info!(checkpoint = meta.checkpoint_id, files = n, bytes, ms = t0.elapsed().as_millis() as u64, "downloaded RocksDB checkpoint files");
         }
-        Ok(RestoreState { checkpoint_id: meta.checkpoint_id, url, keyed, operator, databases, _local: local })
+        Ok(RestoreState { checkpoint_id: meta.checkpoint_id, url, keyed, operator, databases, own_checkpoint: false, _local: local })
     }
 
     /// Builds a restore state directly (tests).
     pub fn from_parts(keyed: HashMap<String, HashMap<u32, Vec<u8>>>, operator: HashMap<String, Vec<Vec<u8>>>) -> Self {
-        RestoreState { checkpoint_id: 0, url: String::new(), keyed, operator, databases: HashMap::new(), _local: None }
+        RestoreState { checkpoint_id: 0, url: String::new(), keyed, operator, databases: HashMap::new(), own_checkpoint: false, _local: None }
+    }
+
+    /// Marks the snapshot as a checkpoint of the storage the restored job checkpoints
+    /// to (a restart after a failure): its RocksDB files are not uploaded again.
+    pub(crate) fn of_own_storage(mut self) -> Self {
+        self.own_checkpoint = true;
+        self
     }
 
     /// The downloaded RocksDB database checkpoints of `uid` that hold key groups of `range`.
-    pub(crate) fn databases(&self, uid: &str, range: KeyGroupRange) -> Vec<(KeyGroupRange, &Path)> {
+    pub(crate) fn databases(&self, uid: &str, range: KeyGroupRange) -> Vec<RestoredDb<'_>> {
         let Some(dbs) = self.databases.get(uid) else { return Vec::new() };
-        dbs.iter().filter(|(r, _)| r.start <= range.end && range.start <= r.end).map(|(r, p)| (*r, p.as_path())).collect()
+        dbs.iter()
+            .filter(|(r, _, _)| r.start <= range.end && range.start <= r.end)
+            .map(|(r, p, files)| RestoredDb { range: *r, dir: p.as_path(), stored: if self.own_checkpoint { files.as_slice() } else { &[] } })
+            .collect()
     }
 
     /// The keyed state of `uid` in the key groups of `range`.

@@ -165,14 +165,16 @@ fn upload(storage: &CheckpointStorage, report: &mut SnapshotReport, known: &Mute
 
 /// The handles of `db`'s files and what to upload for them: `(index of the file,
 /// relative path, local file)`. SST files of the last completed checkpoint (`done`,
-/// same name and size) are referenced without uploading them again.
+/// same name and size), or of the job's own checkpoint the database was restored from
+/// (`db.inherited`), are referenced without uploading them again.
 fn plan(dir: &str, db: &DbCheckpoint, done: Option<&HashMap<String, DatabaseFile>>) -> (DatabaseFiles, Vec<(usize, String, std::path::PathBuf)>) {
     let mut files = Vec::with_capacity(db.files.len());
     let mut up = Vec::new();
     for f in &db.files {
         let i = files.len();
         if f.name.ends_with(".sst") {
-            if let Some(prev) = done.and_then(|d| d.get(&f.name)).filter(|p| p.size == f.size) {
+            let restored = || db.inherited.iter().find(|p| p.name == f.name && p.size == f.size);
+            if let Some(prev) = done.and_then(|d| d.get(&f.name)).filter(|p| p.size == f.size).or_else(restored) {
                 files.push(prev.clone());
                 continue;
             }
@@ -201,6 +203,7 @@ mod tests {
             start: 0,
             end: 9,
             files: vec![DbFile { name: "000007.sst".into(), size: 10 }, DbFile { name: "000009.sst".into(), size: 5 }, DbFile { name: "MANIFEST-000005".into(), size: 3 }],
+            inherited: vec![],
         };
         let (h, up) = plan("checkpoints/chk-4", &db, None);
         assert_eq!(up.len(), 3);
@@ -212,5 +215,13 @@ mod tests {
         let (h, up) = plan("checkpoints/chk-5", &db, Some(&done));
         assert_eq!(up.iter().map(|u| u.0).collect::<Vec<_>>(), vec![1, 2], "000007.sst is reused");
         assert_eq!(h.files[0].hash.as_deref(), Some("1"));
+        // a database restored from the job's own checkpoint references its files
+        let restored = DbCheckpoint { inherited: vec![DatabaseFile { name: "000009.sst".into(), path: "../shared/store-0-old-000009.sst".into(), size: 5, hash: Some("2".into()) }], ..db.clone() };
+        let (h, up) = plan("checkpoints/chk-5", &restored, Some(&done));
+        assert_eq!(up.iter().map(|u| u.0).collect::<Vec<_>>(), vec![2], "only the MANIFEST is uploaded");
+        assert_eq!(h.files[1].path, "../shared/store-0-old-000009.sst");
+        // ... but only while name and size match
+        let changed = DbCheckpoint { files: vec![DbFile { name: "000009.sst".into(), size: 6 }], ..restored };
+        assert_eq!(plan("checkpoints/chk-6", &changed, None).1.len(), 1);
     }
 }

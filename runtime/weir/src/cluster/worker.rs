@@ -230,14 +230,11 @@ fn load_restore(url: &Option<String>, env: &StreamEnv, settings: &CheckpointSett
     let meta = s.read_metadata("", Some(max))?;
     let local = env.local_key_groups(placement);
     let r = RestoreState::load_for(&s, "", &meta, &env.uids(), settings.allow_non_restored_state, Some(&local))?;
-    Ok(Some(Arc::new(r)))
+    // a restart from one of this job's own checkpoints: its RocksDB files stay shared
+    let own = CheckpointStorage::open(&settings.storage).is_ok_and(|js| crate::checkpoint::checkpoint_number(&js, &url).is_some());
+    Ok(Some(Arc::new(if own { r.of_own_storage() } else { r })))
 }
 
-/// The checkpoint number of a restore URL of `storage` (`…/checkpoints/chk-<n>`).
-fn checkpoint_of(storage: &CheckpointStorage, url: &str) -> Option<u64> {
-    let rest = url.strip_prefix(storage.url())?.trim_start_matches('/');
-    crate::checkpoint::layout::parse_checkpoint_dir(rest.strip_prefix(&format!("{}/", crate::checkpoint::layout::CHECKPOINTS))?)
-}
 
 
 /// Why an epoch could not start or ended.
@@ -339,7 +336,7 @@ impl Coordinator<'_> {
         let restore = load_restore(&restore_url, self.env, cs, placement).map_err(|e| {
             let from = if restore_url == cs.restore_from { format!(" ({})", weir_api::env::RESTORE_FROM) } else { String::new() };
             if e.is_bad_snapshot() {
-                if let Some(n) = restore_url.as_deref().and_then(|u| checkpoint_of(storage, u)) {
+                if let Some(n) = restore_url.as_deref().and_then(|u| crate::checkpoint::checkpoint_number(storage, u)) {
                     tracing::warn!(checkpoint = n, error = %e, "checkpoint cannot be restored; falling back to an older one");
                     self.bad.borrow_mut().insert(n);
                     return Failure { permanent: false, message: format!("restoring from {}: {e}", restore_url.as_deref().unwrap_or("?")) };
@@ -693,7 +690,7 @@ impl Follower<'_> {
             Ok(r) => r,
             Err(e) => {
                 let msg = format!("restoring from {}: {e}", restore_url.as_deref().unwrap_or("?"));
-                let n = CheckpointStorage::open(&self.settings.checkpoints.storage).ok().and_then(|s| restore_url.as_deref().and_then(|u| checkpoint_of(&s, u)));
+                let n = CheckpointStorage::open(&self.settings.checkpoints.storage).ok().and_then(|s| restore_url.as_deref().and_then(|u| crate::checkpoint::checkpoint_number(&s, u)));
                 if let (true, Some(n), Some(c)) = (e.is_bad_snapshot(), n, conns[0].as_mut()) {
                     // tell worker 0, so that the next attempt starts from an older checkpoint
                     let _ = Control::BadCheckpoint { id: n, error: e.to_string() }.write_to(c);

@@ -16,13 +16,15 @@
 //! from `_metadata`. Savepoints never use this: they are written in the canonical,
 //! backend-independent per-key-group format.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rocksdb::{DBCompressionType, Options, ReadOptions, WriteBatch, WriteOptions};
+use rocksdb::{DBCompressionType, IngestExternalFileOptions, Options, ReadOptions, SstFileWriter, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::metadata::DatabaseFile;
 use crate::keygroup::KeyGroupRange;
 
 /// Bytes before the key: key group (2) and state id (4).
@@ -39,6 +41,8 @@ pub enum RocksStateError {
     TooManyKeyGroups(u32),
     #[error("RocksDB state in {path}: {what}")]
     Corrupt { path: PathBuf, what: String },
+    #[error("the snapshot has state (id {0:08x}) that the operator no longer registers")]
+    UnknownState(u32),
 }
 
 /// The stable id of a state name inside the database keys.
@@ -119,6 +123,9 @@ pub(crate) struct Db {
     path: PathBuf,
     /// Unique per opened database: names its SST files in shared storage.
     instance: String,
+    /// The shared files this database was restored from, by local name, when the job
+    /// may reference them from its next checkpoints (a restart from its own checkpoint).
+    inherited: HashMap<String, DatabaseFile>,
     _dir: DirGuard,
 }
 
@@ -133,10 +140,10 @@ impl Db {
     pub(crate) fn create(tag: &str, range: KeyGroupRange) -> Result<Arc<Db>, RocksStateError> {
         let instance = unique_name(tag);
         let path = state_base_dir().join(&instance);
-        Self::open_at(path, instance, range)
+        Self::open_at(path, instance, range, HashMap::new())
     }
 
-    fn open_at(path: PathBuf, instance: String, range: KeyGroupRange) -> Result<Arc<Db>, RocksStateError> {
+    fn open_at(path: PathBuf, instance: String, range: KeyGroupRange, inherited: HashMap<String, DatabaseFile>) -> Result<Arc<Db>, RocksStateError> {
         if range.end > u16::MAX as u32 && !range.is_empty() {
             return Err(RocksStateError::TooManyKeyGroups(range.end + 1));
         }
@@ -147,12 +154,14 @@ impl Db {
         // state is made durable by checkpoints (which flush), never by the WAL
         write.disable_wal(true);
         tracing::debug!(path = %path.display(), "opened RocksDB state");
-        Ok(Arc::new(Db { db, write, path, instance, _dir: guard }))
+        Ok(Arc::new(Db { db, write, path, instance, inherited, _dir: guard }))
     }
 
-    /// Opens a database from the files of a checkpoint of the same key-group range:
-    /// SST files are hard-linked (copied when linking fails), the rest copied.
-    pub(crate) fn from_checkpoint(tag: &str, range: KeyGroupRange, files: &Path) -> Result<Arc<Db>, RocksStateError> {
+    /// Opens a database from the files of a checkpoint: SST files are hard-linked
+    /// (copied when linking fails), the rest copied. `stored` are the checkpoint's
+    /// files in the job's storage that the next checkpoints may reference instead of
+    /// uploading them again (empty: upload everything).
+    pub(crate) fn from_checkpoint(tag: &str, range: KeyGroupRange, files: &Path, stored: &[DatabaseFile]) -> Result<Arc<Db>, RocksStateError> {
         let instance = unique_name(tag);
         let path = state_base_dir().join(&instance);
         std::fs::create_dir_all(&path).map_err(|source| RocksStateError::Io { path: path.clone(), source })?;
@@ -169,7 +178,80 @@ impl Db {
                 std::fs::copy(e.path(), &to).map_err(io(&to))?;
             }
         }
-        Self::open_at(path, instance, range)
+        let inherited = stored.iter().filter(|f| f.is_shared()).map(|f| (f.name.clone(), f.clone())).collect();
+        Self::open_at(path, instance, range, inherited)
+    }
+
+    /// Keeps only the key groups of `range` in a database opened from a checkpoint of
+    /// a wider range (a rescale): drops the files that hold only other key groups and
+    /// range-deletes the rest, without reading a key. Readers, snapshots and later
+    /// checkpoints never see the deleted key groups again.
+    pub(crate) fn clip(&self, range: KeyGroupRange) -> Result<(), RocksStateError> {
+        let err = |source| RocksStateError::Db { path: self.path.clone(), source };
+        // an exclusive bound above every key: the last key and one more byte
+        let mut it = self.db.raw_iterator();
+        it.seek_to_last();
+        let Some(mut top) = it.key().map(|k| k.to_vec()) else {
+            return it.status().map_err(err);
+        };
+        drop(it);
+        top.push(0);
+        let first = (range.start as u16).to_be_bytes().to_vec();
+        let mut cut: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(2);
+        if range.start > 0 {
+            cut.push((Vec::new(), first));
+        }
+        if let Some(after) = group_bound(range.end).filter(|a| *a < top) {
+            cut.push((after, top));
+        }
+        let mut batch = WriteBatch::default();
+        for (from, to) in &cut {
+            self.db.delete_file_in_range(from, to).map_err(err)?;
+            batch.delete_range(from, to);
+        }
+        self.write(batch)
+    }
+
+    /// Adds the key groups of `range` held by the checkpoints in `dirs` (other
+    /// subtasks' databases of a rescale): each one's owned key range is read in key
+    /// order into an SST file, in parallel, and the files are ingested at once —
+    /// no memtable, no write-ahead log, no compaction of the written data. Keys of a
+    /// state id that `known` refuses fail the restore.
+    pub(crate) fn ingest_from(&self, dirs: &[(KeyGroupRange, &Path)], range: KeyGroupRange, known: &(dyn Fn(u32) -> bool + Sync)) -> Result<(), RocksStateError> {
+        let results: Vec<Result<Option<PathBuf>, RocksStateError>> = std::thread::scope(|s| {
+            let jobs: Vec<_> = dirs
+                .iter()
+                .enumerate()
+                .map(|(i, (r, dir))| {
+                    let to = self.path.with_file_name(format!("{}-ingest-{i}.sst", self.instance));
+                    s.spawn(move || sst_of_range(dir, r.start.max(range.start), r.end.min(range.end), &to, known))
+                })
+                .collect();
+            jobs.into_iter().map(|j| j.join().unwrap_or_else(|_| Err(RocksStateError::Corrupt { path: self.path.clone(), what: "a restore thread panicked".into() }))).collect()
+        });
+        let mut files = Vec::new();
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok(Some(f)) => files.push(f),
+                Ok(None) => {}
+                Err(e) => first_err = first_err.or(Some(e)),
+            }
+        }
+        let ingested = match first_err {
+            Some(e) => Err(e),
+            None if files.is_empty() => Ok(()),
+            None => {
+                let mut o = IngestExternalFileOptions::default();
+                o.set_move_files(true);
+                self.db.ingest_external_file_opts(&o, files.clone()).map_err(|source| RocksStateError::Db { path: self.path.clone(), source })
+            }
+        };
+        for f in files {
+            // moved into the database on success; left over on failure
+            let _ = std::fs::remove_file(f);
+        }
+        ingested
     }
 
     #[cfg(test)]
@@ -237,7 +319,8 @@ impl Db {
             files.push(DbFile { name: e.file_name().to_string_lossy().into_owned(), size });
         }
         files.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(DbCheckpoint { local_dir: dir, instance: self.instance.clone(), start: range.start, end: range.end, files })
+        let inherited = files.iter().filter_map(|f| self.inherited.get(&f.name).filter(|h| h.size == f.size)).cloned().collect();
+        Ok(DbCheckpoint { local_dir: dir, instance: self.instance.clone(), start: range.start, end: range.end, files, inherited })
     }
 }
 
@@ -271,6 +354,35 @@ pub(crate) fn scan_checkpoint(dir: &Path, first: u32, last: u32, f: impl FnMut(&
     scan_db(&db, dir, first, last, f)
 }
 
+/// Writes key groups `first..=last` of the checkpoint in `dir` into the SST file `to`
+/// (`None` when they hold no key).
+fn sst_of_range(dir: &Path, first: u32, last: u32, to: &Path, known: &(dyn Fn(u32) -> bool + Sync)) -> Result<Option<PathBuf>, RocksStateError> {
+    if first > last {
+        return Ok(None);
+    }
+    let o = options();
+    let mut w = SstFileWriter::create(&o);
+    let werr = |source| RocksStateError::Db { path: to.to_path_buf(), source };
+    w.open(to).map_err(werr)?;
+    let mut n = 0u64;
+    scan_checkpoint(dir, first, last, |k, v| {
+        match split_key(k) {
+            Some((_, id, _)) if known(id) => {}
+            Some((_, id, _)) => return Err(RocksStateError::UnknownState(id)),
+            None => return Err(RocksStateError::Corrupt { path: dir.to_path_buf(), what: "a key without prefix".into() }),
+        }
+        n += 1;
+        w.put(k, v).map_err(werr)
+    })?;
+    if n == 0 {
+        drop(w);
+        let _ = std::fs::remove_file(to);
+        return Ok(None);
+    }
+    w.finish().map_err(werr)?;
+    Ok(Some(to.to_path_buf()))
+}
+
 /// A file of a database checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbFile {
@@ -289,6 +401,10 @@ pub struct DbCheckpoint {
     pub start: u32,
     pub end: u32,
     pub files: Vec<DbFile>,
+    /// Files of `files` already in the job's shared storage (the database was restored
+    /// from one of the job's own checkpoints): referenced, not uploaded again.
+    #[serde(default)]
+    pub inherited: Vec<DatabaseFile>,
 }
 
 impl DbCheckpoint {
@@ -313,6 +429,67 @@ mod tests {
         assert!(a < bound && b >= bound);
         assert_eq!(split_key(&a), Some((3, u32::MAX, &b"zzzz"[..])));
         assert_eq!(group_bound(u16::MAX as u32), None);
+    }
+
+    /// A database with one entry per (key group, state id 1 and 2) of `range`.
+    fn filled(tag: &str, range: KeyGroupRange) -> Arc<Db> {
+        let db = Db::create(tag, range).unwrap();
+        let mut batch = WriteBatch::default();
+        for kg in range.start..=range.end {
+            for id in [1u32, 2] {
+                let mut k = Vec::new();
+                write_prefix(kg, id, &mut k);
+                k.extend_from_slice(&kg.to_be_bytes());
+                batch.put(&k, kg.to_be_bytes());
+            }
+        }
+        db.write(batch).unwrap();
+        db
+    }
+
+    fn groups_of_checkpoint(dir: &Path) -> Vec<u32> {
+        let mut kgs = Vec::new();
+        scan_checkpoint(dir, 0, u16::MAX as u32, |k, v| {
+            let (kg, _, key) = split_key(k).unwrap();
+            assert_eq!((key, v), (&kg.to_be_bytes()[..], &kg.to_be_bytes()[..]));
+            kgs.push(kg);
+            Ok(())
+        })
+        .unwrap();
+        kgs.dedup();
+        kgs
+    }
+
+    /// A rescale restore: a checkpoint of key groups 0..=9 clipped to 5..=14, plus
+    /// 10..=14 ingested from a checkpoint of 10..=19; checkpointed again and restored
+    /// once more (the range deletes persist), then clipped to a narrower range.
+    #[test]
+    fn clip_and_ingest_restore_only_the_owned_key_groups() {
+        let (a, b) = (filled("clip-a", KeyGroupRange::new(0, 9)), filled("clip-b", KeyGroupRange::new(10, 19)));
+        let (ca, cb) = (a.checkpoint(1, KeyGroupRange::new(0, 9)).unwrap(), b.checkpoint(1, KeyGroupRange::new(10, 19)).unwrap());
+        let own = KeyGroupRange::new(5, 14);
+        let db = Db::from_checkpoint("clip-new", own, &ca.local_dir, &[]).unwrap();
+        db.clip(own).unwrap();
+        db.ingest_from(&[(KeyGroupRange::new(10, 19), cb.local_dir.as_path())], own, &|id| id == 1 || id == 2).unwrap();
+        let c = db.checkpoint(2, own).unwrap();
+        assert_eq!(groups_of_checkpoint(&c.local_dir), (5..=14).collect::<Vec<_>>());
+        let mut k = Vec::new();
+        write_prefix(12, 2, &mut k);
+        k.extend_from_slice(&12u32.to_be_bytes());
+        assert_eq!(db.get(&k).unwrap().map(|v| v.to_vec()), Some(12u32.to_be_bytes().to_vec()));
+        let narrow = KeyGroupRange::new(7, 8);
+        let again = Db::from_checkpoint("clip-again", narrow, &c.local_dir, &[]).unwrap();
+        again.clip(narrow).unwrap();
+        let c2 = again.checkpoint(3, narrow).unwrap();
+        assert_eq!(groups_of_checkpoint(&c2.local_dir), vec![7, 8]);
+        // state the operator no longer registers fails the restore, naming its id
+        let e = db.ingest_from(&[(KeyGroupRange::new(10, 19), cb.local_dir.as_path())], own, &|id| id == 1).unwrap_err();
+        assert!(e.to_string().contains("00000002"), "{e}");
+        // nothing owned in the other checkpoint: nothing ingested, no file left
+        db.ingest_from(&[(KeyGroupRange::new(10, 19), cb.local_dir.as_path())], KeyGroupRange::new(5, 9), &|_| true).unwrap();
+        for d in [ca.local_dir, cb.local_dir, c.local_dir, c2.local_dir] {
+            std::fs::remove_dir_all(d).unwrap();
+        }
     }
 
     #[test]
@@ -353,7 +530,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(n, 20);
-        let db2 = Db::from_checkpoint("unit2", KeyGroupRange::new(0, 9), &c.local_dir).unwrap();
+        let db2 = Db::from_checkpoint("unit2", KeyGroupRange::new(0, 9), &c.local_dir, &[]).unwrap();
         let mut k = Vec::new();
         write_prefix(9, 1, &mut k);
         k.push(9);
