@@ -1,4 +1,4 @@
-//! `filesystem`: files of a format (`'format' = 'json'` JSON lines, `'csv'`) read
+//! `filesystem`: files of a format (`'format' = 'json'` JSON lines, `'csv'`, `'parquet'`) read
 //! from a file or directory, written by the exactly-once part-file sink (a
 //! directory; `PARTITIONED BY` tables into partition directories, committed by the
 //! partition commit trigger) or to one file, and read by key for lookup joins.
@@ -33,12 +33,13 @@ use crate::rows::json_sink;
 use format::Input;
 pub use format::csv::CsvFileSource;
 pub use format::json::JsonFileSource;
+pub use format::parquet::ParquetFileSource;
 use options::{Format, FsOptions};
 use store::{Bucket, BucketUrl};
 
 /// `filesystem`: `'path'` (a local path or `file://` URL; for a source also a
 /// bucket's object or prefix, `s3://bucket/prefix/`, `gs://`, `az://`), `'format'`
-/// (`json`, `csv` with Flink's `csv.*` options). As a source it reads the file (or
+/// (`json`, `csv` with Flink's `csv.*` options, `parquet` with `parquet.*`). As a source it reads the file (or
 /// every file of the directory) once, or with `'source.monitor-interval'` watches the
 /// directory and reads each new file once ([`watch`]: unbounded); as a sink it writes the exactly-once part-file sink when the
 /// path is a directory (ends with `/`, exists as one, or the table is partitioned),
@@ -104,6 +105,7 @@ fn file_reader(fs: &FsOptions, schema: SchemaRef) -> watch::FileReader {
     Arc::new(move |path: Input| match &format {
         Format::Json => Box::new(JsonFileSource::new(path, schema.clone(), batch_rows)) as Box<dyn BatchSource>,
         Format::Csv(o) => Box::new(CsvFileSource::new(path, schema.clone(), o.clone(), batch_rows)) as Box<dyn BatchSource>,
+        Format::Parquet(_) => Box::new(ParquetFileSource::new(path, schema.clone(), batch_rows)) as Box<dyn BatchSource>,
     })
 }
 
@@ -204,7 +206,8 @@ impl Connector for Filesystem {
     fn add_sink(&self, opts: &TableOptions, args: SinkArgs<'_>) -> Result<(), String> {
         let fs = FsOptions::parse(opts, &args.schema)?;
         let path = local_path(&fs.path, "writing to")?;
-        let is_dir = fs.path.ends_with('/') || path.is_dir() || fs.partitioning.is_some();
+        // Parquet is only written as part files: its path is always a directory
+        let is_dir = fs.path.ends_with('/') || path.is_dir() || fs.partitioning.is_some() || matches!(fs.format, Format::Parquet(_));
         let (format, partitioning) = (fs.format.clone(), fs.partitioning.clone());
         match (&format, is_dir, &partitioning) {
             // JSON lines as before: hour buckets of the exactly-once sink, or one file

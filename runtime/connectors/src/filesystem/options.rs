@@ -7,6 +7,7 @@ use std::time::Duration;
 use arrow::datatypes::Schema;
 
 use super::format::csv::CsvOptions;
+use super::format::parquet::ParquetOptions;
 use crate::registry::TableOptions;
 
 /// Every option of the connector (besides `connector`).
@@ -29,6 +30,9 @@ pub const OPTIONS: &[&str] = &[
     "sink.partition-commit.policy.kind",
     "partition.time-extractor.timestamp-pattern",
     "lookup.join.cache.ttl",
+    "parquet.compression",
+    "parquet.block.size",
+    "parquet.page.size",
 ];
 
 /// A file format.
@@ -37,6 +41,8 @@ pub enum Format {
     /// JSON lines
     Json,
     Csv(CsvOptions),
+    /// Parquet files (part files only: the sink always writes a directory)
+    Parquet(ParquetOptions),
 }
 
 impl Format {
@@ -45,6 +51,7 @@ impl Format {
         match self {
             Format::Json => "jsonl",
             Format::Csv(_) => "csv",
+            Format::Parquet(_) => "parquet",
         }
     }
 }
@@ -167,12 +174,18 @@ impl FsOptions {
                 }
                 Format::Csv(c)
             }
-            other => return Err(bad("format", other, "not supported (supported: json, csv)")),
+            "parquet" => Format::Parquet(ParquetOptions::parse(opts)?),
+            other => return Err(bad("format", other, "not supported (supported: json, csv, parquet)")),
         };
         if !matches!(format, Format::Csv(_))
             && let Some(k) = opts.map.keys().find(|k| k.starts_with("csv."))
         {
             return Err(format!("connector 'filesystem': option '{k}' needs 'format' = 'csv'"));
+        }
+        if !matches!(format, Format::Parquet(_))
+            && let Some(k) = opts.map.keys().find(|k| k.starts_with("parquet."))
+        {
+            return Err(format!("connector 'filesystem': option '{k}' needs 'format' = 'parquet'"));
         }
         let batch_rows: usize = opts.parse("source.batch-rows")?.unwrap_or(1024);
         let rolling = Rolling {
@@ -284,6 +297,23 @@ mod tests {
     }
 
     #[test]
+    fn parquet_options_and_their_errors() {
+        use parquet::basic::{Compression, ZstdLevel};
+        let o = FsOptions::parse(&opts(&[("path", "p/"), ("format", "parquet")], &[]), &schema()).unwrap();
+        assert_eq!(o.format, Format::Parquet(ParquetOptions::default()));
+        assert_eq!(o.format.extension(), "parquet");
+        let o =
+            FsOptions::parse(&opts(&[("path", "p/"), ("format", "parquet"), ("parquet.compression", "ZSTD"), ("parquet.block.size", "64mb"), ("parquet.page.size", "64kb")], &[]), &schema()).unwrap();
+        assert_eq!(o.format, Format::Parquet(ParquetOptions { compression: Compression::ZSTD(ZstdLevel::default()), block_size: 64 << 20, page_size: 64 << 10 }));
+        let e = FsOptions::parse(&opts(&[("path", "p/"), ("format", "parquet"), ("parquet.compression", "brotli")], &[]), &schema()).unwrap_err();
+        assert!(e.contains("'parquet.compression' = 'brotli'") && e.contains("snappy"), "{e}");
+        let e = FsOptions::parse(&opts(&[("path", "p/"), ("format", "parquet"), ("parquet.block.size", "big")], &[]), &schema()).unwrap_err();
+        assert!(e.contains("'parquet.block.size' = 'big'"), "{e}");
+        let e = FsOptions::parse(&opts(&[("path", "p/"), ("format", "csv"), ("parquet.compression", "zstd")], &[]), &schema()).unwrap_err();
+        assert!(e.contains("'parquet.compression' needs 'format' = 'parquet'"), "{e}");
+    }
+
+    #[test]
     fn monitor_interval() {
         let o = FsOptions::parse(&opts(&[("path", "p/"), ("format", "json"), ("source.monitor-interval", "10 s")], &[]), &schema()).unwrap();
         assert_eq!(o.monitor_interval, Some(Duration::from_secs(10)));
@@ -297,7 +327,17 @@ mod tests {
     #[test]
     fn partition_commit_options() {
         let o = FsOptions::parse(
-            &opts(&[("path", "p"), ("format", "csv"), ("sink.partition-commit.trigger", "partition-time"), ("sink.partition-commit.delay", "1 min"), ("sink.partition-commit.policy.kind", "success-file"), ("partition.time-extractor.timestamp-pattern", "$dt $hm:00")], &["dt", "hm"]),
+            &opts(
+                &[
+                    ("path", "p"),
+                    ("format", "csv"),
+                    ("sink.partition-commit.trigger", "partition-time"),
+                    ("sink.partition-commit.delay", "1 min"),
+                    ("sink.partition-commit.policy.kind", "success-file"),
+                    ("partition.time-extractor.timestamp-pattern", "$dt $hm:00"),
+                ],
+                &["dt", "hm"],
+            ),
             &schema(),
         )
         .unwrap();

@@ -27,6 +27,7 @@ use weir::connector::{ConnectorError, Sink, SinkContext};
 use weir::record::{Rec, Timestamp};
 
 use super::format::encode;
+use super::format::parquet::{self, ParquetParts, PartFile};
 use super::options::{Format, FsOptions, Partitioning, Trigger};
 use super::partition;
 use crate::changelog::ChangeBatch;
@@ -57,14 +58,33 @@ struct Part {
 struct Committable {
     checkpoint: u64,
     files: Vec<Staged>,
+    /// the Parquet parts (their footers written at the pre-commit)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    parquet: Vec<PartFile>,
     parts: BTreeMap<String, Part>,
     /// the end of the input: every partition commits
     end: bool,
 }
 
+/// The part files of a [`FileSink`]: records appended (JSON lines, CSV), or whole
+/// Parquet files (closed with their footer).
+enum Parts {
+    Rows(BucketWriter),
+    Parquet(ParquetParts),
+}
+
+impl Parts {
+    fn dir(&self) -> &Path {
+        match self {
+            Parts::Rows(w) => w.dir(),
+            Parts::Parquet(w) => w.dir(),
+        }
+    }
+}
+
 /// Exactly-once part files (see the module's documentation).
 pub struct FileSink {
-    writer: BucketWriter,
+    writer: Parts,
     format: Format,
     partitioning: Option<Partitioning>,
     /// the columns written into the files (all but the partition columns)
@@ -89,9 +109,12 @@ pub(crate) fn partition_values(batch: &RecordBatch, col: usize) -> Result<Vec<Op
 
 impl FileSink {
     pub fn new(dir: &Path, o: &FsOptions, schema: &SchemaRef) -> Self {
-        let writer = BucketWriter::new(dir, o.format.extension()).roll_bytes(o.rolling.file_size).rollover_interval(o.rolling.rollover_interval);
         let parts_cols: Vec<usize> = o.partitioning.as_ref().map(|p| p.columns.clone()).unwrap_or_default();
-        let data_columns = (0..schema.fields().len()).filter(|i| !parts_cols.contains(i)).collect();
+        let data_columns: Vec<usize> = (0..schema.fields().len()).filter(|i| !parts_cols.contains(i)).collect();
+        let writer = match &o.format {
+            Format::Parquet(p) => Parts::Parquet(ParquetParts::new(dir, parquet::data_schema(schema, &data_columns), p, o.rolling.file_size, o.rolling.rollover_interval)),
+            _ => Parts::Rows(BucketWriter::new(dir, o.format.extension()).roll_bytes(o.rolling.file_size).rollover_interval(o.rolling.rollover_interval)),
+        };
         FileSink {
             writer,
             format: o.format.clone(),
@@ -143,12 +166,7 @@ impl FileSink {
     /// Commits the partitions whose files are all committed and whose trigger fired.
     fn commit_partitions(&mut self) -> Result<(), ConnectorError> {
         let now = weir::record::now_ms();
-        let ready: Vec<String> = self
-            .parts
-            .iter()
-            .filter(|(_, p)| !p.dirty && p.committed.is_some() && p.committed >= p.last_pre_commit && self.due(p, now))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let ready: Vec<String> = self.parts.iter().filter(|(_, p)| !p.dirty && p.committed.is_some() && p.committed >= p.last_pre_commit && self.due(p, now)).map(|(k, _)| k.clone()).collect();
         let success = self.partitioning.as_ref().is_some_and(|p| p.success_file);
         for k in ready {
             self.parts.remove(&k);
@@ -165,7 +183,10 @@ impl FileSink {
 
 impl Sink<ChangeBatch> for FileSink {
     fn open(&mut self, ctx: &SinkContext) -> Result<(), ConnectorError> {
-        self.writer.open(ctx.subtask)
+        match &mut self.writer {
+            Parts::Rows(w) => w.open(ctx.subtask),
+            Parts::Parquet(w) => w.open(ctx.subtask),
+        }
     }
 
     fn write(&mut self, batch: &[Rec<ChangeBatch>]) -> Result<(), ConnectorError> {
@@ -176,8 +197,10 @@ impl Sink<ChangeBatch> for FileSink {
             }
             for (bucket, values, rows) in self.split(&r.value.rows.0).map_err(Self::other)? {
                 let bucket = if self.partitioning.is_some() { bucket } else { hour_bucket(r.ts) };
-                let bytes = encode(&self.format, &rows).map_err(Self::other)?;
-                self.writer.write(&bucket, &bytes)?;
+                match &mut self.writer {
+                    Parts::Rows(w) => w.write(&bucket, &encode(&self.format, &rows).map_err(Self::other)?)?,
+                    Parts::Parquet(w) => w.write(&bucket, &rows)?,
+                }
                 if let Some(p) = &self.partitioning {
                     if !self.parts.contains_key(&bucket) {
                         let time = match p.trigger {
@@ -194,7 +217,10 @@ impl Sink<ChangeBatch> for FileSink {
         }
         if now.saturating_sub(self.last_check) >= self.check_ms {
             self.last_check = now;
-            self.writer.roll_older(now)?;
+            match &mut self.writer {
+                Parts::Rows(w) => w.roll_older(now)?,
+                Parts::Parquet(w) => w.roll_older(now)?,
+            }
             self.commit_partitions()?;
         }
         Ok(())
@@ -211,22 +237,31 @@ impl Sink<ChangeBatch> for FileSink {
     }
 
     fn pre_commit(&mut self, checkpoint_id: u64) -> Result<Option<Vec<u8>>, ConnectorError> {
-        let files = self.writer.pre_commit()?;
+        let (files, parquet) = match &mut self.writer {
+            Parts::Rows(w) => (w.pre_commit()?, Vec::new()),
+            Parts::Parquet(w) => (Vec::new(), w.pre_commit()?),
+        };
         let end = checkpoint_id == u64::MAX;
         for p in self.parts.values_mut().filter(|p| p.dirty) {
             p.dirty = false;
             p.last_pre_commit = Some(checkpoint_id);
         }
-        if files.is_empty() && self.parts.is_empty() {
+        if files.is_empty() && parquet.is_empty() && self.parts.is_empty() {
             return Ok(None);
         }
-        let c = Committable { checkpoint: checkpoint_id, files, parts: self.parts.clone(), end };
+        let c = Committable { checkpoint: checkpoint_id, files, parquet, parts: self.parts.clone(), end };
         serde_json::to_vec(&c).map(Some).map_err(Self::other)
     }
 
     fn commit(&mut self, committable: Vec<u8>) -> Result<(), ConnectorError> {
         let c: Committable = serde_json::from_slice(&committable).map_err(|e| Self::other(format!("bad committable: {e}")))?;
-        self.writer.commit(&c.files)?;
+        // either kind, whatever this run writes (a committable of a run before a format change)
+        match &self.writer {
+            Parts::Rows(w) => w.commit(&c.files)?,
+            Parts::Parquet(w) if !c.files.is_empty() => BucketWriter::new(w.dir(), "").commit(&c.files)?,
+            Parts::Parquet(_) => {}
+        }
+        parquet::commit(&c.parquet)?;
         for (k, p) in c.parts {
             // after a restore the partition is known from the committable only
             let part = self.parts.entry(k).or_insert(Part { last_pre_commit: Some(c.checkpoint), ..p });
@@ -325,7 +360,8 @@ mod tests {
     }
 
     fn rows(a: &[i64], hm: &[&str]) -> Vec<Rec<ChangeBatch>> {
-        let b = RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(a.to_vec())), Arc::new(StringArray::from(vec!["2024-01-01"; a.len()])), Arc::new(StringArray::from(hm.to_vec()))]).unwrap();
+        let b =
+            RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(a.to_vec())), Arc::new(StringArray::from(vec!["2024-01-01"; a.len()])), Arc::new(StringArray::from(hm.to_vec()))]).unwrap();
         vec![Rec::new(0, ChangeBatch::inserts(b))]
     }
 
@@ -389,5 +425,68 @@ mod tests {
         }
         s.on_watermark(0).unwrap();
         assert!(success(dir.path(), "10:00"));
+    }
+
+    /// The committed Parquet files under `dir` (not the in-progress ones), and their `a` values.
+    fn parquet_rows(dir: &Path) -> (Vec<PathBuf>, Vec<i64>) {
+        fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() && !p.ends_with(weir::connector::files::IN_PROGRESS) {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "parquet") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(dir, &mut files);
+        files.sort();
+        let mut a: Vec<i64> = files.iter().flat_map(|f| parquet::read_file(f).unwrap()).flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec()).collect();
+        a.sort();
+        (files, a)
+    }
+
+    #[test]
+    fn parquet_parts_are_committed_by_checkpoints_per_partition_and_survive_a_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = TableOptions {
+            table: "t".into(),
+            connector: "filesystem".into(),
+            map: [("path", dir.path().to_str().unwrap()), ("format", "parquet"), ("parquet.compression", "zstd"), ("sink.partition-commit.policy.kind", "success-file")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            primary_key: Vec::new(),
+            partition_keys: vec!["dt".into(), "hm".into()],
+        };
+        let fs = FsOptions::parse(&o, &schema()).unwrap();
+        let make = || {
+            let mut s = FileSink::new(dir.path(), &fs, &schema());
+            s.open(&SinkContext { subtask: 0, parallelism: 1 }).unwrap();
+            s
+        };
+        let mut s = make();
+        s.write(&rows(&[1, 2, 3], &["10:00", "10:01", "10:00"])).unwrap();
+        let c = s.pre_commit(1).unwrap().unwrap();
+        assert_eq!(parquet_rows(dir.path()).1, Vec::<i64>::new(), "nothing visible before the checkpoint completes");
+        s.write(&rows(&[4], &["10:01"])).unwrap(); // after checkpoint 1: lost with the failure
+        let _lost = s.pre_commit(2).unwrap().unwrap();
+        drop(s);
+        // restarted from checkpoint 1: its parts are committed, checkpoint 2's never
+        let mut r = make();
+        r.restore(vec![c]).unwrap();
+        let (files, a) = parquet_rows(dir.path());
+        assert_eq!(a, vec![1, 2, 3]);
+        assert_eq!(files.len(), 2, "one part per partition: {files:?}");
+        assert!(files.iter().all(|f| f.to_string_lossy().contains("dt=2024-01-01/hm=10%3A0")), "{files:?}");
+        // the partition columns are not in the files
+        let b = parquet::read_file(&files[0]).unwrap();
+        assert_eq!(b[0].schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(), vec!["a"]);
+        r.write(&rows(&[5], &["10:01"])).unwrap();
+        let c = r.pre_commit(u64::MAX).unwrap().unwrap();
+        r.commit(c).unwrap();
+        assert_eq!(parquet_rows(dir.path()).1, vec![1, 2, 3, 5]);
+        assert!(success(dir.path(), "10:00") && success(dir.path(), "10:01"));
     }
 }

@@ -189,6 +189,19 @@ impl Bucket {
     }
 }
 
+impl Bucket {
+    /// The whole object (one GET, its body collected): for formats that read a file
+    /// out of order (Parquet's footer first).
+    pub fn read_all(&self, path: &Path) -> Result<Bytes, StoreError> {
+        let url = self.url_of(path);
+        let what = "reading";
+        self.rt.block_on(async {
+            let r = self.store.get(path).await.map_err(|source| StoreError::Store { what, url: url.clone(), source })?;
+            r.bytes().await.map_err(|source| StoreError::Store { what, url: url.clone(), source })
+        })
+    }
+}
+
 /// An object as a listing shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listed {

@@ -3,6 +3,7 @@
 
 pub mod csv;
 pub mod json;
+pub mod parquet;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -74,6 +75,7 @@ pub fn encode(format: &Format, batch: &RecordBatch) -> Result<Vec<u8>, String> {
     match format {
         Format::Json => json::encode(batch),
         Format::Csv(o) => csv::encode(batch, o),
+        Format::Parquet(_) => Err("'format' = 'parquet' is written as whole part files, not as records".into()),
     }
 }
 
@@ -87,7 +89,7 @@ pub(crate) struct Position {
     pub files: Vec<Input>,
     /// the index of the file being read
     pub file: usize,
-    /// records (JSON: lines) read of the current file
+    /// records (JSON: lines; Parquet: rows) read of the current file
     pub read: u64,
     /// the restored position: records before it are skipped
     skip: (usize, u64),
@@ -121,6 +123,23 @@ impl Position {
     pub fn next_file(&mut self) {
         self.file += 1;
         self.read = 0;
+    }
+
+    /// The records of the current file before the restored position, counted as read
+    /// (a format that can seek skips them without reading them); 0 past it.
+    pub fn take_restored_skip(&mut self) -> u64 {
+        if self.file == self.skip.0 && self.read < self.skip.1 {
+            let n = self.skip.1 - self.read;
+            self.read = self.skip.1;
+            n
+        } else {
+            0
+        }
+    }
+
+    /// Counts `n` more records of the current file, read past the restored position.
+    pub fn count_records(&mut self, n: u64) {
+        self.read += n;
     }
 
     /// Counts one more record of the current file: false if it comes before the
