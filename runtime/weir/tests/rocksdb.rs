@@ -336,6 +336,80 @@ fn checkpoint_with_a_corrupt_shared_file_is_refused_on_restore_and_the_previous_
     }
 }
 
+/// Runs a Keys/Store job at P=2 on RocksDB in `storage`: loads `keys` keys unless
+/// restoring, checkpoints once, then stops with a savepoint — or, with `fail`, sends
+/// every key again and fails on the way (the job ends with an error).
+/// Returns the checkpoint, or the run's error.
+fn keys_job(storage: &Path, keys: u64, restore: Option<String>, fail: bool) -> Result<CompletedCheckpoint, String> {
+    let p = 2u32;
+    let round = Arc::new(AtomicU64::new(0));
+    let emitted = Arc::new(AtomicU64::new(0));
+    let env = StreamEnv::new(JobConfig { name: "keys-job".into(), parallelism: p, state_backend: StateBackend::RocksDb, ..Default::default() });
+    let load = restore.is_none();
+    {
+        let (round, emitted) = (round.clone(), emitted.clone());
+        env.source(
+            "keys",
+            move |c| {
+                let next = if load { c.subtask as u64 } else { keys };
+                Keys { subtask: c.subtask as u64, stride: c.parallelism as u64, keys, changed: if fail { keys } else { keys / 100 }, next, done_round: 0, round: round.clone(), emitted: emitted.clone() }
+            },
+            WatermarkStrategy::none(),
+        )
+        .uid("keys")
+        .key_by(|e: &(u64, u64)| e.0)
+        .process(Store::default())
+        .uid("store");
+    }
+    let mut s = CheckpointSettings::new(storage.to_string_lossy().to_string());
+    s.interval = Duration::from_secs(3600);
+    s.restart = RestartStrategy::None;
+    s.restore_from = restore;
+    if fail {
+        // each of the 2 subtasks of `store` gets about half of the keys in each round
+        // (by key group): the fault comes in the second round, after the checkpoint
+        s.faults = vec![("store".into(), keys * 3 / 4)];
+    }
+    let stop = StopHandle::default();
+    let (tx, rx) = crossbeam_channel::unbounded::<CompletedCheckpoint>();
+    // set when the run returned (a restore that fails ends it before any checkpoint)
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ctl = {
+        let (stop, ended) = (stop.clone(), ended.clone());
+        std::thread::spawn(move || {
+            let want = if load { keys } else { 0 };
+            while emitted.load(Ordering::SeqCst) < want && !ended.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            stop.checkpoint_now();
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let c = loop {
+                match rx.recv_timeout(Duration::from_millis(50)) {
+                    Ok(c) => break Ok(c),
+                    Err(_) if ended.load(Ordering::SeqCst) || std::time::Instant::now() > deadline => break Err("the run ended without a checkpoint"),
+                    Err(_) => {}
+                }
+            };
+            if fail {
+                round.fetch_add(1, Ordering::SeqCst);
+            } else {
+                stop.stop_with_savepoint();
+            }
+            c
+        })
+    };
+    let result = coordinator::run(&env, &s, &stop, |c| {
+        if !c.savepoint {
+            let _ = tx.send(c.clone());
+        }
+    });
+    ended.store(true, Ordering::SeqCst);
+    let c = ctl.join().unwrap();
+    result.map_err(|e| e.to_string())?;
+    c.map_err(|e| format!("no checkpoint: {e}"))
+}
+
 /// A job restarted from one of its own incremental checkpoints references that
 /// checkpoint's shared files from its next checkpoints instead of uploading the whole
 /// state again; a job restored from another job's checkpoint uploads its own copy.
@@ -343,61 +417,11 @@ fn checkpoint_with_a_corrupt_shared_file_is_refused_on_restore_and_the_previous_
 fn restart_from_own_checkpoint_does_not_upload_the_state_again() {
     let dir = tempdir("own-restart");
     let ckpt = dir.join("ckpt");
-    let (keys, p) = (30_000u64, 2u32);
-    // runs the Keys/Store job: loads the keys unless restoring, checkpoints once,
-    // stops with a savepoint; returns the checkpoint
-    let run = |storage: &Path, restore: Option<String>| -> CompletedCheckpoint {
-        let round = Arc::new(AtomicU64::new(0));
-        let emitted = Arc::new(AtomicU64::new(0));
-        let env = StreamEnv::new(JobConfig { name: "own-restart".into(), parallelism: p, state_backend: StateBackend::RocksDb, ..Default::default() });
-        let load = restore.is_none();
-        {
-            let (round, emitted) = (round.clone(), emitted.clone());
-            env.source(
-                "keys",
-                move |c| {
-                    let next = if load { c.subtask as u64 } else { keys };
-                    Keys { subtask: c.subtask as u64, stride: c.parallelism as u64, keys, changed: 0, next, done_round: 0, round: round.clone(), emitted: emitted.clone() }
-                },
-                WatermarkStrategy::none(),
-            )
-            .uid("keys")
-            .key_by(|e: &(u64, u64)| e.0)
-            .process(Store::default())
-            .uid("store");
-        }
-        let mut s = CheckpointSettings::new(storage.to_string_lossy().to_string());
-        s.interval = Duration::from_secs(3600);
-        s.restart = RestartStrategy::None;
-        s.restore_from = restore;
-        let stop = StopHandle::default();
-        let (tx, rx) = crossbeam_channel::unbounded::<CompletedCheckpoint>();
-        let ctl = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let want = if load { keys } else { 0 };
-                while emitted.load(Ordering::SeqCst) < want {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                std::thread::sleep(Duration::from_millis(200));
-                stop.checkpoint_now();
-                let c = rx.recv_timeout(Duration::from_secs(60));
-                stop.stop_with_savepoint();
-                c.expect("checkpoint completes")
-            })
-        };
-        coordinator::run(&env, &s, &stop, |c| {
-            if !c.savepoint {
-                let _ = tx.send(c.clone());
-            }
-        })
-        .unwrap();
-        ctl.join().unwrap()
-    };
-    let full = run(&ckpt, None);
+    let keys = 30_000;
+    let full = keys_job(&ckpt, keys, None, false).unwrap();
     let full_up: u64 = full.uploaded.values().sum();
     assert!(full_up > 300_000, "the first checkpoint uploads the state: {full:?}");
-    let again = run(&ckpt, Some(full.url.clone()));
+    let again = keys_job(&ckpt, keys, Some(full.url.clone()), false).unwrap();
     let again_up: u64 = again.uploaded.values().sum();
     assert!(again_up * 20 < full_up, "after a restart from its own checkpoint: {again_up} bytes uploaded, the full state is {full_up}");
     let storage = CheckpointStorage::open(&ckpt.to_string_lossy()).unwrap();
@@ -406,10 +430,39 @@ fn restart_from_own_checkpoint_does_not_upload_the_state_again() {
     assert!(!shared_refs(&m).is_disjoint(&shared_refs(&first)), "the new checkpoint references the restored files");
     assert!(shared_refs(&m).is_subset(&shared_files(&ckpt)), "every referenced file is in storage");
     // and it restores (sizes and hashes checked on download)
-    let third = run(&ckpt, Some(again.url.clone()));
+    let third = keys_job(&ckpt, keys, Some(again.url.clone()), false).unwrap();
     assert!(third.bytes > 0);
     // another job's checkpoint: this job uploads its own copy
-    let other = run(&dir.join("other"), Some(again.url.clone()));
+    let other = keys_job(&dir.join("other"), keys, Some(again.url.clone()), false).unwrap();
     let other_up: u64 = other.uploaded.values().sum();
     assert!(other_up * 2 > full_up, "restored from another job's checkpoint: {other_up} of {full_up} bytes uploaded");
+}
+
+/// Local recovery: after a failure, the restart links the files of the last completed
+/// checkpoint from the local copies this machine kept, instead of downloading them —
+/// shown by corrupting every shared file in storage: the restart still restores (the
+/// local copies pass the size and hash check), and a later restore that has no local
+/// copies left refuses the corrupt checkpoint.
+#[test]
+fn restart_after_a_failure_links_local_copies_instead_of_downloading() {
+    let dir = tempdir("local-recovery");
+    let ckpt = dir.join("ckpt");
+    let keys = 30_000;
+    // the injected fault ends the job (its message, or that of a task it broke)
+    keys_job(&ckpt, keys, None, true).unwrap_err();
+    let storage = CheckpointStorage::open(&ckpt.to_string_lossy()).unwrap();
+    let (latest, meta) = storage.latest(Some(720)).unwrap().expect("a completed checkpoint");
+    let shared = shared_refs(&meta);
+    assert!(!shared.is_empty());
+    for f in &shared {
+        let path = ckpt.join("checkpoints/shared").join(f);
+        let len = std::fs::metadata(&path).unwrap().len() as usize;
+        std::fs::write(&path, vec![0x5a; len]).unwrap();
+    }
+    let url = storage.url_of(&latest);
+    let restored = keys_job(&ckpt, keys, Some(url.clone()), false).unwrap_or_else(|e| panic!("the restart restores from the local copies: {e}"));
+    assert!(restored.bytes > 0);
+    // the local copies were consumed by that restore: now the corrupt files are read
+    let e = keys_job(&dir.join("other"), keys, Some(url), false).unwrap_err();
+    assert!(e.contains("hash") || e.contains("corrupt"), "{e}");
 }

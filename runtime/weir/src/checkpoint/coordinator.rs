@@ -427,8 +427,12 @@ pub(crate) fn coordinate(
             }
         }
         if job.is_finished() && pending.is_none() {
-            // end of input: sinks commit what they pre-committed at the end
-            job.broadcast(TaskCommand::Complete(u64::MAX), false);
+            // end of input: sinks commit what they pre-committed at the end (not when
+            // the job failed: the next attempt restores, and this process keeps its
+            // local checkpoint copies for it)
+            if !job.is_failing() {
+                job.broadcast(TaskCommand::Complete(u64::MAX), false);
+            }
             return Ok(());
         }
         if job.is_finished() && !stopping {

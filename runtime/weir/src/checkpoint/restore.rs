@@ -30,6 +30,54 @@ pub(crate) struct RestoredDb<'a> {
     pub stored: &'a [DatabaseFile],
 }
 
+/// Files of earlier databases still in this machine's state directory: an old
+/// database's own directory `<instance>/`, and the local copies of its last completed
+/// checkpoint `<instance>-chk-<id>/` (kept by `upload.rs`).
+struct LocalCopies {
+    base: PathBuf,
+    /// instance → its checkpoint copies (listed once, on first use)
+    listed: Option<HashMap<String, Vec<PathBuf>>>,
+    /// the checkpoint copies offered, removed after the restore
+    used: Vec<PathBuf>,
+}
+
+impl LocalCopies {
+    fn new(base: PathBuf) -> Self {
+        LocalCopies { base, listed: None, used: Vec::new() }
+    }
+
+    /// A local file that may hold `name` of database `instance` (checked by size and
+    /// hash before it is used).
+    fn find(&mut self, instance: &str, name: &str) -> Option<PathBuf> {
+        let live = self.base.join(instance).join(name);
+        if live.exists() {
+            return Some(live);
+        }
+        let base = &self.base;
+        let listed = self.listed.get_or_insert_with(|| {
+            let mut m: HashMap<String, Vec<PathBuf>> = HashMap::new();
+            for e in std::fs::read_dir(base).into_iter().flatten().flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if let Some((inst, _)) = n.rsplit_once("-chk-") {
+                    m.entry(inst.to_string()).or_default().push(e.path());
+                }
+            }
+            m
+        });
+        let dir = listed.get(instance)?.iter().find(|d| d.join(name).exists())?;
+        if !self.used.contains(dir) {
+            self.used.push(dir.clone());
+        }
+        Some(dir.join(name))
+    }
+
+    fn remove_checkpoint_copies(&mut self) {
+        for d in self.used.drain(..) {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
 /// Snapshot state, indexed for restore.
 #[derive(Debug, Default)]
 pub struct RestoreState {
@@ -112,6 +160,7 @@ impl RestoreState {
         let mut databases: HashMap<String, Vec<(KeyGroupRange, PathBuf, Vec<DatabaseFile>)>> = HashMap::new();
         let mut local = None;
         let mut downloads = Vec::new();
+        let mut local_copies = LocalCopies::new(crate::state::rocksdb::state_base_dir());
         // read each file once, then slice it
         let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         for (uid, op) in &meta.operators {
@@ -167,13 +216,14 @@ impl RestoreState {
                         None => None,
                     };
                     // a shared file `<instance>-<name>` may still be in this machine's
-                    // state directory (the database it came from, e.g. after a kill -9)
+                    // state directory: the database it came from (e.g. after a kill -9)
+                    // or the local copy of the last checkpoint it completed
                     let reuse = f
                         .path
                         .strip_prefix("../shared/")
                         .and_then(|n| n.strip_suffix(&format!("-{}", f.name)))
                         .filter(|i| !i.contains('/') && !i.starts_with('.'))
-                        .map(|instance| crate::state::rocksdb::state_base_dir().join(instance).join(&f.name));
+                        .and_then(|instance| local_copies.find(instance, &f.name));
                     downloads.push(super::storage::Download { rel: format!("{dir}/{}", f.path), local: to.join(&f.name), size: f.size, hash, reuse });
                 }
                 databases.entry(uid.clone()).or_default().push((range, to, db.files.clone()));
@@ -183,7 +233,10 @@ impl RestoreState {
             let t0 = std::time::Instant::now();
             let n = downloads.len();
             let bytes = storage.get_files(downloads)?;
-            tracing::info!(checkpoint = meta.checkpoint_id, files = n, bytes, ms = t0.elapsed().as_millis() as u64, "downloaded RocksDB checkpoint files");
+            tracing::info!(checkpoint = meta.checkpoint_id, files = n, bytes, ms = t0.elapsed().as_millis() as u64, "downloaded RocksDB checkpoint files (the others linked from local copies)");
+            // the old attempt's local checkpoint copies are linked into the restored
+            // databases now (a worker of this host that still wants one downloads it)
+            local_copies.remove_checkpoint_copies();
         }
         Ok(RestoreState { checkpoint_id: meta.checkpoint_id, url, keyed, operator, databases, own_checkpoint: false, _local: local })
     }

@@ -13,6 +13,7 @@
 //! `shared_files.rs` for why that is what keeps deletion safe).
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -32,6 +33,19 @@ struct Known {
     done: InstanceFiles,
     /// The files of checkpoints reported but not yet completed.
     pending: BTreeMap<u64, InstanceFiles>,
+    /// The local database checkpoints (hard links) of the last completed checkpoint,
+    /// kept for local recovery: a restart in this state directory links them instead
+    /// of downloading them (`restore.rs`). Removed when a newer checkpoint completes
+    /// or the job ends; left behind when the job fails, for its next attempt.
+    done_dirs: Vec<PathBuf>,
+    /// The local database checkpoints of uploaded, not yet completed checkpoints.
+    pending_dirs: BTreeMap<u64, Vec<PathBuf>>,
+}
+
+fn remove_dirs(dirs: impl IntoIterator<Item = PathBuf>) {
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }
 
 /// The uploading side of one job attempt in this process.
@@ -68,12 +82,28 @@ impl Uploader {
                 k.done.insert(instance, f);
             }
         }
+        // the local copies of this checkpoint replace the older ones; at the end of
+        // the job nothing is kept
+        let newer_dirs = match id.checked_add(1) {
+            Some(next) => k.pending_dirs.split_off(&next),
+            None => BTreeMap::new(),
+        };
+        let mut older = std::mem::replace(&mut k.pending_dirs, newer_dirs);
+        match (id != u64::MAX).then(|| older.remove(&id)).flatten() {
+            Some(dirs) => remove_dirs(std::mem::replace(&mut k.done_dirs, dirs)),
+            None if id == u64::MAX => remove_dirs(std::mem::take(&mut k.done_dirs)),
+            None => {}
+        }
+        remove_dirs(older.into_values().flatten());
     }
 
     /// Checkpoint `id` failed: nothing it uploaded may be reused.
     pub(crate) fn abort(&self, id: u64) {
         if let Ok(mut k) = self.known.lock() {
             k.pending.remove(&id);
+            if let Some(dirs) = k.pending_dirs.remove(&id) {
+                remove_dirs(dirs);
+            }
         }
     }
 }
@@ -135,11 +165,13 @@ fn upload(storage: &CheckpointStorage, report: &mut SnapshotReport, known: &Mute
             locals.push(db.local_dir.clone());
         }
     }
-    let result = storage.put_files_hashed(uploads);
-    for d in locals {
-        let _ = std::fs::remove_dir_all(d);
-    }
-    let done = result?;
+    let done = match storage.put_files_hashed(uploads) {
+        Ok(done) => done,
+        Err(e) => {
+            remove_dirs(locals);
+            return Err(e);
+        }
+    };
     let mut bytes = 0;
     for ((i, file), (size, hash)) in slots.into_iter().zip(done) {
         if let Some(h) = handles[i].as_mut() {
@@ -157,8 +189,12 @@ fn upload(storage: &CheckpointStorage, report: &mut SnapshotReport, known: &Mute
         pending.insert(db.instance, shared);
         snap.files = Some(h);
     }
-    if let Ok(mut k) = known.lock() {
-        k.pending.entry(id).or_default().extend(pending);
+    match known.lock() {
+        Ok(mut k) => {
+            k.pending.entry(id).or_default().extend(pending);
+            k.pending_dirs.entry(id).or_default().extend(locals);
+        }
+        Err(_) => remove_dirs(locals),
     }
     Ok(bytes)
 }
@@ -167,7 +203,7 @@ fn upload(storage: &CheckpointStorage, report: &mut SnapshotReport, known: &Mute
 /// relative path, local file)`. SST files of the last completed checkpoint (`done`,
 /// same name and size), or of the job's own checkpoint the database was restored from
 /// (`db.inherited`), are referenced without uploading them again.
-fn plan(dir: &str, db: &DbCheckpoint, done: Option<&HashMap<String, DatabaseFile>>) -> (DatabaseFiles, Vec<(usize, String, std::path::PathBuf)>) {
+fn plan(dir: &str, db: &DbCheckpoint, done: Option<&HashMap<String, DatabaseFile>>) -> (DatabaseFiles, Vec<(usize, String, PathBuf)>) {
     let mut files = Vec::with_capacity(db.files.len());
     let mut up = Vec::new();
     for f in &db.files {

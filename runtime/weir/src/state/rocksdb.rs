@@ -365,7 +365,7 @@ fn sst_of_range(dir: &Path, first: u32, last: u32, to: &Path, known: &(dyn Fn(u3
     let werr = |source| RocksStateError::Db { path: to.to_path_buf(), source };
     w.open(to).map_err(werr)?;
     let mut n = 0u64;
-    scan_checkpoint(dir, first, last, |k, v| {
+    let scanned = scan_checkpoint(dir, first, last, |k, v| {
         match split_key(k) {
             Some((_, id, _)) if known(id) => {}
             Some((_, id, _)) => return Err(RocksStateError::UnknownState(id)),
@@ -373,7 +373,12 @@ fn sst_of_range(dir: &Path, first: u32, last: u32, to: &Path, known: &(dyn Fn(u3
         }
         n += 1;
         w.put(k, v).map_err(werr)
-    })?;
+    });
+    if let Err(e) = scanned {
+        drop(w);
+        let _ = std::fs::remove_file(to);
+        return Err(e);
+    }
     if n == 0 {
         drop(w);
         let _ = std::fs::remove_file(to);
@@ -393,7 +398,8 @@ pub struct DbFile {
 /// A local RocksDB checkpoint of one subtask, waiting to be uploaded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbCheckpoint {
-    /// Where the checkpoint's files are (removed by whoever uploads them).
+    /// Where the checkpoint's files are (hard links; the uploader keeps the last
+    /// completed checkpoint's for local recovery and removes the others).
     pub local_dir: PathBuf,
     /// The database instance: SST file names are unique within it.
     pub instance: String,
