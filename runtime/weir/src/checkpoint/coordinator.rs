@@ -214,7 +214,7 @@ pub fn run(env: &StreamEnv, settings: &CheckpointSettings, stop: &StopHandle, mu
     loop {
         let (tx, rx) = crossbeam_channel::unbounded();
         let fault = settings.faults.get(attempt as usize).cloned();
-        let job = env.launch_with(CheckpointSetup { reports: tx, restore: restore.clone(), fault, storage: settings.storage.clone() })?;
+        let job = env.launch_with(CheckpointSetup { reports: tx, restore: restore.clone(), fault, storage: settings.storage.clone(), job_id: job_id.clone() })?;
         let no_requests = crossbeam_channel::never();
         let mut observe = |e: CheckpointEvent<'_>| {
             if let CheckpointEvent::Completed { checkpoint, .. } = e {
@@ -339,7 +339,7 @@ pub(crate) fn coordinate(
                 next = Some((false, false, None, None));
             }
             if let Some((savepoint, stop_now, request, target)) = next {
-                let barrier = Barrier { checkpoint_id: *next_id, timestamp: now_ms(), savepoint, stop: stop_now };
+                let barrier = Barrier { checkpoint_id: *next_id, timestamp: now_ms(), savepoint, stop: stop_now, target: target.is_some() };
                 *next_id += 1;
                 stopping |= stop_now;
                 if !savepoint {
@@ -371,15 +371,16 @@ pub(crate) fn coordinate(
         let failure = if let Some(p) = pending.as_ref() {
             if let Some(error) = upload_error {
                 fail_pending(p, observe, &error);
-                let (id, stop_now) = (p.barrier.checkpoint_id, p.barrier.stop);
+                let barrier = p.barrier;
                 if let Some(p) = pending.take() {
                     discard_reports(p.reports);
                 }
-                Some((id, stop_now, error))
+                Some((barrier, error))
             } else if p.reports.len() >= job.task_count() {
                 let p = pending.take().expect("pending");
                 let request = p.request.clone();
-                let (id, savepoint, stop_now) = (p.barrier.checkpoint_id, p.barrier.savepoint, p.barrier.stop);
+                let barrier = p.barrier;
+                let (id, savepoint) = (barrier.checkpoint_id, barrier.savepoint);
                 match write(storage, settings, job_id, config, p) {
                     Ok(done) => {
                         job.broadcast(TaskCommand::Complete(done.id), false);
@@ -396,24 +397,31 @@ pub(crate) fn coordinate(
                             storage.shared_failed(id);
                         }
                         observe(CheckpointEvent::Failed { id, savepoint, request: request.as_deref(), error: &error });
-                        Some((id, stop_now, error))
+                        Some((barrier, error))
                     }
                 }
             } else if p.started.elapsed() > settings.timeout {
                 let error = format!("timed out after {:?} ({} of {} tasks reported)", settings.timeout, p.reports.len(), job.task_count());
                 fail_pending(p, observe, &error);
-                let (id, stop_now) = (p.barrier.checkpoint_id, p.barrier.stop);
+                let barrier = p.barrier;
                 if let Some(p) = pending.take() {
                     discard_reports(p.reports);
                 }
-                Some((id, stop_now, error))
+                Some((barrier, error))
             } else {
                 None
             }
         } else {
             None
         };
-        if let Some((id, stop_now, error)) = failure {
+        if let Some((barrier, error)) = failure {
+            let (id, stop_now) = (barrier.checkpoint_id, barrier.stop);
+            if barrier.savepoint && !barrier.target {
+                // the state files the processes wrote for it
+                if let Err(e) = storage.delete_dir(&layout::snapshot_dir(id, true, job_id)) {
+                    tracing::warn!(savepoint = id, error = %e, "cannot delete the files of a failed savepoint");
+                }
+            }
             let what = if stop_now { "stop-with-savepoint" } else { "checkpoint" };
             tracing::warn!(checkpoint = id, %error, "{what} failed; the job keeps running");
             eprintln!("weir: {what} {id} failed ({error}); the job keeps running");
@@ -483,16 +491,15 @@ fn write(
         }
         None => None,
     };
-    let short_id: String = job_id.chars().take(8).collect();
-    let dir = match (&target, p.barrier.savepoint) {
-        (Some(_), _) => String::new(),
-        (None, true) => layout::savepoint_dir(&format!("{id}-{short_id}")),
-        (None, false) => layout::checkpoint_dir(id),
+    let dir = match &target {
+        Some(_) => String::new(),
+        None => layout::snapshot_dir(id, p.barrier.savepoint, job_id),
     };
     let mut operators: BTreeMap<String, OperatorState> = BTreeMap::new();
     let mut files = Vec::new();
     let mut uploaded: BTreeMap<u32, u64> = BTreeMap::new();
     let mut stray = Vec::new();
+    let mut written_bytes = 0u64;
     for r in p.reports {
         for mut snap in r.operators {
             if let Some(db) = snap.database.take() {
@@ -507,6 +514,14 @@ fn write(
             let name = layout::state_file(&snap.uid, snap.subtask);
             let op = operators.entry(snap.uid.clone()).or_default();
             op.parallelism = op.parallelism.max(snap.subtask + 1);
+            if let Some(w) = snap.written.take() {
+                // the process wrote its state file itself (upload.rs)
+                written_bytes += w.bytes;
+                op.key_groups.extend(w.key_groups);
+                if let Some(r) = w.operator {
+                    op.subtasks.insert(snap.subtask, r);
+                }
+            }
             let mut bytes = Vec::new();
             for (kg, blob) in snap.keyed {
                 op.key_groups.insert(kg, FileRange { file: name.clone(), offset: bytes.len() as u64, length: blob.len() as u64 });
@@ -544,7 +559,7 @@ fn write(
         Some((t, url)) => (t, url.clone()),
         None => (storage, storage.url_of(&dir)),
     };
-    let bytes = db_bytes + storage.write_snapshot(&dir, files, &meta).map_err(|e| JobError::State(format!("checkpoint {id}: {e}")))?;
+    let bytes = db_bytes + written_bytes + storage.write_snapshot(&dir, files, &meta).map_err(|e| JobError::State(format!("checkpoint {id}: {e}")))?;
     if !p.barrier.savepoint {
         storage.set_latest(id).map_err(|e| JobError::State(format!("checkpoint {id}: {e}")))?;
         if let Err(e) = storage.shared_complete(id, settings.retain) {

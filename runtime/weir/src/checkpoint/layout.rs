@@ -24,6 +24,17 @@ pub fn savepoint_dir(id: &str) -> String {
     format!("{SAVEPOINTS}/sp-{id}")
 }
 
+/// The directory of snapshot `id` of job `job_id` (no explicit target): a
+/// checkpoint's `checkpoints/chk-<id>`, a savepoint's `savepoints/sp-<id>-<job id[..8]>`.
+pub fn snapshot_dir(id: u64, savepoint: bool, job_id: &str) -> String {
+    if savepoint {
+        let short: String = job_id.chars().take(8).collect();
+        savepoint_dir(&format!("{id}-{short}"))
+    } else {
+        checkpoint_dir(id)
+    }
+}
+
 pub fn latest_pointer() -> String {
     format!("{CHECKPOINTS}/{LATEST}")
 }

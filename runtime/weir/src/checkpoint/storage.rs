@@ -145,6 +145,25 @@ impl CheckpointStorage {
         Path::from_iter(parts)
     }
 
+    /// Writes objects (`(relative path, bytes)`), several at a time; returns the bytes.
+    pub fn put_all(&self, objects: Vec<(String, Vec<u8>)>) -> Result<u64, StorageError> {
+        use futures::StreamExt;
+        let store = self.store.clone();
+        let jobs: Vec<(Path, String, Vec<u8>)> = objects.into_iter().map(|(rel, bytes)| (self.path(&rel), self.url_of(&rel), bytes)).collect();
+        self.rt.block_on(async move {
+            let puts = futures::stream::iter(jobs.into_iter().map(|(path, url, bytes)| {
+                let store = store.clone();
+                async move {
+                    let n = bytes.len() as u64;
+                    store.put(&path, PutPayload::from(bytes)).await.map_err(|source| StorageError::Store { what: "writing", url, source })?;
+                    Ok::<u64, StorageError>(n)
+                }
+            }))
+            .buffer_unordered(8);
+            puts.collect::<Vec<_>>().await.into_iter().sum()
+        })
+    }
+
     /// Uploads local files (`(relative path, local file)`), several at a time.
     /// Returns the size and xxh3-64 hash of each, in order.
     pub fn put_files_hashed(&self, files: Vec<(String, std::path::PathBuf)>) -> Result<Vec<(u64, u64)>, StorageError> {

@@ -19,10 +19,11 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::layout;
-use super::metadata::{DatabaseFile, DatabaseFiles};
+use super::metadata::{DatabaseFile, DatabaseFiles, FileRange};
 use super::storage::{CheckpointStorage, StorageError};
 use crate::exec::SnapshotReport;
 use crate::state::rocksdb::DbCheckpoint;
+use crate::state::snapshot::WrittenState;
 
 /// Per database instance: the shared files (by local name) of a checkpoint.
 type InstanceFiles = HashMap<String, HashMap<String, DatabaseFile>>;
@@ -56,14 +57,15 @@ pub(crate) struct Uploader {
 impl Uploader {
     /// Starts the upload thread: snapshots sent to the returned sender are uploaded to
     /// `storage_url`, then forwarded to `out` (with the error when an upload failed).
-    pub(crate) fn start(storage_url: &str, out: Sender<SnapshotReport>, cancelled: Arc<dyn Fn() -> bool + Send + Sync>) -> Result<(Uploader, Sender<SnapshotReport>), StorageError> {
+    pub(crate) fn start(storage_url: &str, job_id: &str, out: Sender<SnapshotReport>, cancelled: Arc<dyn Fn() -> bool + Send + Sync>) -> Result<(Uploader, Sender<SnapshotReport>), StorageError> {
         let storage = CheckpointStorage::open(storage_url)?;
         let known = Arc::new(Mutex::new(Known::default()));
         let (tx, rx) = crossbeam_channel::unbounded();
         let k = known.clone();
+        let job_id = job_id.to_string();
         std::thread::Builder::new()
             .name("weir-upload".into())
-            .spawn(move || run(storage, rx, out, k, cancelled))
+            .spawn(move || run(storage, &job_id, rx, out, k, cancelled))
             .map_err(StorageError::Runtime)?;
         Ok((Uploader { known }, tx))
     }
@@ -108,7 +110,7 @@ impl Uploader {
     }
 }
 
-fn run(storage: CheckpointStorage, rx: Receiver<SnapshotReport>, out: Sender<SnapshotReport>, known: Arc<Mutex<Known>>, cancelled: Arc<dyn Fn() -> bool + Send + Sync>) {
+fn run(storage: CheckpointStorage, job_id: &str, rx: Receiver<SnapshotReport>, out: Sender<SnapshotReport>, known: Arc<Mutex<Known>>, cancelled: Arc<dyn Fn() -> bool + Send + Sync>) {
     while let Ok(mut report) = rx.recv() {
         if cancelled() {
             discard(report);
@@ -127,10 +129,48 @@ fn run(storage: CheckpointStorage, rx: Receiver<SnapshotReport>, out: Sender<Sna
                 report.error = Some(format!("uploading the RocksDB files of checkpoint {id}: {e}"));
             }
         }
+        if report.error.is_none() && !report.barrier.target {
+            let t0 = std::time::Instant::now();
+            match write_state_files(&storage, &mut report, job_id) {
+                Ok(bytes) => tracing::debug!(checkpoint = id, bytes, ms = t0.elapsed().as_millis() as u64, "wrote state files"),
+                Err(e) => {
+                    tracing::warn!(checkpoint = id, error = %e, "writing state files failed");
+                    report.error = Some(format!("writing the state files of snapshot {id}: {e}"));
+                }
+            }
+        }
         if out.send(report).is_err() {
             return;
         }
     }
+}
+
+/// Writes the keyed and operator state of every operator subtask of `report` into its
+/// state file in the snapshot's directory (several at a time: every process writes its
+/// own, in parallel with the others) and replaces the bytes by where they are. Returns
+/// the bytes written.
+fn write_state_files(storage: &CheckpointStorage, report: &mut SnapshotReport, job_id: &str) -> Result<u64, StorageError> {
+    let dir = layout::snapshot_dir(report.barrier.checkpoint_id, report.barrier.savepoint, job_id);
+    let mut objects = Vec::new();
+    for snap in &mut report.operators {
+        let name = layout::state_file(&snap.uid, snap.subtask);
+        let mut bytes = Vec::new();
+        let mut w = WrittenState::default();
+        for (kg, blob) in std::mem::take(&mut snap.keyed) {
+            w.key_groups.insert(kg, FileRange { file: name.clone(), offset: bytes.len() as u64, length: blob.len() as u64 });
+            bytes.extend_from_slice(&blob);
+        }
+        if let Some(blob) = snap.operator.take() {
+            w.operator = Some(FileRange { file: name.clone(), offset: bytes.len() as u64, length: blob.len() as u64 });
+            bytes.extend_from_slice(&blob);
+        }
+        w.bytes = bytes.len() as u64;
+        if !bytes.is_empty() {
+            objects.push((format!("{dir}/{name}"), bytes));
+        }
+        snap.written = Some(w);
+    }
+    storage.put_all(objects)
 }
 
 /// Removes the local database checkpoints of a report that will not be uploaded.
@@ -230,6 +270,37 @@ fn plan(dir: &str, db: &DbCheckpoint, done: Option<&HashMap<String, DatabaseFile
 mod tests {
     use super::*;
     use crate::state::rocksdb::DbFile;
+
+    /// Each process writes its own state files into the snapshot's directory; what
+    /// reaches the coordinator are only the handles, and they point at the right bytes.
+    #[test]
+    fn state_files_are_written_by_the_process_and_reported_as_ranges() {
+        use crate::state::snapshot::OperatorSnapshot;
+        let dir = std::env::temp_dir().join(format!("weir-upload-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let storage = CheckpointStorage::open(&dir.to_string_lossy()).unwrap();
+        let snap = |uid: &str, keyed: Vec<(u32, Vec<u8>)>, operator: Option<Vec<u8>>| OperatorSnapshot { uid: uid.into(), subtask: 1, keyed, operator, ..Default::default() };
+        for (savepoint, want_dir) in [(false, "checkpoints/chk-7"), (true, "savepoints/sp-7-abcdef12")] {
+            let mut report = SnapshotReport {
+                barrier: crate::exec::Barrier { checkpoint_id: 7, timestamp: 0, savepoint, stop: false, target: false },
+                operators: vec![snap("win", vec![(3, b"kg3".to_vec()), (4, b"group4".to_vec())], Some(b"op".to_vec())), snap("src", vec![], None)],
+                error: None,
+            };
+            let bytes = write_state_files(&storage, &mut report, "abcdef1234567890").unwrap();
+            assert_eq!(bytes, 11);
+            let w = report.operators[0].written.clone().unwrap();
+            assert!(report.operators[0].keyed.is_empty() && report.operators[0].operator.is_none(), "no state bytes travel to the coordinator");
+            let file = storage.get(&format!("{want_dir}/win-1.state")).unwrap();
+            let slice = |r: &FileRange| file[r.offset as usize..(r.offset + r.length) as usize].to_vec();
+            assert_eq!(slice(&w.key_groups[&4]), b"group4");
+            assert_eq!(slice(&w.key_groups[&3]), b"kg3");
+            assert_eq!(slice(w.operator.as_ref().unwrap()), b"op");
+            // nothing to write: no file, empty handles
+            assert_eq!(report.operators[1].written.as_ref().map(|w| w.bytes), Some(0));
+            assert!(storage.get(&format!("{want_dir}/src-1.state")).is_err());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn only_files_of_the_last_completed_checkpoint_are_reused() {

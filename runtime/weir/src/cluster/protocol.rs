@@ -85,13 +85,13 @@ mod tests {
             Control::Hello { ordinal: 2, epoch: 7 },
             Control::Start { epoch: 8, job_id: "abc".into(), restore: Some("s3://b/p/checkpoints/chk-3".into()) },
             Control::Ready { tasks: 3 },
-            Control::Trigger(Barrier { checkpoint_id: 4, timestamp: 5, savepoint: true, stop: false }),
-            Control::Report { barrier: Barrier { checkpoint_id: 4, timestamp: 5, savepoint: false, stop: false }, operators: vec![OperatorSnapshot { uid: "u".into(), subtask: 1, keyed: vec![(3, vec![1, 2])], operator: None, ..Default::default() }] },
+            Control::Trigger(Barrier { checkpoint_id: 4, timestamp: 5, savepoint: true, stop: false, target: false }),
+            Control::Report { barrier: Barrier { checkpoint_id: 4, timestamp: 5, savepoint: false, stop: false, target: false }, operators: vec![OperatorSnapshot { uid: "u".into(), subtask: 1, keyed: vec![(3, vec![1, 2])], operator: None, ..Default::default() }] },
             Control::Progress { any_finished: true, all_finished: false },
             Control::Failed("boom".into()),
             Control::Complete(u64::MAX),
             Control::Shutdown,
-            Control::ReportFailed { barrier: Barrier { checkpoint_id: 4, timestamp: 5, savepoint: false, stop: false }, error: "s3 down".into() },
+            Control::ReportFailed { barrier: Barrier { checkpoint_id: 4, timestamp: 5, savepoint: false, stop: false, target: false }, error: "s3 down".into() },
             Control::BadCheckpoint { id: 3, error: "hash".into() },
         ];
         let mut wire = Vec::new();

@@ -404,7 +404,7 @@ impl Coordinator<'_> {
         report: &mut RunReport,
     ) -> Result<(), String> {
         let id = &self.settings.identity;
-        let Attempt { job, network, events: ev_rx, reports: (tx, rx) } = Attempt::launch(self.env, self.board, Placement { worker: 0, workers: id.workers }, restore, conns, &self.settings.checkpoints.storage)?;
+        let Attempt { job, network, events: ev_rx, reports: (tx, rx) } = Attempt::launch(self.env, self.board, Placement { worker: 0, workers: id.workers }, restore, conns, &self.settings.checkpoints.storage, job_id)?;
         let cluster = ClusterJob::new(&job, &network, &ev_rx, tx, id.workers, self.shutdown, &self.bad);
         let result = cluster.wait_ready(READY_TIMEOUT).and_then(|()| {
             self.board.set_state(JobState::Running, None);
@@ -592,9 +592,9 @@ impl Follower<'_> {
         loop {
             self.board.set_state(rest::restarting_state(attempts), None);
             attempts += 1;
-            let Some((conn0, e, restore_url)) = self.join(epoch) else { return Err(JobError::Cancelled) };
+            let Some((conn0, e, job_id, restore_url)) = self.join(epoch) else { return Err(JobError::Cancelled) };
             epoch = e;
-            match self.attempt(conn0, epoch, &restore_url) {
+            match self.attempt(conn0, epoch, &job_id, &restore_url) {
                 Ok(()) => return Ok(()),
                 Err(why) => {
                     if self.shutdown.is_requested() {
@@ -607,7 +607,7 @@ impl Follower<'_> {
     }
 
     /// Says hello to worker 0 until it starts an epoch newer than `after`.
-    fn join(&self, after: u64) -> Option<(TcpStream, u64, Option<String>)> {
+    fn join(&self, after: u64) -> Option<(TcpStream, u64, String, Option<String>)> {
         let id = &self.settings.identity;
         let addr = id.peer_addr(0);
         loop {
@@ -626,7 +626,7 @@ impl Follower<'_> {
                     Ok(Control::Start { epoch, job_id, restore }) if epoch > after => {
                         self.board.set_job_id(&job_id);
                         let _ = c.set_read_timeout(None);
-                        return Some((c, epoch, restore));
+                        return Some((c, epoch, job_id, restore));
                     }
                     Ok(other) => {
                         tracing::warn!(?other, "unexpected message from worker 0 while joining");
@@ -681,7 +681,7 @@ impl Follower<'_> {
         Ok(conns)
     }
 
-    fn attempt(&mut self, conn0: TcpStream, epoch: u64, restore_url: &Option<String>) -> Result<(), String> {
+    fn attempt(&mut self, conn0: TcpStream, epoch: u64, job_id: &str, restore_url: &Option<String>) -> Result<(), String> {
         let id = self.settings.identity.clone();
         let mut conns = self.mesh(&conn0, epoch)?;
         conns[0] = Some(conn0);
@@ -699,7 +699,7 @@ impl Follower<'_> {
                 return Err(msg);
             }
         };
-        let Attempt { job, network, events, reports: (_, reports) } = Attempt::launch(self.env, self.board, placement, restore, conns, &self.settings.checkpoints.storage)?;
+        let Attempt { job, network, events, reports: (_, reports) } = Attempt::launch(self.env, self.board, placement, restore, conns, &self.settings.checkpoints.storage, job_id)?;
         network.send_control(0, &Control::Ready { tasks: job.task_count() as u32 }.encode());
         self.board.set_state(JobState::Running, None);
         let result = relay(&job, &network, &events, &reports, self.shutdown);
@@ -719,11 +719,11 @@ struct Attempt {
 impl Attempt {
     /// Launches the local subtasks of `placement` (registering their remote streams),
     /// then starts the connections `conns`.
-    fn launch(env: &StreamEnv, board: &StatusBoard, placement: Placement, restore: Option<Arc<RestoreState>>, conns: Vec<Option<TcpStream>>, storage: &str) -> Result<Attempt, String> {
+    fn launch(env: &StreamEnv, board: &StatusBoard, placement: Placement, restore: Option<Arc<RestoreState>>, conns: Vec<Option<TcpStream>>, storage: &str, job_id: &str) -> Result<Attempt, String> {
         let mut net = NetBuilder::new(placement);
         let reports = unbounded();
         let job = env
-            .launch_distributed(CheckpointSetup { reports: reports.0.clone(), restore, fault: None, storage: storage.to_string() }, &mut net)
+            .launch_distributed(CheckpointSetup { reports: reports.0.clone(), restore, fault: None, storage: storage.to_string(), job_id: job_id.to_string() }, &mut net)
             .map_err(|e| format!("launching the tasks: {e}"))?;
         let (ev_tx, events) = unbounded();
         let network = match net.start(conns, ev_tx) {

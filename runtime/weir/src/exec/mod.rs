@@ -33,6 +33,11 @@ pub struct Barrier {
     pub savepoint: bool,
     /// Stop-with-savepoint: sources stop after this barrier.
     pub stop: bool,
+    /// A savepoint into an explicit target directory: each process sends its state to
+    /// the coordinator, which writes it there. Otherwise every process writes its own
+    /// state files into the snapshot's directory (`checkpoint/upload.rs`).
+    #[serde(default)]
+    pub target: bool,
 }
 
 /// What travels on a channel (between processes: postcard-encoded, see `exchange`).

@@ -41,8 +41,11 @@ pub(crate) struct CheckpointSetup {
     pub restore: Option<Arc<crate::checkpoint::restore::RestoreState>>,
     /// Test-only fault: fail the task running this operator at its n-th input record.
     pub fault: Option<(String, u64)>,
-    /// The checkpoint storage URL: this process uploads its RocksDB files there.
+    /// The checkpoint storage URL: this process uploads its RocksDB files and writes
+    /// its state files there.
     pub storage: String,
+    /// The deployment's job id (names savepoint directories).
+    pub job_id: String,
 }
 
 /// The coordinator's handle on one task.
@@ -182,7 +185,7 @@ pub(crate) fn launch(graph: &Graph, config: &JobConfig, setup: Option<Checkpoint
     let setup = match setup {
         Some(mut s) => {
             let ctl = control.clone();
-            let (u, tx) = crate::checkpoint::upload::Uploader::start(&s.storage, s.reports.clone(), Arc::new(move || ctl.is_cancelled()))
+            let (u, tx) = crate::checkpoint::upload::Uploader::start(&s.storage, &s.job_id, s.reports.clone(), Arc::new(move || ctl.is_cancelled()))
                 .map_err(|e| JobError::State(format!("checkpoint storage {}: {e}", s.storage)))?;
             uploader = Some(u);
             s.reports = tx;

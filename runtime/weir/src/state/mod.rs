@@ -667,7 +667,7 @@ mod tests {
     }
 
     fn barrier(id: u64, savepoint: bool) -> crate::exec::Barrier {
-        crate::exec::Barrier { checkpoint_id: id, timestamp: 0, savepoint, stop: false }
+        crate::exec::Barrier { checkpoint_id: id, timestamp: 0, savepoint, stop: false, target: false }
     }
 
     proptest! {

@@ -25,6 +25,19 @@ pub struct OperatorSnapshot {
     /// Bytes of database files uploaded for this snapshot.
     #[serde(default)]
     pub uploaded_bytes: u64,
+    /// `keyed` and `operator` once this process wrote them into its state file in the
+    /// snapshot's directory (`checkpoint/upload.rs`): where their bytes are.
+    #[serde(default)]
+    pub written: Option<WrittenState>,
+}
+
+/// Where a process wrote the keyed and operator state of one operator subtask.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WrittenState {
+    pub key_groups: std::collections::BTreeMap<u32, crate::checkpoint::metadata::FileRange>,
+    pub operator: Option<crate::checkpoint::metadata::FileRange>,
+    /// Size of the state file.
+    pub bytes: u64,
 }
 
 use crate::keygroup::{Key, key_group};
