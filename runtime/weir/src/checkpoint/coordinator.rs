@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 
 use super::layout;
-use super::metadata::{CheckpointMetadata, FORMAT_VERSION, FileRange, INCREMENTAL_FORMAT_VERSION, OperatorState};
+use super::metadata::{CheckpointMetadata, FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION, OperatorState};
 use super::restore::RestoreState;
 use super::storage::CheckpointStorage;
 use crate::error::JobError;
@@ -511,28 +511,26 @@ fn write(
                 operators.entry(snap.uid.clone()).or_default().databases.insert(snap.subtask, files);
                 *uploaded.entry(snap.subtask).or_default() += snap.uploaded_bytes;
             }
-            let name = layout::state_file(&snap.uid, snap.subtask);
+            let w = match snap.written.take() {
+                // the process wrote its state file itself (upload.rs)
+                Some(w) => {
+                    written_bytes += w.bytes;
+                    w
+                }
+                // a savepoint into an explicit target: written here
+                None => {
+                    let (name, bytes, w) = super::upload::pack_state_file(&mut snap);
+                    if !bytes.is_empty() {
+                        files.push((name, bytes));
+                    }
+                    w
+                }
+            };
             let op = operators.entry(snap.uid.clone()).or_default();
             op.parallelism = op.parallelism.max(snap.subtask + 1);
-            if let Some(w) = snap.written.take() {
-                // the process wrote its state file itself (upload.rs)
-                written_bytes += w.bytes;
-                op.key_groups.extend(w.key_groups);
-                if let Some(r) = w.operator {
-                    op.subtasks.insert(snap.subtask, r);
-                }
-            }
-            let mut bytes = Vec::new();
-            for (kg, blob) in snap.keyed {
-                op.key_groups.insert(kg, FileRange { file: name.clone(), offset: bytes.len() as u64, length: blob.len() as u64 });
-                bytes.extend_from_slice(&blob);
-            }
-            if let Some(blob) = snap.operator {
-                op.subtasks.insert(snap.subtask, FileRange { file: name.clone(), offset: bytes.len() as u64, length: blob.len() as u64 });
-                bytes.extend_from_slice(&blob);
-            }
-            if !bytes.is_empty() {
-                files.push((name, bytes));
+            op.key_groups.extend(w.key_groups);
+            if let Some(r) = w.operator {
+                op.subtasks.insert(snap.subtask, r);
             }
         }
     }

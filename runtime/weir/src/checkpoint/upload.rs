@@ -23,7 +23,7 @@ use super::metadata::{DatabaseFile, DatabaseFiles, FileRange};
 use super::storage::{CheckpointStorage, StorageError};
 use crate::exec::SnapshotReport;
 use crate::state::rocksdb::DbCheckpoint;
-use crate::state::snapshot::WrittenState;
+use crate::state::snapshot::{OperatorSnapshot, WrittenState};
 
 /// Per database instance: the shared files (by local name) of a checkpoint.
 type InstanceFiles = HashMap<String, HashMap<String, DatabaseFile>>;
@@ -91,10 +91,10 @@ impl Uploader {
             None => BTreeMap::new(),
         };
         let mut older = std::mem::replace(&mut k.pending_dirs, newer_dirs);
-        match (id != u64::MAX).then(|| older.remove(&id)).flatten() {
-            Some(dirs) => remove_dirs(std::mem::replace(&mut k.done_dirs, dirs)),
-            None if id == u64::MAX => remove_dirs(std::mem::take(&mut k.done_dirs)),
-            None => {}
+        if id == u64::MAX {
+            remove_dirs(std::mem::take(&mut k.done_dirs));
+        } else if let Some(dirs) = older.remove(&id) {
+            remove_dirs(std::mem::replace(&mut k.done_dirs, dirs));
         }
         remove_dirs(older.into_values().flatten());
     }
@@ -153,24 +153,31 @@ fn write_state_files(storage: &CheckpointStorage, report: &mut SnapshotReport, j
     let dir = layout::snapshot_dir(report.barrier.checkpoint_id, report.barrier.savepoint, job_id);
     let mut objects = Vec::new();
     for snap in &mut report.operators {
-        let name = layout::state_file(&snap.uid, snap.subtask);
-        let mut bytes = Vec::new();
-        let mut w = WrittenState::default();
-        for (kg, blob) in std::mem::take(&mut snap.keyed) {
-            w.key_groups.insert(kg, FileRange { file: name.clone(), offset: bytes.len() as u64, length: blob.len() as u64 });
-            bytes.extend_from_slice(&blob);
-        }
-        if let Some(blob) = snap.operator.take() {
-            w.operator = Some(FileRange { file: name.clone(), offset: bytes.len() as u64, length: blob.len() as u64 });
-            bytes.extend_from_slice(&blob);
-        }
-        w.bytes = bytes.len() as u64;
+        let (name, bytes, w) = pack_state_file(snap);
         if !bytes.is_empty() {
             objects.push((format!("{dir}/{name}"), bytes));
         }
         snap.written = Some(w);
     }
     storage.put_all(objects)
+}
+
+/// Moves the keyed and operator state of `snap` into the bytes of its state file
+/// (`layout::state_file`): the file's name, its bytes, and where each piece is.
+pub(crate) fn pack_state_file(snap: &mut OperatorSnapshot) -> (String, Vec<u8>, WrittenState) {
+    let name = layout::state_file(&snap.uid, snap.subtask);
+    let mut bytes = Vec::new();
+    let mut w = WrittenState::default();
+    for (kg, blob) in std::mem::take(&mut snap.keyed) {
+        w.key_groups.insert(kg, FileRange { file: name.clone(), offset: bytes.len() as u64, length: blob.len() as u64 });
+        bytes.extend_from_slice(&blob);
+    }
+    if let Some(blob) = snap.operator.take() {
+        w.operator = Some(FileRange { file: name.clone(), offset: bytes.len() as u64, length: blob.len() as u64 });
+        bytes.extend_from_slice(&blob);
+    }
+    w.bytes = bytes.len() as u64;
+    (name, bytes, w)
 }
 
 /// Removes the local database checkpoints of a report that will not be uploaded.
@@ -275,7 +282,6 @@ mod tests {
     /// reaches the coordinator are only the handles, and they point at the right bytes.
     #[test]
     fn state_files_are_written_by_the_process_and_reported_as_ranges() {
-        use crate::state::snapshot::OperatorSnapshot;
         let dir = std::env::temp_dir().join(format!("weir-upload-state-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let storage = CheckpointStorage::open(&dir.to_string_lossy()).unwrap();

@@ -236,7 +236,6 @@ fn load_restore(url: &Option<String>, env: &StreamEnv, settings: &CheckpointSett
 }
 
 
-
 /// Why an epoch could not start or ended.
 struct Failure {
     message: String,

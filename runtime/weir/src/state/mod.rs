@@ -61,8 +61,6 @@ pub enum StateError {
     Table { name: String, #[source] source: Box<dyn std::error::Error + Send + Sync> },
     #[error(transparent)]
     Rocks(#[from] RocksStateError),
-    #[error("the snapshot has state (id {0:08x}) that the operator no longer registers")]
-    UnknownState(u32),
 }
 
 fn table_err(name: &str, e: StateTableError) -> StateError {
@@ -181,8 +179,7 @@ impl<K: Key> KeyedState<K> {
         }
     }
 
-    /// Restores the key groups of this subtask from downloaded database checkpoints
-    /// (`(their key groups, local directory)`).
+    /// Restores the key groups of this subtask from downloaded database checkpoints.
     ///
     /// On RocksDB no key is read from the checkpoint that overlaps most: it is opened
     /// directly (its files hard-linked) and clipped to this subtask's key groups with
@@ -218,8 +215,7 @@ impl<K: Key> KeyedState<K> {
                     return Err(RocksStateError::Corrupt { path: dir.to_path_buf(), what: "a key without prefix".into() });
                 };
                 let Some(i) = ids.iter().position(|&x| x == id) else {
-                    failed = Some(StateError::UnknownState(id));
-                    return Ok(());
+                    return Err(RocksStateError::UnknownState(id));
                 };
                 if let Err(e) = tables[i].restore_entry(range.offset(kg), key, v) {
                     failed = Some(table_err(tables[i].name(), e));
