@@ -235,8 +235,12 @@ async fn reconcile_inner(job: Arc<StreamJob>, ctx: &Context, name: &str, ns: &st
     if status_dirty && !finalizer_removed {
         patch_status(&jobs_api, name, &new_status).await?;
     }
-    if let Some((kind, secs)) = step.completed {
-        ctx.metrics.transitions.with_label_values(&[&format!("{kind:?}")]).observe(secs);
+    if let Some(c) = step.completed {
+        let kind = format!("{:?}", c.kind);
+        ctx.metrics.transitions.with_label_values(&[&kind]).observe(c.secs);
+        if let Some(paused) = c.paused_secs {
+            ctx.metrics.pauses.with_label_values(&[&kind]).observe(paused);
+        }
     }
     let key = format!("{ns}/{name}");
     ctx.metrics.set_phase(&key, if finalizer_removed { None } else { new_status.phase.as_deref() });

@@ -443,6 +443,9 @@ pub struct StreamJobStatus {
     /// Epoch ms of the last completed rescale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rescale_at: Option<i64>,
+    /// The last transition that completed, with its measured pause of processing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition: Option<TransitionRecord>,
     /// The runtime's error when the job failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -510,6 +513,26 @@ pub struct Transition {
     /// Why the transition runs (for rollback: what failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// A transition that completed, as the operator measured it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TransitionRecord {
+    pub kind: TransitionKind,
+    pub mode: UpgradeMode,
+    /// Job id of the deployment it started.
+    pub job_id: String,
+    /// Epoch ms: when it began (the old job was asked to stop), and when the new job was
+    /// running with all its pods ready.
+    pub started_at: i64,
+    pub finished_at: i64,
+    /// Upgrades, rescales, restarts and rollbacks: how long processing paused, at most —
+    /// from the start of the transition (the old job still processes until its stop) to
+    /// the moment every subtask of the new job had restored its state and started
+    /// (the runtime's `runningSince`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_ms: Option<i64>,
 }
 
 /// A savepoint of a running job in flight.

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub duration: Histogram,
     pub jobs: IntGaugeVec,
     pub transitions: HistogramVec,
+    /// How long processing paused in an upgrade, rescale, restart or rollback.
+    pub pauses: HistogramVec,
     phases: Mutex<HashMap<String, String>>,
 }
 
@@ -37,12 +39,21 @@ impl Metrics {
                 .buckets(vec![1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0]),
             &["kind"],
         )?;
+        let pauses = HistogramVec::new(
+            HistogramOpts::new(
+                "weir_operator_processing_pause_seconds",
+                "Upgrades, rescales, restarts, rollbacks: from the start of the transition to the new job's subtasks restored and started, by kind",
+            )
+            .buckets(vec![0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]),
+            &["kind"],
+        )?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(jobs.clone()))?;
         registry.register(Box::new(transitions.clone()))?;
-        Ok(Metrics { registry, reconciles, errors, duration, jobs, transitions, phases: Mutex::new(HashMap::new()) })
+        registry.register(Box::new(pauses.clone()))?;
+        Ok(Metrics { registry, reconciles, errors, duration, jobs, transitions, pauses, phases: Mutex::new(HashMap::new()) })
     }
 
     /// Records the phase of job `key` (None: gone) and refreshes the per-phase gauge.

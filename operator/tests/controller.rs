@@ -92,6 +92,7 @@ async fn stub_runtime() -> (String, Arc<Runtime>) {
                     parallelism: 2,
                     max_parallelism: 720,
                     started: 1,
+                    running_since: None,
                     last_checkpoint: None,
                     restarts: 0,
                     error: None,

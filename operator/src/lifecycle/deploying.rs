@@ -65,6 +65,13 @@ pub(super) fn next(ctx: &mut Ctx<'_>) {
                 ),
                 k => format!("{k:?} done: job id {job_id} runs generation {} with parallelism {replicas}", t.target_generation),
             };
+            let note = match ctx.status.last_transition.as_ref().and_then(|r| r.paused_ms) {
+                Some(ms) => format!(
+                    "{note}; processing paused {:.1} s (from the stop of the old job to the new job's subtasks restored and started)",
+                    ms as f64 / 1000.0
+                ),
+                None => note,
+            };
             ctx.event(if t.kind == TransitionKind::Rollback { "RolledBack" } else { "Deployed" }, note);
         }
         Some(j) if j.state == JobState::Failed => {

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use weir_api::{JobState, JobStatus, SavepointStatus};
 
 use crate::crd::{
-    CheckpointRecord, Condition, Deployment, SavepointRecord, StreamJobSpec, StreamJobStatus, Transition, TransitionKind, UpgradeMode,
+    CheckpointRecord, Condition, Deployment, SavepointRecord, StreamJobSpec, StreamJobStatus, Transition, TransitionKind, TransitionRecord, UpgradeMode,
     parse_duration_ms,
 };
 
@@ -211,8 +211,18 @@ pub struct Step {
     pub events: Vec<Event>,
     /// Reconcile again after this many ms.
     pub requeue_ms: i64,
-    /// A transition completed: its kind and duration (seconds), for the metrics.
-    pub completed: Option<(TransitionKind, f64)>,
+    /// A transition completed: what it measured, for the metrics.
+    pub completed: Option<Completed>,
+}
+
+/// What a completed transition measured (see [`TransitionRecord`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Completed {
+    pub kind: TransitionKind,
+    /// From its start to the new job running with all pods ready.
+    pub secs: f64,
+    /// The pause of processing, when the transition replaced a running job.
+    pub paused_secs: Option<f64>,
 }
 
 /// Polling interval while something is in progress.
@@ -227,7 +237,7 @@ pub(crate) struct Ctx<'a> {
     pub actions: Vec<Action>,
     pub events: Vec<Event>,
     pub requeue_ms: i64,
-    pub completed: Option<(TransitionKind, f64)>,
+    pub completed: Option<Completed>,
 }
 
 impl<'a> Ctx<'a> {
@@ -459,7 +469,22 @@ impl<'a> Ctx<'a> {
         }
         self.status.error = None;
         self.status.transition = None;
-        self.completed = Some((t.kind, (self.input.now - t.started_at).max(0) as f64 / 1000.0));
+        let paused_ms = match t.kind {
+            TransitionKind::Upgrade | TransitionKind::Rescale | TransitionKind::Restart | TransitionKind::Rollback => {
+                self.job_is(Some(job_id)).and_then(|j| j.running_since).map(|since| since - t.started_at).filter(|ms| *ms >= 0)
+            }
+            _ => None,
+        };
+        self.status.last_transition = Some(TransitionRecord {
+            kind: t.kind,
+            mode: t.mode,
+            job_id: job_id.to_string(),
+            started_at: t.started_at,
+            finished_at: self.input.now,
+            paused_ms,
+        });
+        let secs = (self.input.now - t.started_at).max(0) as f64 / 1000.0;
+        self.completed = Some(Completed { kind: t.kind, secs, paused_secs: paused_ms.map(|ms| ms as f64 / 1000.0) });
     }
 }
 

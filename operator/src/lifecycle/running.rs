@@ -8,7 +8,7 @@ use weir_api::{JobState, OperationStatus};
 
 use super::diff::{SpecChange, classify, effective_parallelism};
 use super::{Action, Ctx, Stage};
-use crate::crd::{DesiredState, PendingSavepoint, TransitionKind, parse_duration_ms};
+use crate::crd::{DesiredState, PendingSavepoint, TransitionKind, UpgradeMode, parse_duration_ms};
 
 pub(super) fn next(ctx: &mut Ctx<'_>) {
     let deployed_spec = ctx.deployed_spec();
@@ -93,7 +93,12 @@ pub(super) fn next(ctx: &mut Ctx<'_>) {
                 if needs_running && !running {
                     return waiting(ctx, "rescale");
                 }
-                ctx.event("SpecChangeRescale", format!("generation {generation}: parallelism {from} -> {to}: savepoint, then redeploy"));
+                let how = match spec.upgrade_mode {
+                    UpgradeMode::Savepoint => "stop with a savepoint, then redeploy",
+                    UpgradeMode::LastState => "stop, then redeploy from the latest checkpoint",
+                    UpgradeMode::Stateless => "stop, then redeploy with empty state",
+                };
+                ctx.event("SpecChangeRescale", format!("generation {generation}: parallelism {from} -> {to}: {how}"));
                 ctx.begin(TransitionKind::Rescale, &spec, generation, None);
                 return;
             }

@@ -21,7 +21,7 @@ pub(super) fn next(ctx: &mut Ctx<'_>) {
         ctx.status.resume_from = t.restore_from.clone();
         ctx.status.transition = None;
         ctx.status.job_state = None;
-        ctx.completed = Some((t.kind, (ctx.now() - t.started_at).max(0) as f64 / 1000.0));
+        ctx.completed = Some(super::Completed { kind: t.kind, secs: (ctx.now() - t.started_at).max(0) as f64 / 1000.0, paused_secs: None });
         ctx.enter(Stage::Suspended);
         let from = t.restore_from.unwrap_or_else(|| "empty state".into());
         ctx.event("Suspended", format!("scaled to 0; resumes from {from}"));

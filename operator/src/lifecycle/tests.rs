@@ -69,6 +69,7 @@ fn job(id: &str, state: JobState) -> JobObserved {
         parallelism: 2,
         max_parallelism: 720,
         started: T0,
+        running_since: None,
         last_checkpoint: Some(CheckpointRef { id: 9, url: format!("s3://b/jobs/fraud/{id}/checkpoints/chk-9"), timestamp: T0 + 50_000, bytes: 1 }),
         restarts: 0,
         error: if state == JobState::Failed { Some("sink: connection refused".into()) } else { None },
@@ -227,7 +228,36 @@ fn cases() -> Vec<Case> {
                 assert_eq!(s.status.last_stable, s.status.deployed);
                 assert!(s.status.transition.is_none());
                 assert_eq!(s.status.observed_generation, Some(2));
-                assert_eq!(s.completed.map(|c| c.0), Some(TransitionKind::Upgrade));
+                assert_eq!(s.completed.map(|c| c.kind), Some(TransitionKind::Upgrade));
+                // the runtime did not say when it ran: no pause is claimed
+                let r = s.status.last_transition.as_ref().unwrap();
+                assert_eq!((r.kind, r.job_id.as_str(), r.paused_ms), (TransitionKind::Upgrade, "j2", None));
+            },
+            ..Default::default()
+        },
+        Case {
+            name: "a completed rescale records how long processing paused",
+            status: in_stage(Stage::Deploying, Some(Transition { job_id: Some("j2".into()), ..transition(TransitionKind::Rescale, &rescaled, 2) })),
+            spec: rescaled.clone(),
+            generation: 2,
+            now: T0 + 9_000,
+            observed: obs(
+                Some((4, 4, 4)),
+                match job("j2", JobState::Running) {
+                    JobObserved::Status(j) => JobObserved::Status(JobStatus { running_since: Some(T0 + 3_300), ..j }),
+                    o => o,
+                },
+                None,
+            ),
+            stage: Stage::Running,
+            actions: &["apply(4)"],
+            events: &["Deployed", "StageChanged"],
+            check: |s| {
+                let r = s.status.last_transition.as_ref().unwrap();
+                assert_eq!((r.kind, r.started_at, r.finished_at, r.paused_ms), (TransitionKind::Rescale, T0, T0 + 9_000, Some(3_300)));
+                assert_eq!(s.completed.and_then(|c| c.paused_secs), Some(3.3));
+                let note = &s.events.iter().find(|e| e.reason == "Deployed").unwrap().note;
+                assert!(note.contains("processing paused 3.3 s"), "{note}");
             },
             ..Default::default()
         },

@@ -166,6 +166,11 @@ pub struct JobStatus {
     pub max_parallelism: u32,
     /// Start time, epoch milliseconds.
     pub started: i64,
+    /// When the job last became `RUNNING`, epoch milliseconds: every subtask restored
+    /// its state and started, so its sources emit their first records from here. The
+    /// operator measures a rescale's or upgrade's pause of processing up to this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_since: Option<i64>,
     /// The last completed checkpoint, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checkpoint: Option<CheckpointRef>,
@@ -302,6 +307,7 @@ mod tests {
             parallelism: 2,
             max_parallelism: 720,
             started: 1_700_000_000_000,
+            running_since: Some(1_700_000_000_500),
             last_checkpoint: Some(CheckpointRef { id: 7, url: "s3://b/p/checkpoints/chk-7".into(), timestamp: 1_700_000_001_000, bytes: 1024 }),
             restarts: 1,
             error: Some("boom".into()),
@@ -309,10 +315,10 @@ mod tests {
         round_trip(
             &s,
             json!({"id":"j-1","name":"fraud","state":"RUNNING","parallelism":2,"maxParallelism":720,"started":1700000000000i64,
-                "lastCheckpoint":{"id":7,"url":"s3://b/p/checkpoints/chk-7","timestamp":1700000001000i64,"bytes":1024},
+                "runningSince":1700000000500i64,"lastCheckpoint":{"id":7,"url":"s3://b/p/checkpoints/chk-7","timestamp":1700000001000i64,"bytes":1024},
                 "restarts":1,"error":"boom"}),
         );
-        let minimal = JobStatus { last_checkpoint: None, error: None, ..s };
+        let minimal = JobStatus { running_since: None, last_checkpoint: None, error: None, ..s };
         round_trip(
             &minimal,
             json!({"id":"j-1","name":"fraud","state":"RUNNING","parallelism":2,"maxParallelism":720,"started":1700000000000i64,"restarts":1}),

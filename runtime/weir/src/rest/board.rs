@@ -61,6 +61,7 @@ impl StatusBoard {
                     parallelism,
                     max_parallelism,
                     started: now_ms(),
+                    running_since: None,
                     last_checkpoint: None,
                     restarts: 0,
                     error: None,
@@ -102,6 +103,9 @@ impl StatusBoard {
     /// A new state; `error` is kept for `FAILED` (and cleared when running again).
     pub fn set_state(&self, state: JobState, error: Option<String>) {
         let mut b = self.lock();
+        if state == JobState::Running && b.job.state != JobState::Running {
+            b.job.running_since = Some(now_ms());
+        }
         b.job.state = state;
         if state == JobState::Running {
             b.job.error = None;
