@@ -1,6 +1,7 @@
 //! Built-in jobs, selectable by name from the CLI or a job file.
 
 pub mod fraud;
+pub mod keyed_state;
 pub mod latency;
 pub mod nexmark;
 
@@ -47,6 +48,7 @@ pub fn builtins() -> Vec<BuiltinJob> {
     let mut v = nexmark::jobs();
     v.push(fraud::job());
     v.push(latency::job());
+    v.push(keyed_state::job());
     v
 }
 
