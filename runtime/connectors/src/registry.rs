@@ -185,6 +185,8 @@ impl Default for ConnectorRegistry {
         r.register(Arc::new(crate::nexmark::Nexmark));
         r.register(Arc::new(crate::print::Print));
         r.register(Arc::new(crate::blackhole::Blackhole));
+        #[cfg(feature = "kinesis")]
+        r.register(Arc::new(crate::kinesis::Kinesis));
         #[cfg(feature = "postgres")]
         {
             r.register(Arc::new(crate::postgres::Postgres::new()));
