@@ -240,14 +240,15 @@ fn a_split_while_running_reads_the_parent_then_its_children() {
     let name = stream_name("split");
     let c = client(&name, &ep);
     c.create_stream(2).unwrap();
-    put(&c, 0..300, 20);
-    let o = opts(&name, &ep, &[("scan.shard.getrecords.maxrecordcount", "25")]);
+    put(&c, 0..600, 20);
+    let o = opts(&name, &ep, &[("scan.shard.getrecords.maxrecordcount", "5")]);
     let mut srcs = sources(&o, 2, None);
-    let mut got = read(&mut srcs, 60, Duration::from_secs(30));
-    // split shard 0 while its subtask is part way through it, and put more
+    let mut got = read(&mut srcs, 20, Duration::from_secs(30));
+    // split shard 0 while its subtask is early in it (about 290 of its records left,
+    // read 5 per call: its children are found long before it is read to its end), and put more
     let (lo, hi) = c.hash_key_range("shardId-000000000000").unwrap();
     c.split_shard("shardId-000000000000", &(lo + (hi - lo) / 2).to_string()).unwrap();
-    put(&c, 300..600, 20);
+    put(&c, 600..900, 20);
     // a checkpoint mid-way, restored at another parallelism later
     let more = read(&mut srcs, 200, Duration::from_secs(30));
     for (g, m) in got.iter_mut().zip(more) {
@@ -255,12 +256,12 @@ fn a_split_while_running_reads_the_parent_then_its_children() {
     }
     let snap = snapshot(&mut srcs);
     let n = got.iter().map(Vec::len).sum::<usize>();
-    let tail = read(&mut srcs, 600 - n, Duration::from_secs(30));
+    let tail = read(&mut srcs, 900 - n, Duration::from_secs(30));
     let mut all = got.clone();
     for (g, m) in all.iter_mut().zip(tail) {
         g.extend(m);
     }
-    assert_eq!(ids(&all), (0..600).collect::<Vec<_>>(), "every record once across the split");
+    assert_eq!(ids(&all), (0..900).collect::<Vec<_>>(), "every record once across the split");
     // the children (2, 3) of shard 0 are read by shard 0's subtask
     assert_eq!(shards_of(&mut srcs[0]), vec![0, 2, 3]);
     assert_eq!(shards_of(&mut srcs[1]), vec![1]);
@@ -279,11 +280,11 @@ fn a_split_while_running_reads_the_parent_then_its_children() {
     assert!(finished[0].contains("shardId-000000000000"), "{finished:?}");
     drop(srcs);
     let mut srcs = sources(&o, 3, Some(&snap));
-    let rest = read(&mut srcs, 600 - n, Duration::from_secs(30));
+    let rest = read(&mut srcs, 900 - n, Duration::from_secs(30));
     let mut again = ids(&got);
     again.extend(ids(&rest));
     again.sort();
-    assert_eq!(again, (0..600).collect::<Vec<_>>(), "restored after the split at P=3: every record once");
+    assert_eq!(again, (0..900).collect::<Vec<_>>(), "restored after the split at P=3: every record once");
     assert!(ids(&read(&mut srcs, 1, Duration::from_millis(300))).is_empty());
     let _ = c.delete_stream();
 }
