@@ -7,7 +7,8 @@
 //! [`format`] (readers and encoders of each format), [`partition`] (partition
 //! directories and times), [`sink`] (the sinks), [`lookup`] (lookup joins),
 //! [`watch`] (the watched directory of `'source.monitor-interval'`: an unbounded source),
-//! [`store`] (buckets, `s3://` `gs://` `az://`, as a source's path).
+//! [`store`] (buckets, `s3://` `gs://` `az://`, as a source's path), [`upload`] (the
+//! part-file sink on a bucket: multipart uploads committed by checkpoints).
 
 pub mod format;
 pub mod lookup;
@@ -15,6 +16,7 @@ pub mod options;
 pub mod partition;
 pub mod sink;
 pub mod store;
+pub mod upload;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
@@ -37,8 +39,9 @@ pub use format::parquet::ParquetFileSource;
 use options::{Format, FsOptions};
 use store::{Bucket, BucketUrl};
 
-/// `filesystem`: `'path'` (a local path or `file://` URL; for a source also a
-/// bucket's object or prefix, `s3://bucket/prefix/`, `gs://`, `az://`), `'format'`
+/// `filesystem`: `'path'` (a local path or `file://` URL; also a bucket's object or
+/// prefix, `s3://bucket/prefix/`, `gs://`, `az://`, read by a source or written as
+/// part files by the exactly-once sink, [`upload`]), `'format'`
 /// (`json`, `csv` with Flink's `csv.*` options, `parquet` with `parquet.*`). As a source it reads the file (or
 /// every file of the directory) once, or with `'source.monitor-interval'` watches the
 /// directory and reads each new file once ([`watch`]: unbounded); as a sink it writes the exactly-once part-file sink when the
@@ -53,7 +56,9 @@ fn local_path(p: &str, what: &str) -> Result<PathBuf, String> {
         return Ok(PathBuf::from(rest));
     }
     if let Some((scheme, _)) = p.split_once("://") {
-        return Err(format!("connector 'filesystem': option 'path' = '{p}': {what} '{scheme}://' paths is not supported yet (a local path or file://; a bucket can only be read by a source)"));
+        return Err(format!(
+            "connector 'filesystem': option 'path' = '{p}': {what} '{scheme}://' paths is not supported yet (a local path or file://; a bucket can be read by a source and written by the part-file sink)"
+        ));
     }
     Ok(PathBuf::from(p))
 }
@@ -158,6 +163,39 @@ fn by_partition(p: &options::Partitioning, b: ChangeBatch, out: &mut Collector<'
     }
 }
 
+/// The exactly-once part-file sink (`make` one per subtask): partitioned tables
+/// shuffled by partition first.
+fn add_part_sink(args: SinkArgs<'_>, fs: &FsOptions, make: impl Fn() -> sink::FileSink + 'static) -> Result<(), String> {
+    let Some(p) = &fs.partitioning else {
+        let h = args.stream.sink(args.name, move |_| make()).uid(args.uid);
+        if let Some(p) = args.parallelism {
+            h.parallelism(p);
+        }
+        return Ok(());
+    };
+    // one subtask per partition: it alone decides when the partition is complete
+    let p = p.clone();
+    let split = args.stream.flat_map(move |b, out| by_partition(&p, b, out)).uid(&format!("{}-partitions", args.uid)).name(&format!("{}: by partition", args.name));
+    let split = match args.parallelism {
+        Some(n) => split.parallelism(n),
+        None => split,
+    };
+    let routed = split
+        .key_by(|r: &(String, ChangeBatch)| r.0.clone())
+        .process(|r: (String, ChangeBatch), ctx: &mut weir::KeyedContext<'_, String, ChangeBatch>| ctx.emit(r.1))
+        .uid(&format!("{}-shuffle", args.uid))
+        .name(&format!("{}: partition shuffle", args.name));
+    let routed = match args.parallelism {
+        Some(n) => routed.parallelism(n),
+        None => routed,
+    };
+    let h = routed.sink(args.name, move |_| make()).uid(args.uid);
+    if let Some(n) = args.parallelism {
+        h.parallelism(n);
+    }
+    Ok(())
+}
+
 impl Connector for Filesystem {
     fn name(&self) -> &str {
         "filesystem"
@@ -205,6 +243,14 @@ impl Connector for Filesystem {
     }
     fn add_sink(&self, opts: &TableOptions, args: SinkArgs<'_>) -> Result<(), String> {
         let fs = FsOptions::parse(opts, &args.schema)?;
+        if store::is_bucket_url(&fs.path) {
+            // always a prefix of part files (multipart uploads committed by checkpoints)
+            let url = BucketUrl::parse(&fs.path).map_err(|e| format!("connector 'filesystem': option 'path' = {e}"))?;
+            // the client's settings (from the environment) are checked; nothing is sent
+            upload::Objects::open(&url).map_err(|e| format!("connector 'filesystem': option 'path' = {e}"))?;
+            let (schema, o) = (args.schema.clone(), fs.clone());
+            return add_part_sink(args, &fs, move || sink::FileSink::on_bucket(url.clone(), &o, &schema));
+        }
         let path = local_path(&fs.path, "writing to")?;
         // Parquet is only written as part files: its path is always a directory
         let is_dir = fs.path.ends_with('/') || path.is_dir() || fs.partitioning.is_some() || matches!(fs.format, Format::Parquet(_));
@@ -220,35 +266,9 @@ impl Connector for Filesystem {
                     h.parallelism(p);
                 }
             }
-            (_, true, None) => {
-                let schema = args.schema.clone();
-                let h = args.stream.sink(args.name, move |_| sink::FileSink::new(&path, &fs, &schema)).uid(args.uid);
-                if let Some(p) = args.parallelism {
-                    h.parallelism(p);
-                }
-            }
-            (_, true, Some(p)) => {
-                // one subtask per partition: it alone decides when the partition is complete
-                let p = p.clone();
-                let split = args.stream.flat_map(move |b, out| by_partition(&p, b, out)).uid(&format!("{}-partitions", args.uid)).name(&format!("{}: by partition", args.name));
-                let split = match args.parallelism {
-                    Some(n) => split.parallelism(n),
-                    None => split,
-                };
-                let routed = split
-                    .key_by(|r: &(String, ChangeBatch)| r.0.clone())
-                    .process(|r: (String, ChangeBatch), ctx: &mut weir::KeyedContext<'_, String, ChangeBatch>| ctx.emit(r.1))
-                    .uid(&format!("{}-shuffle", args.uid))
-                    .name(&format!("{}: partition shuffle", args.name));
-                let routed = match args.parallelism {
-                    Some(n) => routed.parallelism(n),
-                    None => routed,
-                };
-                let schema = args.schema.clone();
-                let h = routed.sink(args.name, move |_| sink::FileSink::new(&path, &fs, &schema)).uid(args.uid);
-                if let Some(n) = args.parallelism {
-                    h.parallelism(n);
-                }
+            (_, true, _) => {
+                let (schema, o) = (args.schema.clone(), fs.clone());
+                return add_part_sink(args, &fs, move || sink::FileSink::new(&path, &o, &schema));
             }
         }
         Ok(())
@@ -272,8 +292,8 @@ mod tests {
     fn paths_are_local_or_file_urls_and_sources_read_buckets_too() {
         assert_eq!(local_path("file:///tmp/x/", "writing to").unwrap(), PathBuf::from("/tmp/x/"));
         assert_eq!(local_path("out/", "writing to").unwrap(), PathBuf::from("out/"));
-        let e = local_path("s3://b/x", "writing to").unwrap_err();
-        assert!(e.contains("writing to 's3://' paths is not supported yet"), "{e}");
+        let e = local_path("s3://b/x", "a lookup join on").unwrap_err();
+        assert!(e.contains("a lookup join on 's3://' paths is not supported yet"), "{e}");
         assert!(matches!(source_path("file:///tmp/x/"), Ok(SourcePath::Local(_))));
         assert!(matches!(source_path("s3://b/in/"), Ok(SourcePath::Bucket(u)) if u.is_prefix && u.path.as_ref() == "in"));
         let e = source_path("ftp://h/x").err().unwrap();

@@ -25,6 +25,7 @@ pub const OPTIONS: &[&str] = &[
     "sink.rolling-policy.file-size",
     "sink.rolling-policy.rollover-interval",
     "sink.rolling-policy.check-interval",
+    "sink.upload.part-size",
     "sink.partition-commit.trigger",
     "sink.partition-commit.delay",
     "sink.partition-commit.policy.kind",
@@ -85,6 +86,9 @@ pub struct Rolling {
     pub file_size: u64,
     pub rollover_interval: Option<Duration>,
     pub check_interval: Duration,
+    /// `sink.upload.part-size`: a part file on a bucket is uploaded in parts of this
+    /// size (at least 5 MiB, S3's smallest part)
+    pub part_size: u64,
 }
 
 /// The parsed options of one table.
@@ -192,6 +196,14 @@ impl FsOptions {
             file_size: opts.get("sink.rolling-policy.file-size").map(|v| parse_size("sink.rolling-policy.file-size", v)).transpose()?.unwrap_or(128 << 20),
             rollover_interval: opts.get("sink.rolling-policy.rollover-interval").map(|v| parse_duration("sink.rolling-policy.rollover-interval", v)).transpose()?,
             check_interval: opts.get("sink.rolling-policy.check-interval").map(|v| parse_duration("sink.rolling-policy.check-interval", v)).transpose()?.unwrap_or(Duration::from_secs(60)),
+            part_size: match opts.get("sink.upload.part-size") {
+                None => super::upload::MIN_PART_SIZE,
+                Some(v) => match parse_size("sink.upload.part-size", v)? {
+                    n if n < super::upload::MIN_PART_SIZE => return Err(bad("sink.upload.part-size", v, "less than 5 MB (S3's smallest part but the last)")),
+                    n if n > 5 << 30 => return Err(bad("sink.upload.part-size", v, "more than 5 GB (S3's largest part)")),
+                    n => n,
+                },
+            },
         };
         let lookup_ttl = opts.get("lookup.join.cache.ttl").map(|v| parse_duration("lookup.join.cache.ttl", v)).transpose()?.unwrap_or(Duration::from_secs(3600));
         let monitor_interval = match opts.get("source.monitor-interval") {

@@ -30,6 +30,8 @@ use super::format::encode;
 use super::format::parquet::{self, ParquetParts, PartFile};
 use super::options::{Format, FsOptions, Partitioning, Trigger};
 use super::partition;
+use super::store::BucketUrl;
+use super::upload::{ObjectParts, Uploaded};
 use crate::changelog::ChangeBatch;
 
 /// The name of the success file of a committed partition.
@@ -61,25 +63,21 @@ struct Committable {
     /// the Parquet parts (their footers written at the pre-commit)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     parquet: Vec<PartFile>,
+    /// the part files on a bucket: multipart uploads to complete
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    uploads: Vec<Uploaded>,
     parts: BTreeMap<String, Part>,
     /// the end of the input: every partition commits
     end: bool,
 }
 
 /// The part files of a [`FileSink`]: records appended (JSON lines, CSV), or whole
-/// Parquet files (closed with their footer).
+/// Parquet files (closed with their footer), in a local directory; or either as
+/// multipart uploads to a bucket ([`ObjectParts`]).
 enum Parts {
     Rows(BucketWriter),
     Parquet(ParquetParts),
-}
-
-impl Parts {
-    fn dir(&self) -> &Path {
-        match self {
-            Parts::Rows(w) => w.dir(),
-            Parts::Parquet(w) => w.dir(),
-        }
-    }
+    Objects(ObjectParts),
 }
 
 /// Exactly-once part files (see the module's documentation).
@@ -107,14 +105,43 @@ pub(crate) fn partition_values(batch: &RecordBatch, col: usize) -> Result<Vec<Op
     Ok((0..c.len()).map(|i| c.is_valid(i).then(|| f.value(i).to_string())).collect())
 }
 
+fn data_columns(o: &FsOptions, schema: &SchemaRef) -> Vec<usize> {
+    let parts_cols: Vec<usize> = o.partitioning.as_ref().map(|p| p.columns.clone()).unwrap_or_default();
+    (0..schema.fields().len()).filter(|i| !parts_cols.contains(i)).collect()
+}
+
 impl FileSink {
     pub fn new(dir: &Path, o: &FsOptions, schema: &SchemaRef) -> Self {
-        let parts_cols: Vec<usize> = o.partitioning.as_ref().map(|p| p.columns.clone()).unwrap_or_default();
-        let data_columns: Vec<usize> = (0..schema.fields().len()).filter(|i| !parts_cols.contains(i)).collect();
+        let data_columns = data_columns(o, schema);
         let writer = match &o.format {
             Format::Parquet(p) => Parts::Parquet(ParquetParts::new(dir, parquet::data_schema(schema, &data_columns), p, o.rolling.file_size, o.rolling.rollover_interval)),
             _ => Parts::Rows(BucketWriter::new(dir, o.format.extension()).roll_bytes(o.rolling.file_size).rollover_interval(o.rolling.rollover_interval)),
         };
+        Self::with_parts(writer, data_columns, o)
+    }
+
+    /// Part files under a bucket's prefix (see [`super::upload`]); the client is made
+    /// at the first use (errors then name the URL).
+    pub fn on_bucket(url: BucketUrl, o: &FsOptions, schema: &SchemaRef) -> Self {
+        let data_columns = data_columns(o, schema);
+        let parquet = match &o.format {
+            Format::Parquet(p) => Some((parquet::data_schema(schema, &data_columns), p.properties())),
+            _ => None,
+        };
+        let parts = ObjectParts::new(url, o.format.extension(), parquet, o.rolling.file_size, o.rolling.rollover_interval, o.rolling.part_size);
+        Self::with_parts(Parts::Objects(parts), data_columns, o)
+    }
+
+    /// Over a given bucket client (tests: an in-memory store).
+    pub fn on_objects(url: BucketUrl, objects: std::sync::Arc<super::upload::Objects>, o: &FsOptions, schema: &SchemaRef) -> Self {
+        let mut s = Self::on_bucket(url, o, schema);
+        if let Parts::Objects(p) = s.writer {
+            s.writer = Parts::Objects(p.with_objects(objects));
+        }
+        s
+    }
+
+    fn with_parts(writer: Parts, data_columns: Vec<usize>, o: &FsOptions) -> Self {
         FileSink {
             writer,
             format: o.format.clone(),
@@ -171,7 +198,14 @@ impl FileSink {
         for k in ready {
             self.parts.remove(&k);
             if success {
-                let dir = self.writer.dir().join(&k);
+                let dir = match &mut self.writer {
+                    Parts::Rows(w) => w.dir().join(&k),
+                    Parts::Parquet(w) => w.dir().join(&k),
+                    Parts::Objects(w) => {
+                        w.success(&k, SUCCESS_FILE)?;
+                        continue;
+                    }
+                };
                 std::fs::create_dir_all(&dir).map_err(|e| ConnectorError::io(format!("creating {}", dir.display()), e))?;
                 let f = dir.join(SUCCESS_FILE);
                 File::create(&f).map_err(|e| ConnectorError::io(format!("writing {}", f.display()), e))?;
@@ -186,6 +220,7 @@ impl Sink<ChangeBatch> for FileSink {
         match &mut self.writer {
             Parts::Rows(w) => w.open(ctx.subtask),
             Parts::Parquet(w) => w.open(ctx.subtask),
+            Parts::Objects(w) => w.open(ctx.subtask, ctx.parallelism),
         }
     }
 
@@ -200,6 +235,8 @@ impl Sink<ChangeBatch> for FileSink {
                 match &mut self.writer {
                     Parts::Rows(w) => w.write(&bucket, &encode(&self.format, &rows).map_err(Self::other)?)?,
                     Parts::Parquet(w) => w.write(&bucket, &rows)?,
+                    Parts::Objects(w) if matches!(self.format, Format::Parquet(_)) => w.write_batch(&bucket, &rows)?,
+                    Parts::Objects(w) => w.write(&bucket, &encode(&self.format, &rows).map_err(Self::other)?)?,
                 }
                 if let Some(p) = &self.partitioning {
                     if !self.parts.contains_key(&bucket) {
@@ -220,6 +257,7 @@ impl Sink<ChangeBatch> for FileSink {
             match &mut self.writer {
                 Parts::Rows(w) => w.roll_older(now)?,
                 Parts::Parquet(w) => w.roll_older(now)?,
+                Parts::Objects(w) => w.roll_older(now)?,
             }
             self.commit_partitions()?;
         }
@@ -237,29 +275,48 @@ impl Sink<ChangeBatch> for FileSink {
     }
 
     fn pre_commit(&mut self, checkpoint_id: u64) -> Result<Option<Vec<u8>>, ConnectorError> {
-        let (files, parquet) = match &mut self.writer {
-            Parts::Rows(w) => (w.pre_commit()?, Vec::new()),
-            Parts::Parquet(w) => (Vec::new(), w.pre_commit()?),
+        let (files, parquet, uploads) = match &mut self.writer {
+            Parts::Rows(w) => (w.pre_commit()?, Vec::new(), Vec::new()),
+            Parts::Parquet(w) => (Vec::new(), w.pre_commit()?, Vec::new()),
+            Parts::Objects(w) => (Vec::new(), Vec::new(), w.pre_commit()?),
         };
         let end = checkpoint_id == u64::MAX;
         for p in self.parts.values_mut().filter(|p| p.dirty) {
             p.dirty = false;
             p.last_pre_commit = Some(checkpoint_id);
         }
-        if files.is_empty() && parquet.is_empty() && self.parts.is_empty() {
+        if files.is_empty() && parquet.is_empty() && uploads.is_empty() && self.parts.is_empty() {
+            // a bucket's orphans are aborted at the first commit of a run: there is one
+            if let Parts::Objects(w) = &self.writer
+                && !w.cleaned()
+            {
+                let c = Committable { checkpoint: checkpoint_id, files, parquet, uploads, parts: BTreeMap::new(), end };
+                return serde_json::to_vec(&c).map(Some).map_err(Self::other);
+            }
             return Ok(None);
         }
-        let c = Committable { checkpoint: checkpoint_id, files, parquet, parts: self.parts.clone(), end };
+        let c = Committable { checkpoint: checkpoint_id, files, parquet, uploads, parts: self.parts.clone(), end };
         serde_json::to_vec(&c).map(Some).map_err(Self::other)
     }
 
     fn commit(&mut self, committable: Vec<u8>) -> Result<(), ConnectorError> {
         let c: Committable = serde_json::from_slice(&committable).map_err(|e| Self::other(format!("bad committable: {e}")))?;
         // either kind, whatever this run writes (a committable of a run before a format change)
+        // a restored committable of another kind of path: the table's path changed
         match &self.writer {
+            Parts::Objects(w) if !c.files.is_empty() || !c.parquet.is_empty() => {
+                return Err(Self::other(format!("{}: the restored checkpoint has local part files to commit (the table's path changed from a directory to a bucket)", w.display())));
+            }
+            Parts::Rows(_) | Parts::Parquet(_) if !c.uploads.is_empty() => {
+                return Err(Self::other(format!("the restored checkpoint has part objects to commit (such as {}; the table's path changed from a bucket to a directory)", c.uploads[0].key)));
+            }
+            _ => {}
+        }
+        match &mut self.writer {
             Parts::Rows(w) => w.commit(&c.files)?,
             Parts::Parquet(w) if !c.files.is_empty() => BucketWriter::new(w.dir(), "").commit(&c.files)?,
             Parts::Parquet(_) => {}
+            Parts::Objects(w) => w.commit(&c.uploads)?,
         }
         parquet::commit(&c.parquet)?;
         for (k, p) in c.parts {

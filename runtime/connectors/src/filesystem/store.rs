@@ -1,6 +1,7 @@
 //! Buckets as the `filesystem` connector's source path: `s3://bucket/prefix/`
 //! (`s3a://` too), `gs://bucket/prefix/`, `az://container/prefix/` (`abfs://`,
 //! `abfss://`), through the `object_store` crate, as checkpoint storage opens them.
+//! (The sink writes them through [`super::upload`], with the same client settings.)
 //!
 //! - **Settings** come from the environment, as the store's own tools read them:
 //!   `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
@@ -23,6 +24,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
@@ -61,6 +63,26 @@ pub fn is_bucket_url(path: &str) -> bool {
 /// Bounded retries (see the module): a source must not block its checkpoints long.
 fn retry_config() -> object_store::RetryConfig {
     object_store::RetryConfig { max_retries: 4, retry_timeout: std::time::Duration::from_secs(20), ..Default::default() }
+}
+
+/// The store client of `url`'s bucket, configured from the environment (nothing is
+/// sent yet): as an object store, and as the multipart uploads of the sink.
+pub(crate) fn client(url: &BucketUrl) -> Result<(Arc<dyn ObjectStore>, Arc<dyn MultipartStore>), StoreError> {
+    let bad = |e: object_store::Error| StoreError::Url { url: url.root.clone(), reason: e.to_string() };
+    Ok(match url.scheme.as_str() {
+        "s3" | "s3a" => {
+            let s = Arc::new(object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&url.bucket).with_retry(retry_config()).build().map_err(bad)?);
+            (s.clone(), s)
+        }
+        "gs" => {
+            let s = Arc::new(object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(&url.bucket).with_retry(retry_config()).build().map_err(bad)?);
+            (s.clone(), s)
+        }
+        _ => {
+            let s = Arc::new(object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(&url.bucket).with_retry(retry_config()).build().map_err(bad)?);
+            (s.clone(), s)
+        }
+    })
 }
 
 /// One object or prefix of a bucket, as `'path'` names it.
@@ -113,13 +135,7 @@ impl Bucket {
     /// The client of `url`'s bucket, configured from the environment (nothing is
     /// sent yet).
     pub fn open(url: &BucketUrl) -> Result<Self, StoreError> {
-        let bad = |e: object_store::Error| StoreError::Url { url: url.root.clone(), reason: e.to_string() };
-        let store: Arc<dyn ObjectStore> = match url.scheme.as_str() {
-            "s3" | "s3a" => Arc::new(object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&url.bucket).with_retry(retry_config()).build().map_err(bad)?),
-            "gs" => Arc::new(object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(&url.bucket).with_retry(retry_config()).build().map_err(bad)?),
-            _ => Arc::new(object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(&url.bucket).with_retry(retry_config()).build().map_err(bad)?),
-        };
-        Self::with_store(store, &url.root)
+        Self::with_store(client(url)?.0, &url.root)
     }
 
     /// A bucket over any store (tests: an in-memory one), `root` naming it in errors.

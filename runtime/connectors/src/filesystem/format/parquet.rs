@@ -98,7 +98,7 @@ impl ParquetOptions {
         Ok(o)
     }
 
-    fn properties(&self) -> WriterProperties {
+    pub(crate) fn properties(&self) -> WriterProperties {
         WriterProperties::builder().set_compression(self.compression).set_max_row_group_bytes(Some(self.block_size.max(1))).set_data_page_size_limit(self.page_size.max(1)).build()
     }
 }
@@ -427,19 +427,7 @@ impl ParquetParts {
 
     /// `batch` as a batch of the files' schema: the table's names, types cast.
     fn conform(&self, batch: &RecordBatch) -> Result<RecordBatch, String> {
-        if batch.schema() == self.schema {
-            return Ok(batch.clone());
-        }
-        if batch.num_columns() != self.schema.fields().len() {
-            return Err(format!("{} columns, the files have {}", batch.num_columns(), self.schema.fields().len()));
-        }
-        let columns = batch
-            .columns()
-            .iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { arrow::compute::cast(c, f.data_type()).map_err(|e| format!("column '{}': {e}", f.name())) })
-            .collect::<Result<Vec<_>, _>>()?;
-        RecordBatch::try_new_with_options(self.schema.clone(), columns, &RecordBatchOptions::new().with_row_count(Some(batch.num_rows()))).map_err(|e| e.to_string())
+        conform_to(&self.schema, batch)
     }
 
     /// Appends the rows of `batch` (the files' columns) to the open part of `bucket`;
@@ -499,6 +487,23 @@ impl ParquetParts {
         }
         Ok(std::mem::take(&mut self.staged))
     }
+}
+
+/// `batch` as a batch of `schema` (the files'): its names, types cast.
+pub fn conform_to(schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch, String> {
+    if batch.schema() == *schema {
+        return Ok(batch.clone());
+    }
+    if batch.num_columns() != schema.fields().len() {
+        return Err(format!("{} columns, the files have {}", batch.num_columns(), schema.fields().len()));
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { arrow::compute::cast(c, f.data_type()).map_err(|e| format!("column '{}': {e}", f.name())) })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new_with_options(schema.clone(), columns, &RecordBatchOptions::new().with_row_count(Some(batch.num_rows()))).map_err(|e| e.to_string())
 }
 
 /// Phase two: makes the parts visible (idempotent: a part committed before a failure
