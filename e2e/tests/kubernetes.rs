@@ -34,6 +34,7 @@ weir_e2e::kube_scenarios!(scenarios:
     s3_outage_during_an_upgrade_keeps_the_old_job,
     sql_job_rescaled_mid_run_gives_the_uninterrupted_result,
     sql_planning_error_is_reported,
+    large_state_rescaled_4_2_4_through_the_last_state_path,
 );
 
 const MIN: Duration = Duration::from_secs(60);
@@ -391,6 +392,60 @@ pub mod scenarios {
         job.wait("phase Finished", MIN, |v| s(v, "status.phase") == "Finished");
         ctx.wait_for("the finished job's pods are gone", MIN, || ctx.pods("q5").is_empty().then_some(()));
         ctx.timing("bounded q5: FINISHED -> pods gone", t1.elapsed());
+    }
+
+    /// Issue 13: keyed state on RocksDB in S3 (the test server, through a proxy on the
+    /// bridge), rescaled 4 -> 2 -> 4 in last-state mode: stop, redeploy, restore from
+    /// the latest incremental checkpoint (clipping and ingesting key groups). The
+    /// operator measures each pause of processing (`status.lastTransition.pausedMs`);
+    /// the `keyed-state` job checks every write against its key's history, so its
+    /// committed output, empty, says no state was lost or doubled. `WEIR_E2E_STATE_KEYS`
+    /// (default 200000, ~25 MB) and `WEIR_E2E_STATE_RATE` size it (the README's figure:
+    /// 8000000 keys, ~1 GB).
+    pub fn large_state_rescaled_4_2_4_through_the_last_state_path(ctx: &Ctx) {
+        if !ctx.needs_harness() {
+            return;
+        }
+        let (Ok(endpoint), Ok(bucket), Some(host_ip)) = (std::env::var("AWS_ENDPOINT_URL"), std::env::var("WEIR_TEST_S3_BUCKET"), ctx.cluster.host_ip.clone()) else {
+            panic!("needs the S3 test server of ./test.sh (AWS_ENDPOINT_URL, WEIR_TEST_S3_BUCKET) and WEIR_E2E_HOST_IP");
+        };
+        let env_u64 = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+        let (keys, rate) = (env_u64("WEIR_E2E_STATE_KEYS", 200_000), env_u64("WEIR_E2E_STATE_RATE", 50_000));
+        let upstream = endpoint.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let proxy = proxy::Proxy::start(&format!("{host_ip}:0"), &upstream);
+        ctx.must_apply(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: s3}}\nstringData:\n  AWS_ACCESS_KEY_ID: test\n  AWS_SECRET_ACCESS_KEY: test\n  AWS_REGION: us-east-1\n  AWS_ENDPOINT_URL: http://{}\n  AWS_ALLOW_HTTP: \"true\"\n",
+            proxy.addr
+        ));
+        let out = ctx.dir().join("state-out");
+        let spec = format!(
+            "job:\n  builtin: keyed-state\n  params:\n    rate: {rate}\n    output: {}/\n    extra: {{keys: {keys}, valueBytes: 100}}\nparallelism: 4\nupgradeMode: last-state\nstateBackend:\n  type: rocksdb\ncheckpointing:\n  interval: 2s\n  storage: s3://{bucket}/{}/state\n  secretRef:\n    name: s3\nrollout:\n  readinessTimeout: 120s\n  savepointTimeout: 60s\n  shutdownTimeout: 30s\n",
+            out.display(),
+            ctx.ns
+        );
+        let v = deploy(ctx, "state", &kube::streamjob_yaml("state", &ctx.cluster.image, &spec));
+        let job = ctx.job("state");
+        // every key written once, then a checkpoint that holds them all
+        std::thread::sleep(Duration::from_millis(keys * 1000 / rate.max(1)));
+        let c = wait_checkpoint(ctx, "state", None);
+        wait_checkpoint(ctx, "state", at(&c, "status.lastCheckpoint.id").and_then(Value::as_i64));
+        let mut id = s(&v, "status.jobId");
+        for to in [2, 4] {
+            let t0 = Instant::now();
+            ctx.k(&["scale", "streamjob", "state", &format!("--replicas={to}")]).expect("kubectl scale");
+            let v = job.wait_running(&format!("rescale to {to} Running"), 3 * MIN, Some(&id));
+            ctx.timing(&format!("large state: rescale to {to} (kubectl scale -> Running)"), t0.elapsed());
+            assert_eq!(s(&v, "status.lastTransition.kind"), "Rescale");
+            assert!(s(&v, "status.deployed.restoreFrom").contains("/checkpoints/chk-"), "last-state restores from a checkpoint: {}", s(&v, "status.deployed.restoreFrom"));
+            let paused = at(&v, "status.lastTransition.pausedMs").and_then(Value::as_i64).expect("the operator measured the pause");
+            ctx.timing(&format!("large state ({keys} keys): processing paused, rescale to {to}"), Duration::from_millis(paused as u64));
+            id = s(&v, "status.jobId");
+        }
+        // checkpoints of the last deployment commit what its writes found
+        let c = wait_checkpoint(ctx, "state", None);
+        wait_checkpoint(ctx, "state", at(&c, "status.lastCheckpoint.id").and_then(Value::as_i64));
+        let wrong = weir_e2e::committed(&out);
+        assert!(wrong.is_empty(), "writes found their keys' history intact across 4 -> 2 -> 4: {:?}", &wrong[..wrong.len().min(5)]);
     }
 
     /// `spec.job.sql` end to end: the operator's ConfigMap carries the script, the pods
