@@ -12,6 +12,8 @@ pub mod blackhole;
 pub mod changelog;
 pub mod datagen;
 pub mod filesystem;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "kinesis")]
 pub mod kinesis;
 pub mod nexmark;

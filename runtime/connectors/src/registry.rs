@@ -42,7 +42,26 @@ impl std::fmt::Debug for TableOptions {
     }
 }
 
+/// The prefix of the option keys that carry a table's metadata columns (`col TYPE
+/// METADATA [FROM 'key'] [VIRTUAL]` in SQL): `__metadata.<col>` = `<key>` or
+/// `<key> VIRTUAL`. The registry checks them against [`Connector::metadata`].
+pub const METADATA_PREFIX: &str = "__metadata.";
+
 impl TableOptions {
+    /// The metadata columns: (column, metadata key, VIRTUAL), in column name order.
+    pub fn metadata_columns(&self) -> Vec<(String, String, bool)> {
+        self.map
+            .iter()
+            .filter_map(|(k, v)| {
+                let col = k.strip_prefix(METADATA_PREFIX)?;
+                let (key, virt) = match v.strip_suffix(" VIRTUAL") {
+                    Some(key) => (key, true),
+                    None => (v.as_str(), false),
+                };
+                Some((col.to_string(), key.to_string(), virt))
+            })
+            .collect()
+    }
     pub fn get(&self, key: &str) -> Option<&str> {
         self.map.get(key).map(String::as_str)
     }
@@ -85,6 +104,14 @@ pub trait BatchSource: Send {
     fn next_batch(&mut self, max_rows: usize) -> Result<Option<RecordBatch>, ConnectorError>;
     fn snapshot(&mut self) -> Result<Vec<Vec<u8>>, ConnectorError> {
         Ok(Vec::new())
+    }
+    /// `snapshot` for checkpoint `checkpoint_id` (see [`weir::connector::Source::snapshot_for`]).
+    fn snapshot_for(&mut self, _checkpoint_id: u64) -> Result<Vec<Vec<u8>>, ConnectorError> {
+        self.snapshot()
+    }
+    /// Checkpoint `checkpoint_id` is complete (see [`weir::connector::Source::checkpoint_complete`]).
+    fn checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<(), ConnectorError> {
+        Ok(())
     }
     fn restore(&mut self, _splits: Vec<Vec<u8>>) -> Result<(), ConnectorError> {
         Ok(())
@@ -138,6 +165,16 @@ pub trait Connector: Send + Sync {
     fn name(&self) -> &str;
     /// Every option it knows (besides 'connector').
     fn options(&self) -> &[&str];
+    /// Whether `key` is one of its options (by default: listed in `options`; a
+    /// connector passing a prefix through to its client, e.g. Kafka's `properties.*`,
+    /// says so here).
+    fn accepts_option(&self, key: &str) -> bool {
+        self.options().contains(&key)
+    }
+    /// The metadata its tables can declare as columns (`METADATA FROM 'key'`).
+    fn metadata(&self) -> &[&str] {
+        &[]
+    }
     /// A source reading `schema` (the physical columns), if it can be one.
     fn source(&self, _opts: &TableOptions, _schema: SchemaRef) -> Result<SourceFactory, String> {
         Err(format!("connector '{}' cannot be read (it is a sink only)", self.name()))
@@ -185,6 +222,11 @@ impl Default for ConnectorRegistry {
         r.register(Arc::new(crate::nexmark::Nexmark));
         r.register(Arc::new(crate::print::Print));
         r.register(Arc::new(crate::blackhole::Blackhole));
+        #[cfg(feature = "kafka")]
+        {
+            r.register(Arc::new(crate::kafka::Kafka::new()));
+            r.register(Arc::new(crate::kafka::Kafka::upsert()));
+        }
         #[cfg(feature = "kinesis")]
         r.register(Arc::new(crate::kinesis::Kinesis));
         #[cfg(feature = "postgres")]
@@ -215,8 +257,16 @@ impl ConnectorRegistry {
     /// Checks the option names against the connector's (an unknown one is an error naming it).
     pub fn check(&self, opts: &TableOptions, schema: &SchemaRef) -> Result<Arc<dyn Connector>, String> {
         let c = self.get(&opts.connector).ok_or_else(|| format!("unknown connector '{}' (known: {})", opts.connector, self.names().join(", ")))?;
-        for k in opts.map.keys() {
-            if !c.options().contains(&k.as_str()) {
+        for (k, v) in &opts.map {
+            if let Some(col) = k.strip_prefix(METADATA_PREFIX) {
+                let key = v.strip_suffix(" VIRTUAL").unwrap_or(v);
+                if !c.metadata().contains(&key) {
+                    let known = if c.metadata().is_empty() { "it has no metadata columns".to_string() } else { format!("its metadata: {}", c.metadata().join(", ")) };
+                    return Err(format!("connector '{}' has no metadata '{key}' (column '{col}'; {known})", c.name()));
+                }
+                continue;
+            }
+            if !c.accepts_option(k) {
                 return Err(format!("connector '{}' has no option '{k}' (its options: {})", c.name(), c.options().join(", ")));
             }
         }

@@ -403,6 +403,13 @@ impl<'a> Compiler<'a> {
             }
         }
         let Some(connector) = connector else { return Err(self.err(p.start, format!("table '{name}' needs WITH ('connector' = ...)"))) };
+        // METADATA columns travel to the connector as reserved options (checked by the registry)
+        for (col, key, is_virtual) in &extras.metadata {
+            if fields.iter().all(|f| f.name() != col) {
+                return Err(self.err(p.start, format!("table '{name}': metadata column '{col}' is not a column")));
+            }
+            map.insert(format!("{}{col}", weir_connectors::registry::METADATA_PREFIX), if *is_virtual { format!("{key} VIRTUAL") } else { key.clone() });
+        }
         let opts = TableOptions { table: name.clone(), connector, map, primary_key: extras.primary_key.clone(), partition_keys: extras.partition_keys.clone() };
         let conn = self.registry.check(&opts, &physical).map_err(|m| {
             let at_partitions = extras.partitioned_at.filter(|_| m.contains("PARTITIONED BY"));
@@ -1039,7 +1046,16 @@ impl Lower<'_, '_> {
         let uid = self.uid("source", &t.name);
         let (computed, wm) = (t.computed.clone(), t.watermark.clone());
         let f = factory.clone();
-        let s = self.c.env.source(&format!("source: {}", t.name), move |ctx: &SourceContext| SqlSource { inner: f(ctx), computed: computed.clone(), watermark: wm.clone(), emitted: i64::MIN, name: String::new() }, WatermarkStrategy::none());
+        // `scan.watermark.idle-timeout` (of connectors that have it): a subtask that
+        // reads nothing that long is idle (it does not hold back the watermark)
+        let mut strategy = WatermarkStrategy::none();
+        if let Some(v) = t.opts.get("scan.watermark.idle-timeout") {
+            let d = weir_connectors::parse_duration(v).map_err(|m| format!("table '{}': option 'scan.watermark.idle-timeout' = '{v}': {m}", t.name))?;
+            if !d.is_zero() {
+                strategy = strategy.with_idleness(d);
+            }
+        }
+        let s = self.c.env.source(&format!("source: {}", t.name), move |ctx: &SourceContext| SqlSource { inner: f(ctx), computed: computed.clone(), watermark: wm.clone(), emitted: i64::MIN, name: String::new() }, strategy);
         let s = self.par(s.uid(&uid));
         self.sources.insert(t.name.clone(), s.clone());
         let _: &SourceFactory = &factory;
@@ -1257,6 +1273,12 @@ impl Source<ChangeBatch> for SqlSource {
     }
     fn snapshot(&mut self) -> Result<Vec<Vec<u8>>, ConnectorError> {
         self.inner.snapshot()
+    }
+    fn snapshot_for(&mut self, checkpoint_id: u64) -> Result<Vec<Vec<u8>>, ConnectorError> {
+        self.inner.snapshot_for(checkpoint_id)
+    }
+    fn checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), ConnectorError> {
+        self.inner.checkpoint_complete(checkpoint_id)
     }
     fn restore(&mut self, splits: Vec<Vec<u8>>) -> Result<(), ConnectorError> {
         self.inner.restore(splits)

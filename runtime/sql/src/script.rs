@@ -238,6 +238,8 @@ pub struct TableExtras {
     pub partitioned_at: Option<Pos>,
     /// `WITH` options in order, with the position of each key.
     pub options: Vec<(String, String, Pos)>,
+    /// `(column, metadata key, VIRTUAL)` of `METADATA` columns (physical columns the connector fills).
+    pub metadata: Vec<(String, String, bool)>,
 }
 
 /// Cuts the Flink extras out of a masked `CREATE TABLE` statement (`text` is the whole
@@ -321,8 +323,25 @@ pub fn strip_create_table(script: &str, text: &str, start: usize, end: usize) ->
             let expr = body[after_words(body, 2)..].trim().to_string();
             extras.computed.push((idx, name, expr, pos_of(script, es)));
             removed.push(idx);
-        } else if w(1) == "METADATA" || words.get(2).is_some_and(|x| x == "METADATA") {
-            return Err(SqlError::at(script, es, "METADATA columns are not supported yet"));
+        } else if let Some(m) = find_word(&el[lead..], "METADATA").filter(|m| *m > 0).map(|m| m + lead) {
+            // `col TYPE METADATA [FROM 'key'] [VIRTUAL]`: a physical column the
+            // connector fills from the record's metadata; sqlparser sees `col TYPE`
+            let name = words_raw(el.trim_start(), 1).trim_matches('`').to_string();
+            let mut rest = el[m + "METADATA".len()..].trim();
+            let mut key = name.clone();
+            if rest.len() >= 4 && rest[..4].eq_ignore_ascii_case("FROM") {
+                let r = rest[4..].trim_start();
+                let Some(q) = r.strip_prefix('\'') else { return Err(SqlError::at(script, s + m, "expected METADATA FROM '<key>'")) };
+                let Some(close) = q.find('\'') else { return Err(SqlError::at(script, s + m, "expected METADATA FROM '<key>'")) };
+                key = q[..close].to_string();
+                rest = q[close + 1..].trim();
+            }
+            let is_virtual = rest.eq_ignore_ascii_case("VIRTUAL");
+            if !is_virtual && !rest.is_empty() {
+                return Err(SqlError::at(script, s + m, "expected METADATA [FROM '<key>'] [VIRTUAL]"));
+            }
+            extras.metadata.push((name, key, is_virtual));
+            blank(&mut out, s + m, e);
         }
     }
     if removed.len() == elements.len() {

@@ -13,6 +13,16 @@ use prometheus::{Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter,
 use crate::record::now_ms;
 use crate::rest::board::StatusBoard;
 
+pub use prometheus;
+
+/// The registry of connector metrics (e.g. Kafka records, bytes and consumer lag per
+/// partition): connectors register their collectors here once per process, and
+/// `GET /metrics` renders them with the task metrics.
+pub fn connector_registry() -> &'static Registry {
+    static R: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    R.get_or_init(Registry::new)
+}
+
 /// Metrics the coordinator updates as things happen (kept across scrapes).
 pub(crate) struct CoordinatorMetrics {
     registry: Registry,
@@ -114,6 +124,7 @@ impl Exporter {
         }
         let mut families = registry.gather();
         families.extend(board.metrics.registry.gather());
+        families.extend(connector_registry().gather());
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&families, &mut out);
         String::from_utf8(out).unwrap_or_default()

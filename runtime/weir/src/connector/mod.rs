@@ -86,6 +86,18 @@ pub trait Source<T>: Send {
     fn snapshot(&mut self) -> Result<Vec<Vec<u8>>, ConnectorError> {
         Ok(Vec::new())
     }
+    /// `snapshot` for checkpoint `checkpoint_id` (what the engine calls at a barrier;
+    /// by default `snapshot`): for sources that act when that checkpoint completes.
+    fn snapshot_for(&mut self, _checkpoint_id: u64) -> Result<Vec<Vec<u8>>, ConnectorError> {
+        self.snapshot()
+    }
+    /// Checkpoint `checkpoint_id` is complete (every task's state of it is durable):
+    /// e.g. a Kafka source commits the offsets it snapshotted for it to its consumer
+    /// group (for monitoring; a restore uses the checkpoint's positions). An error
+    /// fails the job.
+    fn checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<(), ConnectorError> {
+        Ok(())
+    }
     /// Resumes from split positions returned by `snapshot` — of any subtask of the
     /// snapshotted job: on restore with another parallelism, splits are handed out
     /// round robin. Called before `open`, and replaces the initial assignment.

@@ -56,6 +56,10 @@ pub(crate) fn run<T: crate::Data>(env: TaskEnv, mut source: Box<dyn Source<T>>, 
                         }
                     }
                     TaskCommand::Complete(id) => {
+                        if let Err(e) = source.checkpoint_complete(id) {
+                            env.control.fail(format!("{} (subtask {}): checkpoint {id} complete: {e}", env.info.operator, env.info.subtask));
+                            return;
+                        }
                         head.checkpoint_complete(id);
                         if paused.is_some_and(|p| id >= p) {
                             stopped = true;
@@ -168,7 +172,13 @@ pub(crate) fn run<T: crate::Data>(env: TaskEnv, mut source: Box<dyn Source<T>>, 
         // until the coordinator is done with the job (it closes the channel)
         while let Ok(cmd) = cmds.recv() {
             match cmd {
-                TaskCommand::Complete(id) => head.checkpoint_complete(id),
+                TaskCommand::Complete(id) => {
+                    if let Err(e) = source.checkpoint_complete(id) {
+                        env.control.fail(format!("{} (subtask {}): checkpoint {id} complete: {e}", env.info.operator, env.info.subtask));
+                        return;
+                    }
+                    head.checkpoint_complete(id)
+                }
                 TaskCommand::Trigger(b) => {
                     if !snapshot(&env, source.as_mut(), head.as_mut(), b) {
                         return;
@@ -184,7 +194,7 @@ pub(crate) fn run<T: crate::Data>(env: TaskEnv, mut source: Box<dyn Source<T>>, 
 /// unless the task has finished) and reports it. False when the job failed.
 fn snapshot<T: crate::Data>(env: &TaskEnv, source: &mut dyn Source<T>, head: &mut dyn super::Downstream<T>, b: super::Barrier) -> bool {
     let mut snaps = Vec::new();
-    match source.snapshot() {
+    match source.snapshot_for(b.checkpoint_id) {
         Ok(splits) => snaps.push(OperatorSnapshot {
             uid: env.info.uid.to_string(),
             subtask: env.info.subtask,
