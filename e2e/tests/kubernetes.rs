@@ -436,7 +436,8 @@ pub mod scenarios {
             let v = job.wait_running(&format!("rescale to {to} Running"), 3 * MIN, Some(&id));
             ctx.timing(&format!("large state: rescale to {to} (kubectl scale -> Running)"), t0.elapsed());
             assert_eq!(s(&v, "status.lastTransition.kind"), "Rescale");
-            assert!(s(&v, "status.deployed.restoreFrom").contains("/checkpoints/chk-"), "last-state restores from a checkpoint: {}", s(&v, "status.deployed.restoreFrom"));
+            let from = s(&v, "status.deployed.restoreFrom");
+            assert!(from.contains(&format!("{id}/checkpoints/")), "last-state restores from the old job {id}'s checkpoints: {from}");
             let paused = at(&v, "status.lastTransition.pausedMs").and_then(Value::as_i64).expect("the operator measured the pause");
             ctx.timing(&format!("large state ({keys} keys): processing paused, rescale to {to}"), Duration::from_millis(paused as u64));
             id = s(&v, "status.jobId");
