@@ -8,6 +8,7 @@
 //! Connectors to external systems sit behind cargo features, so the engine never
 //! compiles their client libraries and a build can leave out what it does not use.
 
+pub mod bad_input;
 pub mod blackhole;
 pub mod changelog;
 pub mod datagen;

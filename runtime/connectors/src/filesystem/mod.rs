@@ -106,11 +106,11 @@ pub(crate) fn list_files(path: &Path) -> Result<Vec<PathBuf>, ConnectorError> {
 
 /// The reader of a file (or of every file of a directory) in the table's format.
 fn file_reader(fs: &FsOptions, schema: SchemaRef) -> watch::FileReader {
-    let (format, batch_rows) = (fs.format.clone(), fs.batch_rows);
+    let (format, batch_rows, bad) = (fs.format.clone(), fs.batch_rows, fs.bad_input.clone());
     Arc::new(move |path: Input| match &format {
-        Format::Json => Box::new(JsonFileSource::new(path, schema.clone(), batch_rows)) as Box<dyn BatchSource>,
-        Format::Csv(o) => Box::new(CsvFileSource::new(path, schema.clone(), o.clone(), batch_rows)) as Box<dyn BatchSource>,
-        Format::Parquet(_) => Box::new(ParquetFileSource::new(path, schema.clone(), batch_rows)) as Box<dyn BatchSource>,
+        Format::Json => Box::new(JsonFileSource::new(path, schema.clone(), batch_rows).bad_input(&bad)) as Box<dyn BatchSource>,
+        Format::Csv(o) => Box::new(CsvFileSource::new(path, schema.clone(), o.clone(), batch_rows).bad_input(&bad)) as Box<dyn BatchSource>,
+        Format::Parquet(_) => Box::new(ParquetFileSource::new(path, schema.clone(), batch_rows).bad_input(&bad)) as Box<dyn BatchSource>,
     })
 }
 

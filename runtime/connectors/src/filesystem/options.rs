@@ -8,6 +8,7 @@ use arrow::datatypes::Schema;
 
 use super::format::csv::CsvOptions;
 use super::format::parquet::ParquetOptions;
+use crate::bad_input::BadInputConfig;
 use crate::registry::TableOptions;
 
 /// Every option of the connector (besides `connector`).
@@ -20,6 +21,9 @@ pub const OPTIONS: &[&str] = &[
     "csv.quote-character",
     "csv.allow-comments",
     "csv.ignore-parse-errors",
+    "json.ignore-parse-errors",
+    "bad-input",
+    "bad-input.dead-letter.path",
     "csv.null-literal",
     "csv.disable-quote-character",
     "sink.rolling-policy.file-size",
@@ -104,6 +108,8 @@ pub struct FsOptions {
     /// `source.monitor-interval`: the source watches the directory, listing it this
     /// often (unbounded); `None`: it reads what is there once (bounded)
     pub monitor_interval: Option<Duration>,
+    /// `'bad-input'` (and the format's `*.ignore-parse-errors`): records that do not parse
+    pub bad_input: BadInputConfig,
 }
 
 fn bad(opt: &str, v: &str, why: impl std::fmt::Display) -> String {
@@ -167,7 +173,6 @@ impl FsOptions {
                     c.quote = parse_char("csv.quote-character", v)?;
                 }
                 c.allow_comments = parse_bool(opts, "csv.allow-comments")?;
-                c.ignore_parse_errors = parse_bool(opts, "csv.ignore-parse-errors")?;
                 c.disable_quote = parse_bool(opts, "csv.disable-quote-character")?;
                 if c.disable_quote && opts.get("csv.quote-character").is_some() {
                     return Err("connector 'filesystem': options 'csv.disable-quote-character' and 'csv.quote-character' exclude each other".into());
@@ -186,6 +191,19 @@ impl FsOptions {
         {
             return Err(format!("connector 'filesystem': option '{k}' needs 'format' = 'csv'"));
         }
+        if !matches!(format, Format::Json)
+            && let Some(k) = opts.map.keys().find(|k| k.starts_with("json."))
+        {
+            return Err(format!("connector 'filesystem': option '{k}' needs 'format' = 'json'"));
+        }
+        let bad_input = BadInputConfig::parse(
+            opts,
+            match format {
+                Format::Json => Some("json.ignore-parse-errors"),
+                Format::Csv(_) => Some("csv.ignore-parse-errors"),
+                Format::Parquet(_) => None,
+            },
+        )?;
         if !matches!(format, Format::Parquet(_))
             && let Some(k) = opts.map.keys().find(|k| k.starts_with("parquet."))
         {
@@ -214,7 +232,7 @@ impl FsOptions {
             },
         };
         let partitioning = Self::partitioning(opts, schema)?;
-        Ok(FsOptions { path, format, batch_rows, rolling, partitioning, lookup_ttl, monitor_interval })
+        Ok(FsOptions { path, format, batch_rows, rolling, partitioning, lookup_ttl, monitor_interval, bad_input })
     }
 
     fn partitioning(opts: &TableOptions, schema: &Schema) -> Result<Option<Partitioning>, String> {

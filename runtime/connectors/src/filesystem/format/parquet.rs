@@ -40,6 +40,7 @@ use weir::connector::files::IN_PROGRESS;
 use weir::connector::{ConnectorError, SourceContext};
 
 use super::{Input, Position};
+use crate::bad_input::{BadInput, BadInputConfig};
 use crate::registry::{BatchSource, TableOptions};
 
 /// The Parquet options of a table (writing; reading needs none).
@@ -230,12 +231,57 @@ fn conform(file: &str, batch: &RecordBatch, sources: &[Source], table: &SchemaRe
     RecordBatch::try_new_with_options(table.clone(), columns, &RecordBatchOptions::new().with_row_count(Some(n))).map_err(|e| ParquetFormatError::Read { file: file.into(), row: 0, source: e })
 }
 
+/// [`conform`], the rows that cannot be (a null in a `NOT NULL` column, a value the
+/// cast cannot convert) left out: those as (row index in `batch`, error).
+fn conform_good(file: &str, batch: &RecordBatch, sources: &[Source], table: &SchemaRef) -> Result<(RecordBatch, Vec<(usize, String)>), ParquetFormatError> {
+    if let Ok(b) = conform(file, batch, sources, table) {
+        return Ok((b, Vec::new()));
+    }
+    let n = batch.num_rows();
+    let opts = CastOptions { safe: true, ..Default::default() };
+    let mut bad: Vec<Option<String>> = vec![None; n];
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(sources.len());
+    for (f, s) in table.fields().iter().zip(sources) {
+        let col_err = |reason: String| ParquetFormatError::Column { file: file.into(), column: f.name().clone(), reason };
+        let (a, from) = match s {
+            Source::Nulls => (new_null_array(f.data_type(), n), None),
+            Source::Column(i) => {
+                let a = batch.column(*i);
+                let c = if a.data_type() == f.data_type() {
+                    a.clone()
+                } else {
+                    cast_with_options(a, f.data_type(), &opts).map_err(|e| col_err(format!("cannot read {} as {}: {e}", a.data_type(), f.data_type())))?
+                };
+                (c, Some(a))
+            }
+        };
+        for i in 0..n {
+            if !a.is_null(i) || bad[i].is_some() {
+                continue;
+            }
+            if from.is_some_and(|s| s.is_valid(i)) {
+                bad[i] = Some(format!("column '{}': cannot read the {} value as {}", f.name(), from.map(|s| s.data_type().to_string()).unwrap_or_default(), f.data_type()));
+            } else if !f.is_nullable() {
+                bad[i] = Some(format!("column '{}': NOT NULL in the table, and the file holds a null", f.name()));
+            }
+        }
+        columns.push(a);
+    }
+    let read_err = |e| ParquetFormatError::Read { file: file.into(), row: 0, source: e };
+    let nullable = Arc::new(Schema::new(table.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>()));
+    let all = RecordBatch::try_new_with_options(nullable, columns, &RecordBatchOptions::new().with_row_count(Some(n))).map_err(read_err)?;
+    let keep: arrow::array::BooleanArray = bad.iter().map(|b| Some(b.is_none())).collect();
+    let good = arrow::compute::filter_record_batch(&all, &keep).map_err(read_err)?;
+    let good = RecordBatch::try_new_with_options(table.clone(), good.columns().to_vec(), &RecordBatchOptions::new().with_row_count(Some(good.num_rows()))).map_err(read_err)?;
+    Ok((good, bad.into_iter().enumerate().filter_map(|(i, e)| e.map(|e| (i, e))).collect()))
+}
+
 /// The file being read.
 struct Reading {
     file: String,
     rows: ParquetRecordBatchReader,
     sources: Vec<Source>,
-    /// the rest of a batch larger than a call wanted
+    /// the rest of a batch (as read, not conformed yet) larger than a call wanted
     pending: Option<RecordBatch>,
 }
 
@@ -248,12 +294,20 @@ pub struct ParquetFileSource {
     batch_rows: usize,
     pos: Position,
     reading: Option<Reading>,
+    bad: BadInput,
 }
 
 impl ParquetFileSource {
     /// Reads `path`: a local path (`PathBuf`) or an [`Input`].
     pub fn new(path: impl Into<Input>, schema: SchemaRef, batch_rows: usize) -> Self {
-        ParquetFileSource { path: path.into(), schema, batch_rows: batch_rows.max(1), pos: Position::default(), reading: None }
+        ParquetFileSource { path: path.into(), schema, batch_rows: batch_rows.max(1), pos: Position::default(), reading: None, bad: BadInputConfig::fail("", "filesystem").handler() }
+    }
+
+    /// Bad rows (a null in a `NOT NULL` column, a value that does not cast) as `cfg`
+    /// says (by default they fail the job); a file that is no Parquet is always an error.
+    pub fn bad_input(mut self, cfg: &BadInputConfig) -> Self {
+        self.bad = cfg.handler();
+        self
     }
 
     /// Opens the current file, skipping the rows read before a restore.
@@ -317,7 +371,7 @@ impl BatchSource for ParquetFileSource {
             let batch = match r.pending.take() {
                 Some(b) => b,
                 None => match r.rows.next() {
-                    Some(Ok(b)) => conform(&r.file, &b, &r.sources, &self.schema)?,
+                    Some(Ok(b)) => b,
                     Some(Err(source)) => return Err(ParquetFormatError::Read { file: r.file.clone(), row: self.pos.read, source }.into()),
                     None => {
                         self.reading = None;
@@ -330,13 +384,35 @@ impl BatchSource for ParquetFileSource {
             if n == 0 {
                 continue;
             }
-            let out = if n > want {
+            let batch = if n > want {
                 r.pending = Some(batch.slice(want, n - want));
                 batch.slice(0, want)
             } else {
                 batch
             };
-            self.pos.count_records(out.num_rows() as u64);
+            // the position counts the rows read, bad ones too
+            let (first, rows) = (self.pos.read, batch.num_rows() as u64);
+            let out = if self.bad.fails() {
+                match conform(&r.file, &batch, &r.sources, &self.schema) {
+                    Ok(b) => b,
+                    // name the first bad row
+                    Err(e) => match conform_good(&r.file, &batch, &r.sources, &self.schema) {
+                        Ok((_, bad)) if !bad.is_empty() => return Err(ConnectorError::Other(format!("{e} (row {})", first + bad[0].0 as u64))),
+                        _ => return Err(e.into()),
+                    },
+                }
+            } else {
+                let (good, bad) = conform_good(&r.file, &batch, &r.sources, &self.schema)?;
+                for (i, e) in bad {
+                    let raw = crate::rows::json_rows(&batch.slice(i, 1)).map(|v| v.concat()).unwrap_or_default();
+                    self.bad.record(&r.file, first + i as u64, &e, raw.as_bytes())?;
+                }
+                good
+            };
+            self.pos.count_records(rows);
+            if out.num_rows() == 0 {
+                continue;
+            }
             return Ok(Some(out));
         }
     }
@@ -662,7 +738,7 @@ mod tests {
         let fs = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
         write_file(&d.path().join("null.parquet"), fs.clone(), &[RecordBatch::try_new(fs, vec![Arc::new(Int64Array::from(vec![Some(1), None]))]).unwrap()], 10);
         let e = read("null.parquet", table());
-        assert!(e.contains("null.parquet: column 'id': NOT NULL in the table, and the file holds a null"), "{e}");
+        assert!(e.contains("null.parquet: column 'id': NOT NULL in the table, and the file holds a null (row 1)"), "{e}");
         let big = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
         let small = Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, true)]));
         write_file(&d.path().join("big.parquet"), big.clone(), &[RecordBatch::try_new(big, vec![Arc::new(Int64Array::from(vec![1i64 << 40]))]).unwrap()], 10);
@@ -677,6 +753,33 @@ mod tests {
         std::fs::write(d.path().join("cut.parquet"), &bytes[..bytes.len() / 2]).unwrap();
         let e = read("cut.parquet", table());
         assert!(e.contains("cut.parquet: not a readable Parquet file"), "{e}");
+
+        // with a bad-input policy the bad rows (a null in a NOT NULL column, a value that
+        // does not cast) go to it; a file that is no Parquet is still an error
+        let dl = d.path().join("dl");
+        let cfg = crate::bad_input::BadInputConfig { policy: crate::bad_input::Policy::DeadLetter(dl.display().to_string()), table: "pq-bad-rows".into(), connector: "filesystem".into() };
+        let rows = |name: &str, schema: SchemaRef| {
+            let mut s = ParquetFileSource::new(d.path().join(name), schema, 100).bad_input(&cfg);
+            s.open(&ctx()).unwrap();
+            let mut ids = Vec::new();
+            while let Some(b) = s.next_batch(100)? {
+                ids.extend(b.column(0).as_any().downcast_ref::<Int64Array>().map(|a| a.values().to_vec()).unwrap_or_else(|| vec![-1; b.num_rows()]));
+            }
+            Ok::<_, ConnectorError>(ids)
+        };
+        assert_eq!(rows("null.parquet", table()).unwrap(), vec![1]);
+        assert_eq!(rows("big.parquet", Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, true)]))).unwrap().len(), 0);
+        let e = rows("bad.parquet", table()).unwrap_err().to_string();
+        assert!(e.contains("bad.parquet: not a readable Parquet file"), "{e}");
+        let mut letters: Vec<serde_json::Value> = std::fs::read_dir(&dl).unwrap().map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap()).collect();
+        letters.sort_by_key(|v| v["source"].as_str().unwrap_or_default().to_string());
+        assert_eq!(letters.len(), 2, "{letters:?}");
+        assert!(letters[0]["source"].as_str().unwrap().ends_with("big.parquet") && letters[0]["position"] == 0, "{letters:?}");
+        assert!(letters[0]["error"].as_str().unwrap().contains("column 'id': cannot read the Int64 value as Int32"), "{letters:?}");
+        assert_eq!(letters[0]["raw"], "{\"id\":1099511627776}");
+        assert!(letters[1]["source"].as_str().unwrap().ends_with("null.parquet") && letters[1]["position"] == 1, "{letters:?}");
+        assert!(letters[1]["error"].as_str().unwrap().contains("NOT NULL in the table, and the file holds a null"), "{letters:?}");
+        assert_eq!(crate::bad_input::count("filesystem", "pq-bad-rows"), 2);
     }
 
     #[test]
