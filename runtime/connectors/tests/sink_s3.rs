@@ -267,3 +267,22 @@ fn write_throughput_into_the_s3_test_server() {
     );
     assert!(bytes > 50_000_000, "{bytes} bytes");
 }
+
+#[test]
+fn dead_letters_into_a_bucket_prefix_once_each() {
+    use weir_connectors::bad_input::{BadInputConfig, Policy, count};
+    let Some(b) = bucket("dead_letters_into_a_bucket_prefix_once_each") else { return };
+    let url = prefix(&b, "dead-letters");
+    let objects = Objects::open(&BucketUrl::parse(&url).unwrap()).unwrap();
+    let cfg = BadInputConfig { policy: Policy::DeadLetter(url.clone()), table: "dl-bucket".into(), connector: "filesystem".into() };
+    let mut h = cfg.handler();
+    h.record("s3://in/a.json", 7, "expected value at line 1 column 2", b"{x").unwrap();
+    // read again after a restore: the same object
+    cfg.handler().record("s3://in/a.json", 7, "expected value at line 1 column 2", b"{x").unwrap();
+    h.record("s3://in/a.json", 9, "bad", b"[").unwrap();
+    let got = committed(&objects, &url);
+    assert_eq!(got.len(), 2, "one object per bad record: {got:?}");
+    let v: serde_json::Value = serde_json::from_str(&got.iter().find(|(_, t)| t.contains("\"position\":7")).unwrap().1).unwrap();
+    assert_eq!(v, serde_json::json!({"source": "s3://in/a.json", "position": 7, "error": "expected value at line 1 column 2", "raw": "{x"}));
+    assert_eq!(count("filesystem", "dl-bucket"), 3);
+}
