@@ -105,6 +105,12 @@ pub trait BatchSource: Send {
     fn snapshot(&mut self) -> Result<Vec<Vec<u8>>, ConnectorError> {
         Ok(Vec::new())
     }
+    /// For per-split watermarks: the split every row of the last batch came from,
+    /// and the splits this subtask reads now (ids stable while it runs). `None`
+    /// (the default): batches mix splits, the subtask has one watermark.
+    fn batch_split(&self) -> Option<(u64, &[u64])> {
+        None
+    }
     /// `snapshot` for checkpoint `checkpoint_id` (see [`weir::connector::Source::snapshot_for`]).
     fn snapshot_for(&mut self, _checkpoint_id: u64) -> Result<Vec<Vec<u8>>, ConnectorError> {
         self.snapshot()

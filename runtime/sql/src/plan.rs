@@ -1048,14 +1048,21 @@ impl Lower<'_, '_> {
         let f = factory.clone();
         // `scan.watermark.idle-timeout` (of connectors that have it): a subtask that
         // reads nothing that long is idle (it does not hold back the watermark)
+        // (and a split of a source with per-split watermarks that long without records)
         let mut strategy = WatermarkStrategy::none();
+        let mut idle = None;
         if let Some(v) = t.opts.get("scan.watermark.idle-timeout") {
             let d = weir_connectors::parse_duration(v).map_err(|m| format!("table '{}': option 'scan.watermark.idle-timeout' = '{v}': {m}", t.name))?;
             if !d.is_zero() {
                 strategy = strategy.with_idleness(d);
+                idle = Some(d);
             }
         }
-        let s = self.c.env.source(&format!("source: {}", t.name), move |ctx: &SourceContext| SqlSource { inner: f(ctx), computed: computed.clone(), watermark: wm.clone(), emitted: i64::MIN, name: String::new() }, strategy);
+        let s = self.c.env.source(
+            &format!("source: {}", t.name),
+            move |ctx: &SourceContext| SqlSource { inner: f(ctx), computed: computed.clone(), watermark: wm.clone(), emitted: i64::MIN, name: String::new(), splits: SplitWatermarks::new(idle) },
+            strategy,
+        );
         let s = self.par(s.uid(&uid));
         self.sources.insert(t.name.clone(), s.clone());
         let _: &SourceFactory = &factory;
@@ -1232,6 +1239,47 @@ struct SqlSource {
     watermark: Option<(usize, Watermark)>,
     emitted: i64,
     name: String,
+    splits: SplitWatermarks,
+}
+
+/// Per-split watermarks, for sources whose batches each come from one split
+/// ([`BatchSource::batch_split`], e.g. Kafka partitions): the subtask's watermark is
+/// the least of its splits' (each the greatest its rows gave), leaving out splits
+/// without records for the idle timeout; so a partition read ahead of another does
+/// not make the other's records late.
+struct SplitWatermarks {
+    idle: Option<std::time::Duration>,
+    started: std::time::Instant,
+    /// split → (its watermark, when it last had records)
+    by_split: std::collections::HashMap<u64, (i64, std::time::Instant)>,
+}
+
+impl SplitWatermarks {
+    fn new(idle: Option<std::time::Duration>) -> Self {
+        SplitWatermarks { idle, started: std::time::Instant::now(), by_split: std::collections::HashMap::new() }
+    }
+
+    /// Split `split` gave watermark `w` (if any); the watermark of the live splits now
+    /// (`None`: some live split has none yet, or every split is idle).
+    fn observe(&mut self, split: u64, w: Option<i64>, live: &[u64]) -> Option<i64> {
+        let now = std::time::Instant::now();
+        let e = self.by_split.entry(split).or_insert((i64::MIN, now));
+        e.1 = now;
+        if let Some(w) = w {
+            e.0 = e.0.max(w);
+        }
+        let idle = |last: std::time::Instant| self.idle.is_some_and(|t| now.duration_since(last) >= t);
+        let mut min: Option<i64> = None;
+        for s in live {
+            let (w, last) = self.by_split.get(s).copied().unwrap_or((i64::MIN, self.started));
+            if idle(last) {
+                continue;
+            }
+            min = Some(min.map_or(w, |m: i64| m.min(w)));
+        }
+        self.by_split.retain(|s, _| live.contains(s));
+        min.filter(|m| *m > i64::MIN)
+    }
 }
 
 impl Source<ChangeBatch> for SqlSource {
@@ -1261,6 +1309,10 @@ impl Source<ChangeBatch> for SqlSource {
                     max_millis(&w).map_err(ConnectorError::Other)?
                 }
             };
+            let w = match self.inner.batch_split() {
+                Some((split, live)) => self.splits.observe(split, w, live),
+                None => w,
+            };
             if let Some(w) = w {
                 self.emitted = self.emitted.max(w);
             }
@@ -1285,5 +1337,29 @@ impl Source<ChangeBatch> for SqlSource {
     }
     fn redistribution(&self) -> weir::checkpoint::restore::Redistribution {
         self.inner.redistribution()
+    }
+}
+
+#[cfg(test)]
+mod split_watermark_tests {
+    use super::SplitWatermarks;
+    use std::time::Duration;
+
+    #[test]
+    fn the_watermark_is_the_least_of_the_live_splits_and_idle_splits_are_left_out() {
+        let mut w = SplitWatermarks::new(None);
+        // split 2 has no record yet: nothing advances
+        assert_eq!(w.observe(1, Some(1000), &[1, 2]), None);
+        // split 1 far ahead, split 2 behind: the least
+        assert_eq!(w.observe(2, Some(200), &[1, 2]), Some(200));
+        assert_eq!(w.observe(1, Some(5000), &[1, 2]), Some(200));
+        assert_eq!(w.observe(2, Some(300), &[1, 2]), Some(300));
+        // a split no longer read does not hold it back
+        assert_eq!(w.observe(1, Some(6000), &[1]), Some(6000));
+        // with an idle timeout, a split without records that long is left out
+        let mut w = SplitWatermarks::new(Some(Duration::from_millis(50)));
+        assert_eq!(w.observe(1, Some(1000), &[1, 2]), None);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(w.observe(1, Some(1100), &[1, 2]), Some(1100));
     }
 }

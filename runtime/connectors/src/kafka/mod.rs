@@ -15,6 +15,9 @@ pub mod options;
 pub mod sink;
 pub mod source;
 
+/// The Kafka client the connector uses (for tests and tools that produce or read topics).
+pub use rdkafka;
+
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;

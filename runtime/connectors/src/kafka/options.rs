@@ -32,7 +32,6 @@ pub const OPTIONS: &[&str] = &[
     "csv.field-delimiter",
     "csv.quote-character",
     "csv.allow-comments",
-    "csv.ignore-parse-errors",
     "csv.null-literal",
     "csv.disable-quote-character",
     "key.csv.field-delimiter",
@@ -132,8 +131,8 @@ pub enum Meta {
     LeaderEpoch,
 }
 
-/// The options of one table, parsed.
-#[derive(Clone, Debug)]
+/// The options of one table, parsed. `Debug` shows secret properties as `***`.
+#[derive(Clone)]
 pub struct KafkaOptions {
     /// `kafka` or `upsert-kafka`
     pub connector: String,
@@ -163,6 +162,20 @@ pub struct KafkaOptions {
     pub flush_timeout: Duration,
     /// the physical schema
     pub schema: SchemaRef,
+}
+
+impl std::fmt::Debug for KafkaOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let props: BTreeMap<&str, &str> = self.properties.iter().map(|(k, v)| (k.as_str(), if crate::registry::is_secret_option(k) { "***" } else { v.as_str() })).collect();
+        f.debug_struct("KafkaOptions")
+            .field("connector", &self.connector)
+            .field("table", &self.table)
+            .field("topics", &self.topics)
+            .field("properties", &props)
+            .field("startup", &self.startup)
+            .field("delivery", &self.delivery)
+            .finish_non_exhaustive()
+    }
 }
 
 fn bad(connector: &str, opt: &str, v: &str, why: impl std::fmt::Display) -> String {
@@ -204,7 +217,6 @@ fn csv_options(o: &TableOptions, side: &str) -> Result<CsvOptions, String> {
         c.quote = parse_char(&o.connector, "csv.quote-character", v)?;
     }
     c.allow_comments = parse_bool(o, "csv.allow-comments")?;
-    c.ignore_parse_errors = parse_bool(o, "csv.ignore-parse-errors")?;
     c.disable_quote = parse_bool(o, "csv.disable-quote-character")?;
     c.null_literal = o.get("csv.null-literal").map(str::to_string);
     if c.delimiter == c.quote && !c.disable_quote {
@@ -490,13 +502,26 @@ impl KafkaOptions {
         project(&self.schema, &self.key_columns, &self.key_prefix)
     }
 
-    /// The client configuration: `properties.*` and what the connector sets.
-    pub fn client_config(&self) -> rdkafka::ClientConfig {
+    /// The client configuration: `properties.*` and what the connector sets. A value
+    /// `${env:NAME}` is read from the environment variable `NAME`, `${file:PATH}` from
+    /// the file (trailing line break dropped): secrets (`sasl.password`,
+    /// `ssl.key.password`, ...) from Kubernetes Secrets, never inline; errors name the
+    /// option, never the value.
+    pub fn client_config(&self) -> Result<rdkafka::ClientConfig, String> {
         let mut cfg = rdkafka::ClientConfig::new();
         for (k, v) in &self.properties {
-            cfg.set(k, v);
+            let value = if let Some(name) = v.strip_prefix("${env:").and_then(|r| r.strip_suffix('}')) {
+                std::env::var(name).map_err(|_| format!("connector '{}': option 'properties.{k}': the environment variable '{name}' is not set", self.connector))?
+            } else if let Some(path) = v.strip_prefix("${file:").and_then(|r| r.strip_suffix('}')) {
+                let t = std::fs::read_to_string(path).map_err(|e| format!("connector '{}': option 'properties.{k}': cannot read '{path}': {e}", self.connector))?;
+                t.strip_suffix('\n').unwrap_or(&t).to_string()
+            } else {
+                v.clone()
+            };
+            cfg.set(k, value);
         }
-        cfg
+        // librdkafka logs its configuration only at debug levels of its own; the connector never logs it
+        Ok(cfg)
     }
 }
 
@@ -588,6 +613,20 @@ mod tests {
         assert!(e(&with(&[("csv.field-delimiter", ";")])).contains("needs a csv format"));
         assert!(e(&with(&[("topic-pattern", "x")])).contains("exclude each other"));
         assert!(e(&[("topic-pattern", "("), ("properties.bootstrap.servers", "h"), ("format", "json")]).contains("option 'topic-pattern' = '('"));
+    }
+
+    #[test]
+    fn secret_properties_come_from_the_environment_or_files() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), "s3cr3t\n").unwrap();
+        let file = format!("${{file:{}}}", f.path().display());
+        let k = parse(&with(&[("properties.sasl.password", &file), ("properties.sasl.username", "${env:WEIR_KAFKA_TEST_NO_SUCH_VAR}")])).unwrap();
+        let e = k.client_config().err().unwrap();
+        assert!(e.contains("option 'properties.sasl.username'") && e.contains("WEIR_KAFKA_TEST_NO_SUCH_VAR") && !e.contains("s3cr3t"), "{e}");
+        let k = parse(&with(&[("properties.sasl.password", &file)])).unwrap();
+        assert_eq!(k.client_config().unwrap().get("sasl.password"), Some("s3cr3t"));
+        assert!(format!("{:?}", opts("kafka", &with(&[("properties.sasl.password", "inline")]), &[])).contains("\"properties.sasl.password\": \"***\""));
+        assert!(!format!("{:?}", parse(&with(&[("properties.sasl.password", "inline")])).unwrap()).contains("inline"));
     }
 
     #[test]

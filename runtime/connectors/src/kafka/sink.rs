@@ -170,7 +170,7 @@ impl Sink<ChangeBatch> for KafkaSink {
         if self.opts.delivery == Delivery::ExactlyOnce {
             return Err(self.err(super::EXACTLY_ONCE_UNSUPPORTED));
         }
-        let mut cfg = self.opts.client_config();
+        let mut cfg = self.opts.client_config().map_err(|e| self.err(e))?;
         if !self.opts.properties.contains_key("client.id") {
             cfg.set("client.id", format!("weir-{}-sink-{}", self.opts.table, ctx.subtask));
         }

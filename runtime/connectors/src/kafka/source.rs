@@ -58,6 +58,16 @@ impl ConsumerContext for SourceClient {
     }
 }
 
+/// The split id of a partition (for per-partition watermarks).
+fn split_id(topic: &str, partition: i32) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in topic.as_bytes().iter().chain(&partition.to_le_bytes()) {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
 /// One assigned partition.
 struct Assigned {
     topic: String,
@@ -82,6 +92,11 @@ pub struct KafkaSource {
     /// snapshotted positions by checkpoint, committed when it completes
     pending: VecDeque<(u64, BTreeMap<Tp, i64>)>,
     metrics: Arc<SourceMetrics>,
+    /// decoded batches not returned yet: (index into `assigned`, batch, next offset)
+    ready: VecDeque<(usize, RecordBatch, i64)>,
+    /// the split ids of `assigned`, and the split of the last batch returned
+    live: Vec<u64>,
+    current: Option<u64>,
     value_schema: arrow::datatypes::SchemaRef,
     key_schema: arrow::datatypes::SchemaRef,
 }
@@ -101,6 +116,9 @@ impl KafkaSource {
             last_discovery: Instant::now(),
             pending: VecDeque::new(),
             metrics,
+            ready: VecDeque::new(),
+            live: Vec::new(),
+            current: None,
             value_schema,
             key_schema,
         }
@@ -233,6 +251,7 @@ impl KafkaSource {
     fn reassign(&mut self) -> Result<(), ConnectorError> {
         self.assigned.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         self.index = self.assigned.iter().enumerate().map(|(i, a)| ((a.topic.clone(), a.partition), i)).collect();
+        self.live = self.assigned.iter().map(|a| split_id(&a.topic, a.partition)).collect();
         let mut tpl = TopicPartitionList::new();
         for a in &self.assigned {
             tpl.add_partition_offset(&a.topic, a.partition, Offset::Offset(a.next)).map_err(|e| self.err(e))?;
@@ -267,6 +286,17 @@ impl KafkaSource {
             self.assigned.push(Assigned { topic: tp.topic, partition: tp.partition, next: low });
         }
         self.reassign()
+    }
+
+    /// The next decoded batch: its partition's position moves past it (only now: a
+    /// checkpoint between two calls holds the offsets of what was returned).
+    fn pop_ready(&mut self) -> Option<RecordBatch> {
+        let (i, batch, next) = self.ready.pop_front()?;
+        let a = &mut self.assigned[i];
+        a.next = next;
+        self.metrics.position(&a.topic, a.partition, a.next);
+        self.current = Some(self.live[i]);
+        Some(batch)
     }
 
     fn positions(&self) -> BTreeMap<Tp, i64> {
@@ -349,7 +379,7 @@ impl KafkaSource {
 impl BatchSource for KafkaSource {
     fn open(&mut self, ctx: &SourceContext) -> Result<(), ConnectorError> {
         self.ctx = Some(ctx.clone());
-        let mut cfg = self.opts.client_config();
+        let mut cfg = self.opts.client_config().map_err(|e| self.err(e))?;
         cfg.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false").set("enable.partition.eof", "false");
         if !self.opts.properties.contains_key("statistics.interval.ms") {
             cfg.set("statistics.interval.ms", "5000");
@@ -400,6 +430,9 @@ impl BatchSource for KafkaSource {
     }
 
     fn next_batch(&mut self, max_rows: usize) -> Result<Option<RecordBatch>, ConnectorError> {
+        if !self.ready.is_empty() {
+            return Ok(self.pop_ready());
+        }
         if self.opts.discovery.is_some_and(|d| self.last_discovery.elapsed() >= d) {
             self.discover()?;
         }
@@ -427,26 +460,23 @@ impl BatchSource for KafkaSource {
         if msgs.is_empty() {
             return Ok(Some(RecordBatch::new_empty(self.opts.schema.clone())));
         }
-        let batch = self.to_batch(&msgs)?;
-        // positions: the next offset of each partition read
-        let mut last: Option<usize> = None;
-        for m in &msgs {
-            let i = match last {
-                Some(i) if self.assigned[i].partition == m.partition() && self.assigned[i].topic == m.topic() => i,
-                _ => match self.index.get(&(m.topic().to_string(), m.partition())) {
-                    Some(i) => *i,
-                    None => continue,
-                },
-            };
-            last = Some(i);
-            self.assigned[i].next = m.offset() + 1;
-        }
         self.metrics.records_in(msgs.len() as u64, bytes as u64);
-        drop(msgs);
-        for a in &self.assigned {
-            self.metrics.position(&a.topic, a.partition, a.next);
+        // one batch per partition (per-partition watermarks), in the order they came
+        let mut groups: Vec<(usize, Vec<BorrowedMessage<'_>>)> = Vec::new();
+        for m in msgs {
+            let Some(i) = self.index.get(&(m.topic().to_string(), m.partition())).copied() else { continue };
+            match groups.iter_mut().find(|g| g.0 == i) {
+                Some(g) => g.1.push(m),
+                None => groups.push((i, vec![m])),
+            }
         }
-        Ok(Some(batch))
+        for (i, ms) in &groups {
+            let next = ms.last().map_or(0, |m| m.offset() + 1);
+            let batch = self.to_batch(ms)?;
+            self.ready.push_back((*i, batch, next));
+        }
+        drop(groups);
+        Ok(self.pop_ready())
     }
 
     fn snapshot(&mut self) -> Result<Vec<Vec<u8>>, ConnectorError> {
@@ -494,6 +524,10 @@ impl BatchSource for KafkaSource {
         let all = assign::decode(&splits).map_err(|e| self.err(e))?;
         self.restored = Some(all);
         Ok(())
+    }
+
+    fn batch_split(&self) -> Option<(u64, &[u64])> {
+        self.current.map(|c| (c, self.live.as_slice()))
     }
 
     fn redistribution(&self) -> Redistribution {
