@@ -368,3 +368,31 @@ INSERT INTO out SELECT id, name FROM src;"
     eprintln!("bench: Kafka → 1 s tumbling window → Kafka: {N} events ({w} windows) in {el:?}: {:.0} events/s (parallelism 1)", N as f64 / el.as_secs_f64());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The example job (examples/kafka/orders-to-files.sql) plans (no broker needed:
+/// nothing connects before the job runs); bad options are errors naming them.
+#[test]
+fn the_example_job_plans_and_bad_options_name_the_option() {
+    let sql = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/kafka/orders-to-files.sql")).unwrap();
+    let env = weir::StreamEnv::new(weir::JobConfig { parallelism: 2, ..Default::default() });
+    weir_sql::compile(&sql, &env, &Default::default()).unwrap_or_else(|e| panic!("the example: {e}"));
+    let err = |with: &str| {
+        let sql = format!(
+            "CREATE TABLE t (id BIGINT, ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp') WITH ('connector' = 'kafka', 'topic' = 't', 'properties.bootstrap.servers' = 'h:1', 'format' = 'json'{with});
+CREATE TABLE o (id BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO o SELECT id FROM t;"
+        );
+        let env = weir::StreamEnv::new(weir::JobConfig::default());
+        weir_sql::compile(&sql, &env, &Default::default()).map(|_| ()).unwrap_err().to_string()
+    };
+    let e = err(", 'scan.startup.mode' = 'newest'");
+    assert!(e.contains("table 't'") && e.contains("option 'scan.startup.mode' = 'newest'"), "{e}");
+    let e = err(", 'sink.delivery-guarantee' = 'exactly-once'");
+    assert!(e.contains("exactly-once") && e.contains("init_transactions"), "{e}");
+    let e = err(", 'scan.bounded.mode' = 'latest-offset'");
+    assert!(e.contains("has no option 'scan.bounded.mode'"), "{e}");
+    let sql = "CREATE TABLE t (id BIGINT, x INT METADATA FROM 'nope') WITH ('connector' = 'kafka', 'topic' = 't', 'properties.bootstrap.servers' = 'h:1', 'format' = 'json');\nSELECT * FROM t;";
+    let env = weir::StreamEnv::new(weir::JobConfig::default());
+    let e = weir_sql::compile(sql, &env, &Default::default()).map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("no metadata 'nope'"), "{e}");
+}
