@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -21,11 +21,11 @@ use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, warn};
 use weir_api::SavepointRequest;
 
-use crate::crd::{StreamJob, StreamJobStatus};
+use crate::crd::{Slot, StreamJob, StreamJobStatus};
 use crate::error::{Error, Result};
 use crate::events::Publisher;
 use crate::jobclient::JobClient;
-use crate::lifecycle::{self, Action as Act, Input, JobObserved, Observed, PodsObserved};
+use crate::lifecycle::{self, Action as Act, Input, JobObserved, Observed, PodsObserved, SideObserved, Stage};
 use crate::metrics::Metrics;
 use crate::resources;
 use crate::{FIELD_MANAGER, FINALIZER};
@@ -226,6 +226,7 @@ async fn reconcile_inner(job: Arc<StreamJob>, ctx: &Context, name: &str, ns: &st
                     }
                 }
             }
+            Act::RemoveSlot(slot) => remove_slot(ctx, &job, *slot).await?,
             Act::RemoveFinalizer => {
                 remove_finalizer(&jobs_api, &job).await?;
                 finalizer_removed = true;
@@ -250,32 +251,58 @@ async fn reconcile_inner(job: Arc<StreamJob>, ctx: &Context, name: &str, ns: &st
     Ok(Action::requeue(Duration::from_millis(step.requeue_ms.max(1000) as u64)))
 }
 
-async fn observe(ctx: &Context, job: &StreamJob, name: &str, ns: &str) -> Observed {
+/// The StatefulSet of `slot` and its pods' most telling problem.
+async fn observe_pods(ctx: &Context, name: &str, ns: &str, slot: Slot) -> Option<PodsObserved> {
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
-    let pods = match sts_api.get_opt(name).await {
+    let sts_name = resources::slot_name(name, slot);
+    match sts_api.get_opt(&sts_name).await {
         Ok(Some(sts)) => Some(PodsObserved {
             desired: sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0),
             current: sts.status.as_ref().map(|s| s.replicas).unwrap_or(0),
             ready: sts.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0),
-            problem: pod_problem(ctx, name, ns).await,
+            problem: pod_problem(ctx, name, ns, slot).await,
         }),
         Ok(None) => None,
         Err(e) => {
-            warn!(error = %e, "cannot read the StatefulSet");
+            warn!(error = %e, statefulset = %sts_name, "cannot read the StatefulSet");
             // Unknown: assume pods may exist (never skip a stop because of a failed read).
             Some(PodsObserved { desired: 1, current: 1, ready: 0, problem: None })
         }
-    };
-    let has_pods = pods.as_ref().is_some_and(|p| p.desired > 0 || p.current > 0);
-    let job_state = if has_pods {
-        match ctx.jobs.job(name, ns).await {
-            Ok(s) => JobObserved::Status(s),
-            Err(e) => JobObserved::Unreachable(e.to_string()),
-        }
-    } else {
-        JobObserved::NotQueried
-    };
+    }
+}
+
+/// `GET /v1/job` through the Service `<key>-rest`, when there are pods to ask.
+async fn observe_job(ctx: &Context, key: &str, ns: &str, pods: &Option<PodsObserved>) -> JobObserved {
+    if !pods.as_ref().is_some_and(|p| p.desired > 0 || p.current > 0) {
+        return JobObserved::NotQueried;
+    }
+    match ctx.jobs.job(key, ns).await {
+        Ok(s) => JobObserved::Status(s),
+        Err(e) => JobObserved::Unreachable(e.to_string()),
+    }
+}
+
+async fn observe(ctx: &Context, job: &StreamJob, name: &str, ns: &str) -> Observed {
     let status = job.status.clone().unwrap_or_default();
+    let active = status.deployed.as_ref().map(|d| d.slot).unwrap_or_default();
+    let pods = observe_pods(ctx, name, ns, active).await;
+    let has_pods = pods.as_ref().is_some_and(|p| p.desired > 0 || p.current > 0);
+    let job_state = observe_job(ctx, name, ns, &pods).await;
+    // Blue/green: the other slot too (green before the switch, what is being removed after).
+    let blue_green = matches!(
+        status.stage,
+        Some(
+            Stage::BlueGreenSavepoint | Stage::BlueGreenDeploying | Stage::BlueGreenSwitching | Stage::BlueGreenRetiring | Stage::BlueGreenAborting
+        )
+    );
+    let other = if blue_green {
+        let slot = active.other();
+        let pods = observe_pods(ctx, name, ns, slot).await;
+        let job = observe_job(ctx, &resources::slot_rest_key(name, slot), ns, &pods).await;
+        Some(SideObserved { pods, job })
+    } else {
+        None
+    };
     let trigger = status
         .transition
         .as_ref()
@@ -293,13 +320,13 @@ async fn observe(ctx: &Context, job: &StreamJob, name: &str, ns: &str) -> Observ
         },
         _ => (None, false),
     };
-    Observed { pods, job: job_state, savepoint, savepoint_missing }
+    Observed { pods, job: job_state, other, savepoint, savepoint_missing }
 }
 
-/// The most telling problem of the job's pods (image, crash loop, configuration).
-async fn pod_problem(ctx: &Context, name: &str, ns: &str) -> Option<crate::pods::PodProblem> {
+/// The most telling problem of the pods of one slot (image, crash loop, configuration).
+async fn pod_problem(ctx: &Context, name: &str, ns: &str, slot: Slot) -> Option<crate::pods::PodProblem> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let lp = ListParams::default().labels(&format!("{}={name}", resources::LABEL_JOB));
+    let lp = ListParams::default().labels(&resources::pod_selector(name, slot));
     match api.list(&lp).await {
         Ok(list) => crate::pods::problem(&list.items),
         Err(e) => {
@@ -313,16 +340,56 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
-/// Server-side apply of the four owned objects (ConfigMap first: pods mount it).
+/// Server-side apply of the four owned objects of the plan's slot (ConfigMap first:
+/// pods mount it). `<job>-rest` selects the active deployment; a deployment that is not
+/// active yet (green) gets `<job>-<slot>-rest` instead.
 async fn apply_objects(ctx: &Context, job: &StreamJob, plan: &lifecycle::DeployPlan) -> Result<()> {
     let ns = job.metadata.namespace.clone().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = job.name_any();
+    let base = resources::slot_name(&name, plan.slot);
     let svc_api = Api::<Service>::namespaced(ctx.client.clone(), &ns);
-    apply(&Api::namespaced(ctx.client.clone(), &ns), &resources::config_name(&name), &resources::config_map(job, &plan.spec, plan.replicas.max(1))).await?;
-    apply(&svc_api, &resources::peers_name(&name), &resources::peers_service(job)).await?;
-    apply(&svc_api, &resources::rest_name(&name), &resources::rest_service(job)).await?;
-    apply(&Api::namespaced(ctx.client.clone(), &ns), &name, &resources::stateful_set(job, plan)).await?;
+    let cm = resources::config_map(job, &plan.spec, plan.replicas.max(1), plan.slot);
+    apply(&Api::namespaced(ctx.client.clone(), &ns), &resources::config_name(&base), &cm).await?;
+    apply(&svc_api, &resources::peers_name(&base), &resources::peers_service(job, plan.slot)).await?;
+    if plan.active {
+        apply(&svc_api, &resources::rest_name(&name), &resources::rest_service(job, plan.slot)).await?;
+    } else {
+        apply(&svc_api, &resources::slot_rest_name(&name, plan.slot), &resources::slot_rest_service(job, plan.slot)).await?;
+    }
+    apply(&Api::namespaced(ctx.client.clone(), &ns), &base, &resources::stateful_set(job, plan)).await?;
     Ok(())
+}
+
+/// Deletes the objects of `slot`: its StatefulSet (foreground: it stays visible until its
+/// pods are gone, which is what the lifecycle waits for), peers, `<job>-<slot>-rest` and
+/// ConfigMap. Absent objects count as deleted.
+async fn remove_slot(ctx: &Context, job: &StreamJob, slot: Slot) -> Result<()> {
+    let ns = job.metadata.namespace.clone().ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = job.name_any();
+    let base = resources::slot_name(&name, slot);
+    let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let svc: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let cm: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    delete(&sts, &base, &DeleteParams::foreground()).await?;
+    delete(&svc, &resources::peers_name(&base), &DeleteParams::default()).await?;
+    delete(&svc, &resources::slot_rest_name(&name, slot), &DeleteParams::default()).await?;
+    delete(&cm, &resources::config_name(&base), &DeleteParams::default()).await?;
+    info!(%slot, statefulset = %base, "slot objects deleted");
+    Ok(())
+}
+
+async fn delete<K>(api: &Api<K>, name: &str, dp: &DeleteParams) -> Result<()>
+where
+    K: k8s_openapi::Resource + kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => {
+            let namespace = api.namespace().unwrap_or_default().to_string();
+            Err(Error::Object { verb: "delete", kind: K::KIND, name: name.to_string(), namespace, source })
+        }
+    }
 }
 
 /// Server-side apply of one object; an error names the object (a create and a patch are

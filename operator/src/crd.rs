@@ -34,6 +34,8 @@ const STORAGE_RULE: &str = "self.matches('^(s3|gs|az|file)://.+')";
     printcolumn = r#"{"name":"Parallelism","type":"integer","jsonPath":".spec.parallelism"}"#,
     printcolumn = r#"{"name":"Pods","type":"integer","jsonPath":".status.replicas","description":"pods that exist"}"#,
     printcolumn = r#"{"name":"Job","type":"string","jsonPath":".status.jobState","description":"state reported by the job's coordinator"}"#,
+    printcolumn = r#"{"name":"Active","type":"string","jsonPath":".status.activeSlot","description":"the deployment slot (blue or green) that runs the job and that <job>-rest selects"}"#,
+    printcolumn = r#"{"name":"Stage","type":"string","jsonPath":".status.stage","priority":1,"description":"the lifecycle stage (a blue/green rollout goes through BlueGreen* stages)"}"#,
     printcolumn = r#"{"name":"Last Savepoint","type":"string","jsonPath":".status.lastSavepoint.url","priority":0}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.message","priority":1,"description":"why the job is not running as asked, and what to do"}"#,
@@ -41,6 +43,7 @@ const STORAGE_RULE: &str = "self.matches('^(s3|gs|az|file)://.+')";
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.parallelism <= self.maxParallelism").message("spec.parallelism must not exceed spec.maxParallelism (the number of key groups): lower parallelism or, for a new job, raise maxParallelism"))]
+#[x_kube(validation = Rule::new("!has(self.rollout) || !has(self.rollout.strategy) || self.rollout.strategy != 'blueGreen' || has(self.checkpointing)").message("spec.rollout.strategy blueGreen starts the new deployment from a savepoint of the running one and needs spec.checkpointing.storage: set it, or use strategy inPlace"))]
 #[x_kube(validation = Rule::new("self.upgradeMode == 'stateless' || has(self.checkpointing)").message("upgradeMode savepoint and last-state keep state and need spec.checkpointing.storage: set it (e.g. s3://bucket/jobs/my-job) or use upgradeMode: stateless"))]
 pub struct StreamJobSpec {
     /// Container image of the Weir runtime (or a custom image built on it).
@@ -321,6 +324,75 @@ pub struct Rollout {
     /// Restart an unhealthy job from its latest checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_on_unhealthy: Option<UnhealthyPolicy>,
+    /// How an upgrade replaces the running deployment: `inPlace` (stop it, then start the
+    /// new spec, per `upgradeMode`) or `blueGreen` (start the new spec beside it from a
+    /// savepoint, switch when it has caught up; see docs/rollouts.md).
+    #[serde(default)]
+    pub strategy: RolloutStrategy,
+    /// Settings of the `blueGreen` strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<BlueGreenPolicy>,
+}
+
+/// How an upgrade replaces the running deployment.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum RolloutStrategy {
+    /// Stop the running deployment, then deploy the new spec (savepoint, last-state or
+    /// stateless, per `upgradeMode`).
+    #[default]
+    InPlace,
+    /// Savepoint the running ("blue") deployment without stopping it, start the new
+    /// ("green") one from it beside it, switch when green is healthy and caught up.
+    BlueGreen,
+}
+
+/// Settings of a blue/green rollout.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BlueGreenPolicy {
+    /// Green has caught up when its event-time watermark is at most this far behind
+    /// blue's (both as the coordinators report them). Unset: caught up = RUNNING, every pod
+    /// ready and one checkpoint completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h|d))+$"))]
+    pub max_lag: Option<String>,
+}
+
+/// One of the two deployment slots of a blue/green job. Slot `blue` uses the job's own
+/// names (`<job>`, `<job>-peers`, `<job>-job`); slot `green` suffixes them (`<job>-green`,
+/// `<job>-green-peers`, `<job>-green-job`). A blue/green upgrade deploys into the slot
+/// that is not active and retires the active one.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Slot {
+    #[default]
+    Blue,
+    Green,
+}
+
+impl Slot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slot::Blue => "blue",
+            Slot::Green => "green",
+        }
+    }
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::Blue => Slot::Green,
+            Slot::Green => Slot::Blue,
+        }
+    }
+    pub fn is_blue(&self) -> bool {
+        *self == Slot::Blue
+    }
+}
+
+impl std::fmt::Display for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Default for Rollout {
@@ -332,6 +404,8 @@ impl Default for Rollout {
             checkpoint_fallback_max_age: None,
             shutdown_timeout: default_shutdown_timeout(),
             restart_on_unhealthy: None,
+            strategy: RolloutStrategy::InPlace,
+            blue_green: None,
         }
     }
 }
@@ -395,6 +469,9 @@ pub struct StreamJobStatus {
     /// Job id of the current deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
+    /// The slot of the deployment that runs the job and that `<job>-rest` selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_slot: Option<Slot>,
     /// State reported by the job's coordinator (RUNNING, FAILED, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_state: Option<String>,
@@ -446,6 +523,9 @@ pub struct StreamJobStatus {
     /// The last transition that completed, with its measured pause of processing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition: Option<TransitionRecord>,
+    /// The last blue/green rollout that ended (switched or aborted), as measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_blue_green: Option<BlueGreenRecord>,
     /// The runtime's error when the job failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -469,6 +549,9 @@ pub struct Deployment {
     pub restore_from: Option<String>,
     /// Epoch ms.
     pub deployed_at: i64,
+    /// The slot it runs in (its objects' names).
+    #[serde(default, skip_serializing_if = "Slot::is_blue")]
+    pub slot: Slot,
 }
 
 /// Why a transition runs.
@@ -513,6 +596,60 @@ pub struct Transition {
     /// Why the transition runs (for rollback: what failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A blue/green rollout: the slot the new ("green") deployment runs in, beside the
+    /// active one. Unset: in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<Slot>,
+    /// Blue/green: epoch ms when green was found healthy and caught up, and green's
+    /// `runningSince` then (the start of the overlap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caught_up_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub green_running_since: Option<i64>,
+}
+
+/// How a blue/green rollout ended.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub enum BlueGreenOutcome {
+    /// Green took over; blue was stopped with a savepoint and removed.
+    Switched,
+    /// Green was removed; blue kept running.
+    Aborted,
+}
+
+/// A blue/green rollout that ended.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BlueGreenRecord {
+    pub outcome: BlueGreenOutcome,
+    /// The StreamJob generation rolled out.
+    pub generation: i64,
+    /// Blue: the deployment that ran before (slot and job id).
+    pub blue_slot: Slot,
+    pub blue_job_id: String,
+    /// Green: the new deployment (slot and job id).
+    pub green_slot: Slot,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub green_job_id: Option<String>,
+    /// The savepoint of blue (taken while it kept running) green started from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<String>,
+    /// Blue's final savepoint (stop-with-savepoint at the switch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_savepoint: Option<String>,
+    /// Why it was aborted (or what went wrong at the switch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Epoch ms: the rollout's start and end.
+    pub started_at: i64,
+    pub finished_at: i64,
+    /// How long both deployments processed (from green running to blue stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap_ms: Option<i64>,
+    /// From the stop of blue being asked to `<job>-rest` selecting green.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_ms: Option<i64>,
 }
 
 /// A transition that completed, as the operator measured it.
@@ -683,6 +820,14 @@ impl StreamJobSpec {
             {
                 p.push(format!("spec.rollout.{field}: '{d}' is not a duration like 30s, 5m or 1h"));
             }
+        }
+        if let Some(d) = r.blue_green.as_ref().and_then(|b| b.max_lag.as_ref())
+            && parse_duration_ms(d).is_none()
+        {
+            p.push(format!("spec.rollout.blueGreen.maxLag: '{d}' is not a duration like 30s, 5m or 1h"));
+        }
+        if r.strategy == RolloutStrategy::BlueGreen && self.checkpointing.is_none() {
+            p.push("spec.rollout.strategy blueGreen needs spec.checkpointing.storage".to_string());
         }
         p
     }

@@ -35,6 +35,11 @@ fn mock_kube(job: Value, sts: Option<Value>) -> (Client, Calls) {
 /// Like [`mock_kube`], but answers every call whose path ends with `refuse` with a real
 /// API server's 403.
 fn mock_kube_refusing(job: Value, sts: Option<Value>, refuse: Option<&'static str>) -> (Client, Calls) {
+    mock_kube_slots(job, sts, None, refuse)
+}
+
+/// Like [`mock_kube_refusing`], with slot green's StatefulSet `fraud-green` (when given).
+fn mock_kube_slots(job: Value, sts: Option<Value>, green: Option<Value>, refuse: Option<&'static str>) -> (Client, Calls) {
     let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let calls: Calls = Arc::default();
     let rec = calls.clone();
@@ -51,11 +56,13 @@ fn mock_kube_refusing(job: Value, sts: Option<Value>, refuse: Option<&'static st
                 (403, json!({"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","code":403,"message":msg}))
             } else if path.ends_with("/pods") && method == "GET" {
                 (200, json!({"kind":"PodList","apiVersion":"v1","metadata":{},"items":[]}))
-            } else if path.ends_with("/statefulsets/fraud") && method == "GET" {
-                match &sts {
+            } else if (path.ends_with("/statefulsets/fraud") || path.ends_with("/statefulsets/fraud-green")) && method == "GET" {
+                match if path.ends_with("/fraud") { &sts } else { &green } {
                     Some(s) => (200, s.clone()),
                     None => (404, json!({"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404,"message":"not found"})),
                 }
+            } else if method == "DELETE" {
+                (200, json!({"kind":"Status","apiVersion":"v1","status":"Success","code":200,"metadata":{}}))
             } else if path.contains("/streamjobs/fraud") {
                 let mut j = job.clone();
                 if let Some(st) = body.get("status") {
@@ -95,6 +102,7 @@ async fn stub_runtime() -> (String, Arc<Runtime>) {
                     running_since: None,
                     last_checkpoint: None,
                     restarts: 0,
+                    watermark: None,
                     error: None,
                 })
             }),
@@ -313,4 +321,191 @@ fn assert_rbac(calls: &[Call]) {
 /// checkout's path).
 fn manifest_dir() -> std::path::PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from)
+}
+
+// ------------------------------------------------------------ blue/green
+
+/// A stub coordinator of job `id` in `state`; `GET /v1/savepoints/{id}` answers COMPLETED
+/// at `savepoint` (404 without one).
+async fn stub_job(id: &'static str, state: JobState, savepoint: Option<&'static str>) -> (String, Arc<Runtime>) {
+    let state_ = Arc::new(Runtime::default());
+    let s = state_.clone();
+    let app = axum::Router::new()
+        .route(
+            weir_api::paths::JOB,
+            get(move || async move {
+                Json(JobStatus {
+                    id: id.into(),
+                    name: "fraud".into(),
+                    state,
+                    parallelism: 2,
+                    max_parallelism: 720,
+                    started: 1,
+                    running_since: Some(1_699_999_990_000),
+                    last_checkpoint: Some(weir_api::CheckpointRef { id: 3, url: format!("s3://b/jobs/fraud/{id}/checkpoints/chk-3"), timestamp: 1, bytes: 1 }),
+                    restarts: 0,
+                    watermark: None,
+                    error: None,
+                })
+            }),
+        )
+        .route(
+            "/v1/savepoints/{id}",
+            get(move |axum::extract::Path(req): axum::extract::Path<String>| async move {
+                match savepoint {
+                    Some(url) => (
+                        StatusCode::OK,
+                        Json(json!({"id": req, "status": "COMPLETED", "url": url})),
+                    ),
+                    None => (StatusCode::NOT_FOUND, Json(json!({"error": "unknown savepoint request"}))),
+                }
+            }),
+        )
+        .route(
+            weir_api::paths::SAVEPOINTS,
+            post(move |Json(req): Json<SavepointRequest>| {
+                let s = s.clone();
+                async move {
+                    s.savepoint_requests.lock().unwrap().push(req);
+                    (StatusCode::ACCEPTED, Json(Triggered { id: "sp-2".into() }))
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), state_)
+}
+
+/// The operator reaches `<key>-rest`: `fraud` (the active slot) and `fraud-green`.
+fn context_slots(client: Client, blue: String, green: String) -> Arc<Context> {
+    let jobs = JobClient::new(Arc::new(move |key, _| if key == "fraud" { blue.clone() } else { green.clone() })).unwrap();
+    let ctx = Context::new(client, jobs, Arc::new(Metrics::new().unwrap()), Some("test".into()))
+        .with_clock(Arc::new(|| 1_700_000_000_000), Arc::new(|| "j-new".to_string()));
+    Arc::new(ctx)
+}
+
+fn bg_spec(image: &str) -> Value {
+    json!({"image": image, "job": {"builtin": "fraud-detection"}, "parallelism": 2, "maxParallelism": 720,
+           "checkpointing": {"storage": "s3://b/jobs/fraud", "interval": "30s", "retain": 3},
+           "rollout": {"strategy": "blueGreen"}})
+}
+
+fn sts_json(name: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name},
+           "spec": {"replicas": 2, "selector": {}, "template": {}, "serviceName": format!("{name}-peers")},
+           "status": {"replicas": 2, "readyReplicas": 2}})
+}
+
+fn bg_streamjob(status: Value) -> Value {
+    let mut job = streamjob(2, "weir:2", status);
+    job["spec"] = bg_spec("weir:2");
+    job
+}
+
+fn bg_transition(extra: Value) -> Value {
+    let mut t = json!({"kind": "Upgrade", "mode": "savepoint", "targetSpec": bg_spec("weir:2").to_string(), "targetGeneration": 2,
+                       "savepointTarget": "s3://b/jobs/fraud/savepoints/sp-j1-1", "savepointTrigger": "sp-j1-1",
+                       "startedAt": 1_699_999_900_000i64, "stageStartedAt": 1_699_999_900_000i64, "slot": "green"});
+    for (k, v) in extra.as_object().unwrap() {
+        t[k] = v.clone();
+    }
+    t
+}
+
+#[tokio::test]
+async fn blue_green_deploys_green_with_its_own_objects_beside_blue() {
+    let dep = json!({"jobId": "j1", "generation": 1, "spec": bg_spec("weir:1").to_string(), "deployedAt": 1});
+    let job = bg_streamjob(json!({"stage": "BlueGreenSavepoint", "deployed": dep, "lastStable": dep, "jobId": "j1", "replicas": 2,
+                                  "transition": bg_transition(json!({}))}));
+    let (client, calls) = mock_kube_slots(job.clone(), Some(sts_json("fraud")), None, None);
+    let (blue, blue_rt) = stub_job("j1", JobState::Running, Some("s3://b/jobs/fraud/savepoints/sp-j1-1")).await;
+    let (green, _) = stub_job("j-new", JobState::Created, None).await;
+    let obj: StreamJob = serde_json::from_value(job).unwrap();
+    reconcile(Arc::new(obj), context_slots(client, blue, green)).await.expect("reconcile");
+    let calls = calls.lock().unwrap().clone();
+    let status = &find(&calls, "PATCH", "/streamjobs/fraud/status").body["status"];
+    assert_eq!(status["stage"], "BlueGreenDeploying");
+    assert_eq!(status["transition"]["jobId"], "j-new");
+    assert_eq!(status["transition"]["restoreFrom"], "s3://b/jobs/fraud/savepoints/sp-j1-1");
+    assert_eq!((status["jobId"].as_str(), status["activeSlot"].as_str()), (Some("j1"), Some("blue")));
+    let status_at = calls.iter().position(|c| c.path.ends_with("/status")).unwrap();
+    let green_at = calls.iter().position(|c| c.method == "PATCH" && c.path.ends_with("/statefulsets/fraud-green")).expect("green applied");
+    assert!(status_at < green_at, "write-ahead: {:#?}", summary(&calls));
+    // Blue is untouched: its objects are applied as they were (weir:1, j1, fraud-rest on fraud-0).
+    let blue_sts = &find(&calls, "PATCH", "/statefulsets/fraud").body;
+    assert_eq!((blue_sts["spec"]["template"]["spec"]["containers"][0]["image"].as_str(), env(blue_sts, "WEIR_JOB_ID").as_deref()), (Some("weir:1"), Some("j1")));
+    let rests: Vec<&Call> = calls.iter().filter(|c| c.method == "PATCH" && c.path.ends_with("/services/fraud-rest")).collect();
+    assert!(rests.iter().all(|c| c.body["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] == "fraud-0"), "fraud-rest stays on blue");
+    // Green: its own StatefulSet, Services and ConfigMap, owned by the StreamJob.
+    let sts = &find(&calls, "PATCH", "/statefulsets/fraud-green").body;
+    assert_eq!(sts["metadata"]["ownerReferences"][0]["uid"], "u-1");
+    assert_eq!(sts["metadata"]["ownerReferences"][0]["controller"], true);
+    assert_eq!(sts["spec"]["selector"]["matchLabels"], json!({"weir.dev/job": "fraud", "weir.dev/slot": "green"}));
+    assert_eq!(sts["spec"]["serviceName"], "fraud-green-peers");
+    assert_eq!(sts["spec"]["template"]["metadata"]["labels"]["weir.dev/slot"], "green");
+    assert_eq!(sts["spec"]["template"]["spec"]["containers"][0]["image"], "weir:2");
+    assert_eq!(env(sts, "WEIR_JOB_ID").as_deref(), Some("j-new"));
+    assert_eq!(env(sts, "WEIR_CHECKPOINT_URL").as_deref(), Some("s3://b/jobs/fraud/j-new"), "its own checkpoint prefix");
+    assert_eq!(env(sts, "WEIR_RESTORE_FROM").as_deref(), Some("s3://b/jobs/fraud/savepoints/sp-j1-1"));
+    assert_eq!(env(sts, "WEIR_PEERS").as_deref(), Some("fraud-green-{ordinal}.fraud-green-peers.{namespace}.svc:6121"));
+    let peers = &find(&calls, "PATCH", "/services/fraud-green-peers").body;
+    assert_eq!(peers["spec"]["selector"], json!({"weir.dev/job": "fraud", "weir.dev/slot": "green"}));
+    assert_eq!(peers["metadata"]["ownerReferences"][0]["uid"], "u-1");
+    let own_rest = &find(&calls, "PATCH", "/services/fraud-green-rest").body;
+    assert_eq!(own_rest["spec"]["selector"]["statefulset.kubernetes.io/pod-name"], "fraud-green-0");
+    let cm = &find(&calls, "PATCH", "/configmaps/fraud-green-job").body;
+    assert_eq!(cm["metadata"]["ownerReferences"][0]["uid"], "u-1");
+    let vols = sts["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+    assert!(vols.iter().any(|v| v["configMap"]["name"] == "fraud-green-job"));
+    // The savepoint was followed (not triggered again), and nothing was deleted.
+    assert!(blue_rt.savepoint_requests.lock().unwrap().is_empty());
+    assert!(!calls.iter().any(|c| c.method == "DELETE"));
+    let reasons: Vec<&str> = calls.iter().filter(|c| c.path.ends_with("/events")).filter_map(|c| c.body["reason"].as_str()).collect();
+    assert!(reasons.contains(&"GreenDeploying"), "{reasons:?}");
+    assert_rbac(&calls);
+}
+
+#[tokio::test]
+async fn blue_green_switch_points_the_rest_service_at_green_and_deletes_blue() {
+    let dep = json!({"jobId": "j1", "generation": 1, "spec": bg_spec("weir:1").to_string(), "deployedAt": 1});
+    let t = bg_transition(json!({"jobId": "j-new", "restoreFrom": "s3://b/jobs/fraud/savepoints/sp-j1-1",
+                                 "savepointTarget": "s3://b/jobs/fraud/savepoints/sp-j1-2", "savepointTrigger": "sp-j1-2"}));
+    let job = bg_streamjob(json!({"stage": "BlueGreenSwitching", "deployed": dep, "lastStable": dep, "jobId": "j1", "replicas": 2, "transition": t}));
+    let (client, calls) = mock_kube_slots(job.clone(), Some(sts_json("fraud")), Some(sts_json("fraud-green")), None);
+    let (blue, _) = stub_job("j1", JobState::Finished, Some("s3://b/jobs/fraud/savepoints/sp-j1-2")).await;
+    let (green, _) = stub_job("j-new", JobState::Running, None).await;
+    let obj: StreamJob = serde_json::from_value(job).unwrap();
+    reconcile(Arc::new(obj), context_slots(client, blue, green)).await.expect("reconcile");
+    let calls = calls.lock().unwrap().clone();
+    let status = &find(&calls, "PATCH", "/streamjobs/fraud/status").body["status"];
+    assert_eq!(status["stage"], "BlueGreenRetiring");
+    assert_eq!((status["deployed"]["jobId"].as_str(), status["deployed"]["slot"].as_str()), (Some("j-new"), Some("green")));
+    assert_eq!((status["jobId"].as_str(), status["activeSlot"].as_str()), (Some("j-new"), Some("green")));
+    assert_eq!(status["lastSavepoint"]["url"], "s3://b/jobs/fraud/savepoints/sp-j1-2");
+    assert_eq!(status["lastBlueGreen"]["outcome"], "Switched");
+    // <job>-rest now selects green's pod 0.
+    let rest = &find(&calls, "PATCH", "/services/fraud-rest").body;
+    assert_eq!(rest["spec"]["selector"], json!({"weir.dev/job": "fraud", "weir.dev/slot": "green", "statefulset.kubernetes.io/pod-name": "fraud-green-0"}));
+    let sts = &find(&calls, "PATCH", "/statefulsets/fraud-green").body;
+    assert_eq!(env(sts, "WEIR_JOB_ID").as_deref(), Some("j-new"));
+    assert!(!calls.iter().any(|c| c.method == "PATCH" && c.path.ends_with("/statefulsets/fraud")), "blue is not applied any more");
+    // Blue's objects are deleted, its StatefulSet in the foreground (its pods first).
+    let deleted: Vec<String> = calls.iter().filter(|c| c.method == "DELETE").map(|c| c.path.clone()).collect();
+    assert_eq!(
+        deleted,
+        [
+            "/apis/apps/v1/namespaces/prod/statefulsets/fraud",
+            "/api/v1/namespaces/prod/services/fraud-peers",
+            "/api/v1/namespaces/prod/services/fraud-blue-rest",
+            "/api/v1/namespaces/prod/configmaps/fraud-job",
+        ]
+    );
+    assert_eq!(find(&calls, "DELETE", "/statefulsets/fraud").body["propagationPolicy"], "Foreground");
+    let status_at = calls.iter().position(|c| c.path.ends_with("/status")).unwrap();
+    let delete_at = calls.iter().position(|c| c.method == "DELETE").unwrap();
+    assert!(status_at < delete_at, "write-ahead");
+    let reasons: Vec<&str> = calls.iter().filter(|c| c.path.ends_with("/events")).filter_map(|c| c.body["reason"].as_str()).collect();
+    assert!(reasons.contains(&"Switched"), "{reasons:?}");
+    assert_rbac(&calls);
 }

@@ -45,7 +45,7 @@ fn crd_has_subresources_printer_columns_and_cel_rules() {
     assert_eq!(scale.label_selector_path.as_deref(), Some(".status.selector"));
     assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
     let cols: Vec<&str> = v.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
-    assert_eq!(cols, ["Phase", "Parallelism", "Pods", "Job", "Last Savepoint", "Age", "Message"]);
+    assert_eq!(cols, ["Phase", "Parallelism", "Pods", "Job", "Active", "Stage", "Last Savepoint", "Age", "Message"]);
     let text = serde_json::to_string(&schema()).unwrap();
     for rule in ["self.parallelism <= self.maxParallelism", "self == oldSelf", "self.matches('^(s3|gs|az|file)://.+')"] {
         assert!(text.contains(rule), "missing CEL rule {rule}");

@@ -49,6 +49,9 @@ pub(super) fn next(ctx: &mut Ctx<'_>) {
             started_at: now,
             stage_started_at: now,
             reason: Some("StreamJob deleted".into()),
+            slot: None,
+            caught_up_at: None,
+            green_running_since: None,
         });
         if running {
             ctx.actions.push(Action::TriggerSavepoint { stop: true, target: target.clone(), request_id });

@@ -35,6 +35,9 @@ fn apply_target(ctx: &mut Ctx<'_>) {
         job_id: t.job_id.clone().unwrap_or_default(),
         restore_from: t.restore_from.clone(),
         replicas,
+        // In place: the new deployment replaces the old one in its slot.
+        slot: ctx.active_slot(),
+        active: true,
     })));
 }
 
@@ -114,6 +117,7 @@ pub(super) fn next(ctx: &mut Ctx<'_>) {
 /// The new deployment is not healthy: roll back when possible, else report Failed.
 fn fail(ctx: &mut Ctx<'_>, t: &Transition, job_id: &str, why: String) {
     let rollout = ctx.spec().rollout();
+    let active_slot = ctx.active_slot();
     let stable = ctx.status.last_stable.clone();
     let can_roll_back = rollout.rollback
         && !matches!(t.kind, TransitionKind::Rollback | TransitionKind::Deploy | TransitionKind::Resume)
@@ -134,6 +138,7 @@ fn fail(ctx: &mut Ctx<'_>, t: &Transition, job_id: &str, why: String) {
                 spec: t.target_spec.clone(),
                 restore_from: t.restore_from.clone(),
                 deployed_at: t.stage_started_at,
+                slot: t.slot.unwrap_or(active_slot),
             });
             ctx.status.transition = Some(Transition {
                 kind: TransitionKind::Rollback,
@@ -148,6 +153,9 @@ fn fail(ctx: &mut Ctx<'_>, t: &Transition, job_id: &str, why: String) {
                 started_at: now,
                 stage_started_at: now,
                 reason: Some(why.clone()),
+                slot: None,
+                caught_up_at: None,
+                green_running_since: None,
             });
             ctx.enter(Stage::Stopping);
             ctx.warn("RollingBack", format!("{why}; rolling back to generation {}", stable.generation));
@@ -160,6 +168,7 @@ fn fail(ctx: &mut Ctx<'_>, t: &Transition, job_id: &str, why: String) {
                 spec: t.target_spec.clone(),
                 restore_from: t.restore_from.clone(),
                 deployed_at: t.stage_started_at,
+                slot: t.slot.unwrap_or(active_slot),
             });
             ctx.status.transition = None;
             ctx.status.error = Some(why.clone());

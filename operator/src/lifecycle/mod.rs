@@ -20,8 +20,20 @@
 //! Failed       -> Stopping (spec changed or restartNonce) | Running (recovered by itself)
 //! Finished     -> Stopping
 //! any          -> Deleting (deletionTimestamp)
+//!
+//! Blue/green upgrades (spec.rollout.strategy blueGreen, bluegreen.rs):
+//! Running              -> BlueGreenSavepoint (savepoint of blue, which keeps running)
+//! BlueGreenSavepoint   -> BlueGreenDeploying (green applied, restoring from it)
+//!                         | Running (savepoint failed: blue keeps running, nothing to undo)
+//! BlueGreenDeploying   -> BlueGreenSwitching (green healthy and caught up: stop blue with
+//!                         a savepoint) | BlueGreenAborting (green not healthy in time)
+//! BlueGreenSwitching   -> BlueGreenRetiring (blue stopped: green is deployed, <job>-rest
+//!                         selects it)
+//! BlueGreenRetiring    -> Running (blue's objects are gone)
+//! BlueGreenAborting    -> Running (green's objects are gone; blue ran throughout)
 //! ```
 
+mod bluegreen;
 mod deleting;
 mod deploying;
 pub mod diff;
@@ -37,8 +49,8 @@ use serde::{Deserialize, Serialize};
 use weir_api::{JobState, JobStatus, SavepointStatus};
 
 use crate::crd::{
-    CheckpointRecord, Condition, Deployment, SavepointRecord, StreamJobSpec, StreamJobStatus, Transition, TransitionKind, TransitionRecord, UpgradeMode,
-    parse_duration_ms,
+    CheckpointRecord, Condition, Deployment, RolloutStrategy, SavepointRecord, Slot, StreamJobSpec, StreamJobStatus, Transition, TransitionKind,
+    TransitionRecord, UpgradeMode, parse_duration_ms,
 };
 
 /// Where a job is in its lifecycle (persisted in `status.stage`).
@@ -62,6 +74,17 @@ pub enum Stage {
     Finished,
     /// The StreamJob is being deleted (final savepoint, then the finalizer goes).
     Deleting,
+    /// Blue/green: a savepoint of the running (blue) deployment, which keeps running.
+    BlueGreenSavepoint,
+    /// Blue/green: green runs beside blue from that savepoint; waiting until it is healthy
+    /// and caught up (or its deadline passes).
+    BlueGreenDeploying,
+    /// Blue/green: blue is stopped with a savepoint; then `<job>-rest` selects green.
+    BlueGreenSwitching,
+    /// Blue/green: green is deployed and serves; blue's objects are deleted.
+    BlueGreenRetiring,
+    /// Blue/green: green was not healthy in time; its objects are deleted, blue runs on.
+    BlueGreenAborting,
 }
 
 /// Every legal stage change. `step` never takes another edge (checked in tests).
@@ -85,6 +108,14 @@ pub const EDGES: &[(Stage, Stage)] = &[
     (Stage::Failed, Stage::Stopping),
     (Stage::Failed, Stage::Running),
     (Stage::Finished, Stage::Stopping),
+    (Stage::Running, Stage::BlueGreenSavepoint),
+    (Stage::BlueGreenSavepoint, Stage::BlueGreenDeploying),
+    (Stage::BlueGreenSavepoint, Stage::Running),
+    (Stage::BlueGreenDeploying, Stage::BlueGreenSwitching),
+    (Stage::BlueGreenDeploying, Stage::BlueGreenAborting),
+    (Stage::BlueGreenSwitching, Stage::BlueGreenRetiring),
+    (Stage::BlueGreenRetiring, Stage::Running),
+    (Stage::BlueGreenAborting, Stage::Running),
 ];
 
 /// Whether `from -> to` is legal (staying is always legal; any stage may go to Deleting).
@@ -115,12 +146,33 @@ pub enum JobObserved {
     Status(JobStatus),
 }
 
+/// What was observed of the deployment in the slot that is not active (blue/green).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SideObserved {
+    /// None: no StatefulSet in that slot.
+    pub pods: Option<PodsObserved>,
+    /// Its coordinator, through `<job>-<slot>-rest`.
+    pub job: JobObserved,
+}
+
+impl SideObserved {
+    pub fn job_status(&self) -> Option<&JobStatus> {
+        match &self.job {
+            JobObserved::Status(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
 /// Everything observed for one reconcile.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observed {
-    /// None: no StatefulSet.
+    /// The active slot's StatefulSet; None: none.
     pub pods: Option<PodsObserved>,
+    /// The active deployment's coordinator, through `<job>-rest`.
     pub job: JobObserved,
+    /// The other slot, observed in the blue/green stages only (None otherwise).
+    pub other: Option<SideObserved>,
     /// Answer of `GET /v1/savepoints/{id}` for the trigger in status, if any.
     pub savepoint: Option<SavepointStatus>,
     /// The coordinator answered that it does not know the savepoint request in status
@@ -130,7 +182,7 @@ pub struct Observed {
 
 impl Observed {
     pub fn nothing() -> Self {
-        Observed { pods: None, job: JobObserved::NotQueried, savepoint: None, savepoint_missing: false }
+        Observed { pods: None, job: JobObserved::NotQueried, other: None, savepoint: None, savepoint_missing: false }
     }
 
     /// The job status, when the coordinator answered.
@@ -170,6 +222,9 @@ pub enum Action {
     TriggerSavepoint { stop: bool, target: String, request_id: String },
     /// Dispose of savepoints removed from the history (through the coordinator).
     Dispose(Vec<String>),
+    /// Delete the objects of a slot (StatefulSet, `<job>[-green]-peers`, its ConfigMap and
+    /// `<job>-<slot>-rest`); absent ones count as deleted.
+    RemoveSlot(Slot),
     /// Deletion is done: remove the finalizer.
     RemoveFinalizer,
 }
@@ -193,6 +248,11 @@ pub struct DeployPlan {
     pub job_id: String,
     pub restore_from: Option<String>,
     pub replicas: i32,
+    /// The slot whose objects this deployment uses.
+    pub slot: Slot,
+    /// `<job>-rest` selects this deployment (false for green before the switch, which
+    /// the operator reaches through `<job>-<slot>-rest`).
+    pub active: bool,
 }
 
 /// An Event to publish on the StreamJob.
@@ -291,6 +351,10 @@ impl<'a> Ctx<'a> {
     pub fn deployed_job_id(&self) -> Option<String> {
         self.status.deployed.as_ref().map(|d| d.job_id.clone())
     }
+    /// The slot of the deployed (active) deployment.
+    pub fn active_slot(&self) -> Slot {
+        self.status.deployed.as_ref().map(|d| d.slot).unwrap_or_default()
+    }
 
     /// A spec change that does not reach the running job (`fields` changed): the new
     /// spec counts as deployed (and stable) at `generation`, and an Event says so.
@@ -308,7 +372,8 @@ impl<'a> Ctx<'a> {
     pub fn apply_deployed(&mut self, replicas: i32) {
         if let Some(d) = self.status.deployed.clone() {
             let spec = self.deployed_spec();
-            self.actions.push(Action::Apply(Box::new(DeployPlan { spec, job_id: d.job_id, restore_from: d.restore_from, replicas })));
+            let plan = DeployPlan { spec, job_id: d.job_id, restore_from: d.restore_from, replicas, slot: d.slot, active: true };
+            self.actions.push(Action::Apply(Box::new(plan)));
         }
     }
 
@@ -391,9 +456,17 @@ impl<'a> Ctx<'a> {
             started_at: self.input.now,
             stage_started_at: self.input.now,
             reason,
+            slot: None,
+            caught_up_at: None,
+            green_running_since: None,
         };
         let job_running = self.job_is(self.deployed_job_id().as_deref()).is_some_and(|j| j.state == JobState::Running);
+        let blue_green = kind == TransitionKind::Upgrade && self.input.spec.rollout().strategy == RolloutStrategy::BlueGreen;
         match mode {
+            _ if blue_green && job_running && self.input.spec.storage().is_some() => {
+                bluegreen::begin(self, t);
+                return;
+            }
             UpgradeMode::Savepoint if job_running => {
                 let spec = self.deployed_spec();
                 let target = self.savepoint_target(&spec);
@@ -437,7 +510,11 @@ impl<'a> Ctx<'a> {
     /// Records what the coordinator reports (state, newest checkpoint, error).
     pub fn observe_job(&mut self) {
         let Some(job) = self.job() else { return };
-        let current = self.status.transition.as_ref().and_then(|t| t.job_id.clone()).or_else(|| self.deployed_job_id());
+        // Blue/green: the coordinator behind `<job>-rest` is blue's, the deployed one.
+        let current = match &self.status.transition {
+            Some(t) if t.slot.is_none() => t.job_id.clone().or_else(|| self.deployed_job_id()),
+            _ => self.deployed_job_id(),
+        };
         if Some(&job.id) != current.as_ref() {
             return;
         }
@@ -456,6 +533,7 @@ impl<'a> Ctx<'a> {
             spec: t.target_spec.clone(),
             restore_from: t.restore_from.clone(),
             deployed_at: self.input.now,
+            slot: t.slot.unwrap_or(self.active_slot()),
         };
         self.status.deployed = Some(dep.clone());
         self.status.last_stable = Some(dep);
@@ -529,6 +607,10 @@ pub fn step(input: &Input<'_>) -> Step {
             Stage::Suspended => suspended::next(&mut ctx),
             Stage::Failed | Stage::Finished => failed::next(&mut ctx),
             Stage::Deleting => deleting::next(&mut ctx),
+            Stage::BlueGreenSavepoint => bluegreen::savepoint(&mut ctx),
+            Stage::BlueGreenDeploying => bluegreen::deploying(&mut ctx),
+            Stage::BlueGreenSwitching => bluegreen::switching(&mut ctx),
+            Stage::BlueGreenRetiring | Stage::BlueGreenAborting => bluegreen::removing(&mut ctx),
         }
     }
     let to = ctx.stage();
@@ -548,6 +630,8 @@ pub fn phase(stage: Stage, transition: Option<TransitionKind>) -> &'static str {
         (Stage::Failed, _) => "Failed",
         (Stage::Finished, _) => "Finished",
         (Stage::Deleting, _) => "Deleting",
+        (Stage::BlueGreenSavepoint | Stage::BlueGreenDeploying | Stage::BlueGreenSwitching | Stage::BlueGreenRetiring, _) => "Upgrading",
+        (Stage::BlueGreenAborting, _) => "RollingBack",
         (_, Some(TransitionKind::Upgrade)) => "Upgrading",
         (_, Some(TransitionKind::Rescale)) => "Rescaling",
         (_, Some(TransitionKind::Rollback)) => "RollingBack",
@@ -564,6 +648,7 @@ fn finish(ctx: &mut Ctx<'_>) {
     let kind = ctx.status.transition.as_ref().map(|t| t.kind);
     ctx.status.phase = Some(phase(stage, kind).to_string());
     ctx.status.selector = Some(format!("{}={}", crate::resources::LABEL_JOB, ctx.input.name));
+    ctx.status.active_slot = ctx.status.deployed.as_ref().map(|d| d.slot);
     ctx.status.replicas = match stage {
         Stage::Suspended | Stage::New => 0,
         _ => ctx.input.observed.pods.as_ref().map(|p| p.current).unwrap_or(0),
@@ -580,11 +665,17 @@ fn finish(ctx: &mut Ctx<'_>) {
     let job_running = ctx.status.job_state.as_deref() == Some(JobState::Running.as_str());
     let (ready, ready_reason, ready_msg) = match stage {
         Stage::Running if job_running => (true, "JobRunning", "the job runs the deployed spec".to_string()),
+        Stage::BlueGreenSavepoint | Stage::BlueGreenDeploying | Stage::BlueGreenAborting if job_running => {
+            (true, "JobRunning", format!("the deployed spec runs (blue) during a blue/green rollout, stage {stage:?}"))
+        }
         Stage::Running => (false, "JobNotRunning", format!("job state {}", ctx.status.job_state.as_deref().unwrap_or("unknown"))),
         s => (false, phase(s, kind), format!("stage {s:?}")),
     };
     let progressing = ctx.status.transition.as_ref().map(|t| (format!("{:?}", t.kind), format!("{:?} in stage {stage:?}", t.kind)));
-    let live = matches!(stage, Stage::Deploying | Stage::Running | Stage::Savepointing);
+    let live = matches!(
+        stage,
+        Stage::Deploying | Stage::Running | Stage::Savepointing | Stage::BlueGreenSavepoint | Stage::BlueGreenDeploying | Stage::BlueGreenSwitching
+    );
     let pod_problem = ctx.input.observed.pods.as_ref().and_then(|p| p.problem.clone()).filter(|_| live);
     let restarting = ctx
         .input

@@ -103,10 +103,12 @@ pub(super) fn next(ctx: &mut Ctx<'_>) {
                 return;
             }
             SpecChange::Upgrade(fields) => {
-                if needs_running && !running {
+                let blue_green = spec.rollout().strategy == crate::crd::RolloutStrategy::BlueGreen;
+                if (needs_running || blue_green) && !running {
                     return waiting(ctx, "upgrade");
                 }
-                ctx.event("SpecChangeUpgrade", format!("generation {generation}: {} changed: upgrade", fields.join(", ")));
+                let how = if blue_green { "blue/green upgrade" } else { "upgrade" };
+                ctx.event("SpecChangeUpgrade", format!("generation {generation}: {} changed: {how}", fields.join(", ")));
                 ctx.begin(TransitionKind::Upgrade, &spec, generation, None);
                 return;
             }

@@ -37,6 +37,9 @@ pub(super) fn next(ctx: &mut Ctx<'_>) {
             started_at: now,
             stage_started_at: now,
             reason: Some("spec.state is running".into()),
+            slot: None,
+            caught_up_at: None,
+            green_running_since: None,
         },
     );
 }

@@ -27,7 +27,7 @@ fn with(f: impl FnOnce(&mut StreamJobSpec)) -> StreamJobSpec {
 }
 
 fn deployment(s: &StreamJobSpec, job_id: &str, generation: i64) -> Deployment {
-    Deployment { job_id: job_id.into(), generation, spec: serde_json::to_string(s).unwrap(), restore_from: None, deployed_at: T0 }
+    Deployment { job_id: job_id.into(), generation, spec: serde_json::to_string(s).unwrap(), restore_from: None, deployed_at: T0, slot: Slot::Blue }
 }
 
 /// Running generation 1 (spec()) as job j1.
@@ -54,6 +54,9 @@ fn transition(kind: TransitionKind, target: &StreamJobSpec, generation: i64) -> 
         started_at: T0,
         stage_started_at: T0,
         reason: None,
+        slot: None,
+        caught_up_at: None,
+        green_running_since: None,
     }
 }
 
@@ -72,6 +75,7 @@ fn job(id: &str, state: JobState) -> JobObserved {
         running_since: None,
         last_checkpoint: Some(CheckpointRef { id: 9, url: format!("s3://b/jobs/fraud/{id}/checkpoints/chk-9"), timestamp: T0 + 50_000, bytes: 1 }),
         restarts: 0,
+        watermark: None,
         error: if state == JobState::Failed { Some("sink: connection refused".into()) } else { None },
     })
 }
@@ -87,6 +91,7 @@ fn obs(pods: Option<(i32, i32, i32)>, job: JobObserved, sp: Option<OperationStat
             error: (status == OperationStatus::Failed).then(|| "sink refused to flush".into()),
         }),
         savepoint_missing: false,
+        other: None,
     }
 }
 
@@ -94,10 +99,58 @@ fn up(pods: i32, id: &str, state: JobState) -> Observed {
     obs(Some((pods, pods, pods)), job(id, state), None)
 }
 
+// ------------------------------------------------------------ blue/green helpers
+
+const SP: &str = "s3://b/jobs/fraud/savepoints/j1-sp-1";
+
+fn blue_green(f: impl FnOnce(&mut StreamJobSpec)) -> StreamJobSpec {
+    with(|s| {
+        s.rollout = Some(Rollout { strategy: RolloutStrategy::BlueGreen, ..Rollout::default() });
+        f(s)
+    })
+}
+
+/// The blue/green upgrade to `weir:2` (generation 2) in flight, green in slot green.
+fn bg_transition() -> Transition {
+    Transition { slot: Some(Slot::Green), ..transition(TransitionKind::Upgrade, &blue_green(|s| s.image = "weir:2".into()), 2) }
+}
+
+/// Green (j2) deployed from SP, in `stage`.
+fn bg_green(stage: Stage) -> StreamJobStatus {
+    in_stage(stage, Some(Transition { job_id: Some("j2".into()), restore_from: Some(SP.into()), ..bg_transition() }))
+}
+
+/// Blue (j1) running behind `<job>-rest`, and the other slot as given.
+fn bg_obs(blue: JobObserved, savepoint: Option<OperationStatus>, green: Option<(i32, JobObserved)>) -> Observed {
+    let other = SideObserved {
+        pods: green.as_ref().map(|(ready, _)| PodsObserved { desired: 2, current: 2, ready: *ready, problem: None }),
+        job: green.map(|(_, j)| j).unwrap_or(JobObserved::NotQueried),
+    };
+    Observed { other: Some(other), ..obs(Some((2, 2, 2)), blue, savepoint) }
+}
+
+fn with_job(j: JobObserved, f: impl FnOnce(&mut JobStatus)) -> JobObserved {
+    match j {
+        JobObserved::Status(mut s) => {
+            f(&mut s);
+            JobObserved::Status(s)
+        }
+        o => o,
+    }
+}
+
 /// A short form of an action for the tables.
 fn short(a: &Action) -> String {
     match a {
-        Action::Apply(p) => format!("apply({}{})", p.replicas, p.restore_from.as_ref().map(|r| format!(" <- {r}")).unwrap_or_default()),
+        Action::Apply(p) => {
+            let slot = match (p.slot, p.active) {
+                (Slot::Blue, true) => String::new(),
+                (slot, true) => format!("{slot} active "),
+                (slot, false) => format!("{slot} "),
+            };
+            format!("apply({slot}{}{})", p.replicas, p.restore_from.as_ref().map(|r| format!(" <- {r}")).unwrap_or_default())
+        }
+        Action::RemoveSlot(slot) => format!("remove({slot})"),
         Action::TriggerSavepoint { stop: true, .. } => "stop-with-savepoint".into(),
         Action::TriggerSavepoint { stop: false, .. } => "savepoint".into(),
         Action::Dispose(urls) => format!("dispose({})", urls.len()),
@@ -882,6 +935,402 @@ fn cases() -> Vec<Case> {
             events: &["Deleted", "StageChanged"],
             ..Default::default()
         },
+        // ------------------------------------------------------------ blue/green
+        Case {
+            name: "blue/green upgrade: a savepoint of blue that keeps running, target recorded first",
+            spec: blue_green(|s| s.image = "weir:2".into()),
+            generation: 2,
+            stage: Stage::BlueGreenSavepoint,
+            actions: &["apply(2)", "savepoint"],
+            events: &["SpecChangeUpgrade", "BlueGreenStarted", "StageChanged"],
+            check: |s| {
+                let t = s.status.transition.as_ref().unwrap();
+                assert_eq!(t.slot, Some(Slot::Green));
+                assert_eq!(t.savepoint_target.as_deref(), Some("s3://b/jobs/fraud/savepoints/sp-j1-1"));
+                assert_eq!(t.savepoint_trigger.as_deref(), Some("sp-j1-1"));
+                assert!(matches!(&s.actions[1], Action::TriggerSavepoint { stop: false, request_id, .. } if request_id == "sp-j1-1"));
+                assert_eq!(s.status.phase.as_deref(), Some("Upgrading"));
+                assert_eq!(s.status.active_slot, Some(Slot::Blue));
+                let ready = s.status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+                assert_eq!(ready.status, "True", "blue serves during the rollout");
+            },
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green upgrade waits for blue to be RUNNING (it needs a savepoint of it)",
+            spec: blue_green(|s| {
+                s.image = "weir:2".into();
+                s.upgrade_mode = UpgradeMode::LastState;
+            }),
+            generation: 2,
+            observed: up(2, "j1", JobState::Restarting),
+            stage: Stage::Running,
+            actions: &["apply(2)"],
+            check: |s| assert!(s.status.message.as_deref().unwrap().contains("waits for the job to be RUNNING")),
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green rescale stays in place (savepoint, stop, redeploy)",
+            spec: blue_green(|s| s.parallelism = 4),
+            generation: 2,
+            stage: Stage::Savepointing,
+            actions: &["apply(2)", "stop-with-savepoint"],
+            events: &["SpecChangeRescale", "TransitionStarted", "StageChanged"],
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green: the savepoint completed, green deploys from it beside blue with a fresh job id",
+            spec: blue_green(|s| s.image = "weir:2".into()),
+            generation: 2,
+            status: in_stage(Stage::BlueGreenSavepoint, Some(bg_transition())),
+            observed: bg_obs(job("j1", JobState::Running), Some(OperationStatus::Completed), None),
+            stage: Stage::BlueGreenDeploying,
+            actions: &["apply(2)", "apply(green 2 <- s3://b/jobs/fraud/savepoints/j1-sp-1)"],
+            events: &["SavepointCompleted", "GreenDeploying", "StageChanged"],
+            check: |s| {
+                let t = s.status.transition.as_ref().unwrap();
+                assert_eq!((t.job_id.as_deref(), t.restore_from.as_deref()), (Some("j2"), Some(SP)));
+                assert_eq!(s.status.job_id.as_deref(), Some("j1"), "blue is still the job");
+                assert_eq!(s.status.savepoint_history.last().map(|h| (h.url.as_str(), h.origin.as_str())), Some((SP, "blue-green")));
+            },
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green: the savepoint fails, nothing was deployed, blue keeps running",
+            spec: blue_green(|s| s.image = "weir:2".into()),
+            generation: 2,
+            status: in_stage(Stage::BlueGreenSavepoint, Some(bg_transition())),
+            observed: bg_obs(job("j1", JobState::Running), Some(OperationStatus::Failed), None),
+            stage: Stage::Running,
+            actions: &["apply(2)"],
+            events: &["SavepointFailed", "StageChanged"],
+            check: |s| {
+                assert_eq!(s.status.failed_generation, Some(2));
+                assert!(s.status.transition.is_none());
+                assert!(s.status.message.as_deref().unwrap().contains("sink refused to flush; blue keeps running generation 1"), "{:?}", s.status.message);
+                assert_eq!(s.status.last_blue_green.as_ref().map(|r| r.outcome), Some(BlueGreenOutcome::Aborted));
+                assert_eq!(s.status.deployed.as_ref().unwrap().job_id, "j1");
+            },
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green: the failed generation is not retried until the spec changes",
+            spec: blue_green(|s| s.image = "weir:2".into()),
+            generation: 2,
+            status: StreamJobStatus { failed_generation: Some(2), message: Some("x".into()), ..running() },
+            stage: Stage::Running,
+            actions: &["apply(2)"],
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green: a savepoint request the coordinator lost is asked again (operator restart)",
+            spec: blue_green(|s| s.image = "weir:2".into()),
+            generation: 2,
+            status: in_stage(Stage::BlueGreenSavepoint, Some(bg_transition())),
+            observed: Observed { savepoint_missing: true, ..bg_obs(job("j1", JobState::Running), None, None) },
+            stage: Stage::BlueGreenSavepoint,
+            actions: &["apply(2)", "savepoint"],
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green: green healthy with a checkpoint: blue is stopped with a savepoint",
+            spec: blue_green(|s| s.image = "weir:2".into()),
+            generation: 2,
+            status: bg_green(Stage::BlueGreenDeploying),
+            observed: bg_obs(job("j1", JobState::Running), None, Some((2, with_job(job("j2", JobState::Running), |j| j.running_since = Some(T0 + 20_000))))),
+            stage: Stage::BlueGreenSwitching,
+            actions: &["apply(2)", "apply(green 2 <- s3://b/jobs/fraud/savepoints/j1-sp-1)", "stop-with-savepoint"],
+            events: &["GreenReady", "StageChanged"],
+            check: |s| {
+                let t = s.status.transition.as_ref().unwrap();
+                assert_eq!(t.savepoint_trigger.as_deref(), Some("sp-j1-1"));
+                assert_eq!((t.caught_up_at, t.green_running_since), (Some(T0 + 60_000), Some(T0 + 20_000)));
+                assert!(s.events[0].note.contains("checkpoint 9 completed, no watermarks to compare"), "{}", s.events[0].note);
+            },
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green: green RUNNING but without a checkpoint yet waits",
+            spec: blue_green(|s| s.image = "weir:2".into()),
+            generation: 2,
+            status: bg_green(Stage::BlueGreenDeploying),
+            observed: bg_obs(job("j1", JobState::Running), None, Some((2, with_job(job("j2", JobState::Running), |j| j.last_checkpoint = None)))),
+            stage: Stage::BlueGreenDeploying,
+            actions: &["apply(2)", "apply(green 2 <- s3://b/jobs/fraud/savepoints/j1-sp-1)"],
+            check: |s| assert!(s.status.message.as_deref().unwrap().contains("first completed checkpoint"), "{:?}", s.status.message),
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green: green's watermark further behind blue's than maxLag waits",
+            spec: blue_green(|s| {
+                s.image = "weir:2".into();
+                s.rollout.as_mut().unwrap().blue_green = Some(BlueGreenPolicy { max_lag: Some("10s".into()) });
+            }),
+            generation: 2,
+            status: bg_green(Stage::BlueGreenDeploying),
+            observed: bg_obs(
+                with_job(job("j1", JobState::Running), |j| j.watermark = Some(T0 + 60_000)),
+                None,
+                Some((2, with_job(job("j2", JobState::Running), |j| j.watermark = Some(T0 + 30_000)))),
+            ),
+            stage: Stage::BlueGreenDeploying,
+            actions: &["apply(2)", "apply(green 2 <- s3://b/jobs/fraud/savepoints/j1-sp-1)"],
+            check: |s| assert!(s.status.message.as_deref().unwrap().contains("30.0 s behind blue's (maxLag 10000 ms)"), "{:?}", s.status.message),
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green: green's watermark within maxLag of blue's switches",
+            spec: blue_green(|s| {
+                s.image = "weir:2".into();
+                s.rollout.as_mut().unwrap().blue_green = Some(BlueGreenPolicy { max_lag: Some("10s".into()) });
+            }),
+            generation: 2,
+            status: bg_green(Stage::BlueGreenDeploying),
+            observed: bg_obs(
+                with_job(job("j1", JobState::Running), |j| j.watermark = Some(T0 + 60_000)),
+                None,
+                Some((2, with_job(job("j2", JobState::Running), |j| j.watermark = Some(T0 + 55_000)))),
+            ),
+            stage: Stage::BlueGreenSwitching,
+            actions: &["apply(2)", "apply(green 2 <- s3://b/jobs/fraud/savepoints/j1-sp-1)", "stop-with-savepoint"],
+            events: &["GreenReady", "StageChanged"],
+            check: |s| assert!(s.events[0].note.contains("watermark 5.0 s behind blue's"), "{}", s.events[0].note),
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green: green not healthy within readinessTimeout is removed, blue keeps running",
+            spec: blue_green(|s| s.image = "weir:2".into()),
+            generation: 2,
+            status: bg_green(Stage::BlueGreenDeploying),
+            observed: bg_obs(job("j1", JobState::Running), None, Some((1, job("j2", JobState::Created)))),
+            now: T0 + 301_000,
+            stage: Stage::BlueGreenAborting,
+            actions: &["apply(2)", "remove(green)"],
+            events: &["GreenAborted", "StageChanged"],
+            check: |s| {
+                let msg = s.status.message.as_deref().unwrap();
+                assert!(msg.contains("readinessTimeout 5m: green (job id j2): job state CREATED, 1/2 pods ready"), "{msg}");
+                assert!(msg.contains("blue (job id j1) keeps running"), "{msg}");
+                assert_eq!(s.status.failed_generation, Some(2));
+                assert!(s.status.transition.is_none());
+                assert_eq!(s.status.deployed.as_ref().unwrap().job_id, "j1");
+                assert_eq!(s.status.phase.as_deref(), Some("RollingBack"));
+                assert!(s.events[0].warning);
+            },
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green: green that cannot start (unmapped image) is removed at once with the pod's words",
+            spec: blue_green(|s| s.image = "weir:2".into()),
+            generation: 2,
+            status: bg_green(Stage::BlueGreenDeploying),
+            observed: {
+                let mut o = bg_obs(job("j1", JobState::Running), None, Some((0, JobObserved::Unreachable("connection refused".into()))));
+                let problem = crate::pods::PodProblem {
+                    pod: "fraud-green-0".into(),
+                    reason: "ImageNotMapped".into(),
+                    message: "image weir:2 is not mapped".into(),
+                    hopeless: true,
+                };
+                o.other.as_mut().unwrap().pods.as_mut().unwrap().problem = Some(problem);
+                o
+            },
+            stage: Stage::BlueGreenAborting,
+            actions: &["apply(2)", "remove(green)"],
+            events: &["GreenAborted", "StageChanged"],
+            check: |s| {
+                let note = &s.events[0].note;
+                assert!(note.contains("green (job id j2) cannot start: pod fraud-green-0: ImageNotMapped: image weir:2 is not mapped"), "{note}");
+                // The update was not applied (Degraded says so), but blue serves (Ready).
+                let cond = |t: &str| s.status.conditions.iter().find(|c| c.type_ == t).map(|c| (c.status.clone(), c.reason.clone())).unwrap();
+                assert_eq!(cond("Degraded"), ("True".to_string(), "UpdateNotApplied".to_string()));
+                assert_eq!(cond("Ready"), ("True".to_string(), "JobRunning".to_string()));
+            },
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green: green still starting reports its pods' problem and waits",
+            spec: blue_green(|s| s.image = "weir:2".into()),
+            generation: 2,
+            status: bg_green(Stage::BlueGreenDeploying),
+            observed: {
+                let mut o = bg_obs(job("j1", JobState::Running), None, Some((0, JobObserved::Unreachable("connection refused".into()))));
+                let problem =
+                    crate::pods::PodProblem { pod: "fraud-green-1".into(), reason: "Unschedulable".into(), message: "0/1 nodes".into(), hopeless: false };
+                o.other.as_mut().unwrap().pods.as_mut().unwrap().problem = Some(problem);
+                o
+            },
+            stage: Stage::BlueGreenDeploying,
+            actions: &["apply(2)", "apply(green 2 <- s3://b/jobs/fraud/savepoints/j1-sp-1)"],
+            events: &["PodProblem"],
+            check: |s| assert!(s.events[0].note.starts_with("green: pod fraud-green-1: Unschedulable"), "{}", s.events[0].note),
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green: green FAILED is removed",
+            spec: blue_green(|s| s.image = "weir:2".into()),
+            generation: 2,
+            status: bg_green(Stage::BlueGreenDeploying),
+            observed: bg_obs(job("j1", JobState::Running), None, Some((2, job("j2", JobState::Failed)))),
+            stage: Stage::BlueGreenAborting,
+            actions: &["apply(2)", "remove(green)"],
+            events: &["GreenAborted", "StageChanged"],
+            check: |s| assert!(s.status.message.as_deref().unwrap().contains("green (job id j2) ended FAILED: sink: connection refused")),
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green: a spec change mid-rollout is queued (the rollout in flight goes on)",
+            spec: blue_green(|s| s.image = "weir:3".into()),
+            generation: 3,
+            status: bg_green(Stage::BlueGreenDeploying),
+            observed: bg_obs(job("j1", JobState::Running), None, Some((1, job("j2", JobState::Created)))),
+            stage: Stage::BlueGreenDeploying,
+            actions: &["apply(2)", "apply(green 2 <- s3://b/jobs/fraud/savepoints/j1-sp-1)"],
+            events: &["SpecChangeQueued"],
+            check: |s| {
+                assert_eq!(s.events[0].note, "generation 3 waits for the blue/green rollout of generation 2 to end");
+                assert_eq!(s.status.transition.as_ref().unwrap().target_generation, 2);
+                assert_ne!(s.status.observed_generation, Some(3));
+            },
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green: aborting waits until green's StatefulSet is gone",
+            spec: blue_green(|s| s.image = "weir:2".into()),
+            generation: 2,
+            status: StreamJobStatus { stage: Some(Stage::BlueGreenAborting), failed_generation: Some(2), ..running() },
+            observed: bg_obs(job("j1", JobState::Running), None, Some((0, JobObserved::NotQueried))),
+            stage: Stage::BlueGreenAborting,
+            actions: &["apply(2)", "remove(green)"],
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green: green gone after an abort: blue runs on",
+            spec: blue_green(|s| s.image = "weir:2".into()),
+            generation: 2,
+            status: StreamJobStatus { stage: Some(Stage::BlueGreenAborting), failed_generation: Some(2), ..running() },
+            observed: bg_obs(job("j1", JobState::Running), None, None),
+            stage: Stage::Running,
+            actions: &["apply(2)"],
+            events: &["GreenRemoved", "StageChanged"],
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green: blue's final savepoint done: green is deployed, <job>-rest selects it, blue's objects go",
+            spec: blue_green(|s| s.image = "weir:2".into()),
+            generation: 2,
+            status: StreamJobStatus {
+                savepoint_history: vec![SavepointRecord { url: SP.into(), timestamp: T0, job_id: "j1".into(), origin: "blue-green".into() }],
+                ..in_stage(
+                    Stage::BlueGreenSwitching,
+                    Some(Transition {
+                        job_id: Some("j2".into()),
+                        restore_from: Some(SP.into()),
+                        savepoint_target: Some("s3://b/jobs/fraud/savepoints/sp-j1-2".into()),
+                        savepoint_trigger: Some("sp-1".into()),
+                        green_running_since: Some(T0 + 20_000),
+                        stage_started_at: T0 + 50_000,
+                        ..bg_transition()
+                    }),
+                )
+            },
+            observed: {
+                let mut o = bg_obs(job("j1", JobState::Finished), Some(OperationStatus::Completed), Some((2, job("j2", JobState::Running))));
+                o.savepoint.as_mut().unwrap().url = Some("s3://b/jobs/fraud/savepoints/sp-j1-2".into());
+                o
+            },
+            stage: Stage::BlueGreenRetiring,
+            actions: &["apply(green active 2 <- s3://b/jobs/fraud/savepoints/j1-sp-1)", "remove(blue)"],
+            events: &["Switched", "StageChanged"],
+            check: |s| {
+                let d = s.status.deployed.as_ref().unwrap();
+                assert_eq!((d.job_id.as_str(), d.slot, d.generation, d.restore_from.as_deref()), ("j2", Slot::Green, 2, Some(SP)));
+                assert_eq!(s.status.active_slot, Some(Slot::Green));
+                assert_eq!(s.status.job_id.as_deref(), Some("j2"));
+                let urls: Vec<&str> = s.status.savepoint_history.iter().map(|h| h.url.as_str()).collect();
+                assert_eq!(urls, [SP, "s3://b/jobs/fraud/savepoints/sp-j1-2"], "both savepoints kept");
+                assert_eq!(s.status.savepoint_history[1].job_id, "j1");
+                let r = s.status.last_blue_green.as_ref().unwrap();
+                assert_eq!((r.outcome, r.blue_job_id.as_str(), r.green_job_id.as_deref()), (BlueGreenOutcome::Switched, "j1", Some("j2")));
+                assert_eq!((r.overlap_ms, r.switch_ms), (Some(40_000), Some(10_000)));
+                assert!(s.events[0].note.starts_with("fraud-rest selects green (slot green, job id j2) now"), "{}", s.events[0].note);
+            },
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green: blue's final savepoint fails: the switch goes on (green has the state) with a Warning",
+            spec: blue_green(|s| s.image = "weir:2".into()),
+            generation: 2,
+            status: bg_green(Stage::BlueGreenSwitching),
+            observed: bg_obs(job("j1", JobState::Running), Some(OperationStatus::Failed), Some((2, job("j2", JobState::Running)))),
+            stage: Stage::BlueGreenRetiring,
+            actions: &["apply(green active 2 <- s3://b/jobs/fraud/savepoints/j1-sp-1)", "remove(blue)"],
+            events: &["FinalSavepointFailed", "Switched", "StageChanged"],
+            check: |s| assert!(s.events[0].warning),
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green: retiring deletes blue's objects until its StatefulSet is gone",
+            spec: blue_green(|s| s.image = "weir:2".into()),
+            generation: 2,
+            status: StreamJobStatus {
+                stage: Some(Stage::BlueGreenRetiring),
+                deployed: Some(Deployment { slot: Slot::Green, ..deployment(&blue_green(|s| s.image = "weir:2".into()), "j2", 2) }),
+                job_id: Some("j2".into()),
+                ..running()
+            },
+            observed: bg_obs(job("j2", JobState::Running), None, Some((0, JobObserved::NotQueried))),
+            stage: Stage::BlueGreenRetiring,
+            actions: &["apply(green active 2)", "remove(blue)"],
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green: blue's objects gone: green runs as the job",
+            spec: blue_green(|s| s.image = "weir:2".into()),
+            generation: 2,
+            status: StreamJobStatus {
+                stage: Some(Stage::BlueGreenRetiring),
+                deployed: Some(Deployment { slot: Slot::Green, ..deployment(&blue_green(|s| s.image = "weir:2".into()), "j2", 2) }),
+                job_id: Some("j2".into()),
+                ..running()
+            },
+            observed: bg_obs(job("j2", JobState::Running), None, None),
+            stage: Stage::Running,
+            actions: &["apply(green active 2)"],
+            events: &["BlueRetired", "StageChanged"],
+            ..Default::default()
+        },
+        Case {
+            name: "blue/green: the next upgrade of a job running in slot green goes to slot blue",
+            spec: blue_green(|s| s.image = "weir:3".into()),
+            generation: 3,
+            status: StreamJobStatus {
+                deployed: Some(Deployment { slot: Slot::Green, ..deployment(&blue_green(|s| s.image = "weir:2".into()), "j2", 2) }),
+                job_id: Some("j2".into()),
+                ..running()
+            },
+            observed: up(2, "j2", JobState::Running),
+            stage: Stage::BlueGreenSavepoint,
+            actions: &["apply(green active 2)", "savepoint"],
+            events: &["SpecChangeUpgrade", "BlueGreenStarted", "StageChanged"],
+            check: |s| assert_eq!(s.status.transition.as_ref().unwrap().slot, Some(Slot::Blue)),
+            ..Default::default()
+        },
+        Case {
+            name: "in place: an upgrade of a job running in slot green redeploys in slot green",
+            spec: with(|s| s.image = "weir:3".into()),
+            generation: 3,
+            status: StreamJobStatus {
+                deployed: Some(Deployment { slot: Slot::Green, ..deployment(&spec(), "j2", 2) }),
+                ..in_stage(Stage::Stopping, Some(Transition { restore_from: Some("sp".into()), ..transition(TransitionKind::Upgrade, &with(|s| s.image = "weir:3".into()), 3) }))
+            },
+            observed: obs(None, JobObserved::NotQueried, None),
+            stage: Stage::Deploying,
+            actions: &["apply(green active 2 <- sp)"],
+            events: &["Deploying", "StageChanged"],
+            check: |s| assert_eq!(s.status.active_slot, Some(Slot::Green)),
+            ..Default::default()
+        },
     ]
 }
 
@@ -986,7 +1435,7 @@ impl World {
             self.savepoints.iter().find(|s| &s.0 == id).map(|s| SavepointStatus { id: s.0.clone(), status: s.2, url: Some(s.1.clone()), error: None })
         });
         let savepoint_missing = answered && trigger.is_some() && savepoint.is_none();
-        Observed { pods, job, savepoint, savepoint_missing }
+        Observed { pods, job, other: None, savepoint, savepoint_missing }
     }
 
     /// Executes the actions (savepoint triggers are idempotent by request id, as the
@@ -1102,4 +1551,145 @@ fn phases_and_rfc3339() {
     assert_eq!(phase(Stage::Deploying, Some(TransitionKind::Resume)), "Deploying");
     assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
     assert_eq!(format_rfc3339(T0), "2023-11-14T22:13:20Z");
+}
+
+// ------------------------------------------------------------ simulated blue/green world
+
+/// Two slots, `<job>-rest` pointing at one of them, savepoints idempotent by request id.
+#[derive(Clone, Debug)]
+struct Side {
+    job_id: String,
+    restored_from: Option<String>,
+    state: JobState,
+}
+
+#[derive(Clone, Debug)]
+struct BgWorld {
+    sides: std::collections::BTreeMap<&'static str, Side>,
+    rest: Slot,
+    savepoints: Vec<(String, String)>, // (request id, target)
+    forks: usize,
+    stops: usize,
+}
+
+fn slot_key(s: Slot) -> &'static str {
+    s.as_str()
+}
+
+impl BgWorld {
+    fn observed(&self, status: &StreamJobStatus) -> Observed {
+        let active = status.deployed.as_ref().map(|d| d.slot).unwrap_or_default();
+        let pods = |slot: Slot| self.sides.get(slot_key(slot)).map(|_| PodsObserved { desired: 2, current: 2, ready: 2, problem: None });
+        let job = |side: Option<&Side>| side.map(|s| job_named(&s.job_id, s.state)).unwrap_or(JobObserved::NotQueried);
+        let behind_rest = self.sides.get(slot_key(self.rest));
+        let trigger = status.transition.as_ref().and_then(|t| t.savepoint_trigger.clone());
+        let answered = behind_rest.is_some();
+        let savepoint = trigger.as_ref().and_then(|id| {
+            self.savepoints.iter().find(|s| &s.0 == id).map(|s| SavepointStatus {
+                id: s.0.clone(),
+                status: OperationStatus::Completed,
+                url: Some(s.1.clone()),
+                error: None,
+            })
+        });
+        let savepoint_missing = answered && trigger.is_some() && savepoint.is_none();
+        let bg = status.stage.is_some_and(|s| format!("{s:?}").starts_with("BlueGreen"));
+        let other = bg.then(|| SideObserved { pods: pods(active.other()), job: job(self.sides.get(slot_key(active.other()))) });
+        Observed { pods: pods(active), job: job(behind_rest), other, savepoint, savepoint_missing }
+    }
+
+    fn act(&mut self, actions: &[Action]) {
+        for a in actions {
+            match a {
+                Action::Apply(p) => {
+                    let side = self.sides.entry(slot_key(p.slot)).or_insert(Side { job_id: String::new(), restored_from: None, state: JobState::Created });
+                    if side.job_id != p.job_id {
+                        *side = Side { job_id: p.job_id.clone(), restored_from: p.restore_from.clone(), state: JobState::Running };
+                    }
+                    if p.active {
+                        self.rest = p.slot;
+                    }
+                }
+                Action::RemoveSlot(slot) => {
+                    self.sides.remove(slot_key(*slot));
+                }
+                Action::TriggerSavepoint { stop, target, request_id } => {
+                    let known = self.savepoints.iter().any(|s| &s.0 == request_id);
+                    let Some(side) = self.sides.get_mut(slot_key(self.rest)) else { continue };
+                    if !known && side.state == JobState::Running {
+                        self.savepoints.push((request_id.clone(), target.clone()));
+                        if *stop {
+                            side.state = JobState::Finished;
+                            self.stops += 1;
+                        } else {
+                            self.forks += 1;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn simulate_blue_green(target: &StreamJobSpec, crash_at: Option<usize>, fault: Fault) -> (StreamJobStatus, BgWorld) {
+    let blue = Side { job_id: "j1".into(), restored_from: None, state: JobState::Running };
+    let mut world = BgWorld { sides: [("blue", blue)].into(), rest: Slot::Blue, savepoints: vec![], forks: 0, stops: 0 };
+    let mut status = running();
+    for i in 0..30 {
+        let fresh = format!("j{}", i + 2);
+        let observed = world.observed(&status);
+        let input = Input {
+            name: "fraud",
+            namespace: "prod",
+            generation: 2,
+            spec: target,
+            status: &status,
+            observed: &observed,
+            now: T0 + 1_000 * i as i64,
+            deleting: false,
+            fresh_job_id: &fresh,
+        };
+        let s = step(&input);
+        let (from, to) = (status.stage.unwrap_or(Stage::New), s.status.stage.unwrap_or(Stage::New));
+        assert!(is_legal(from, to), "illegal edge {from:?} -> {to:?}");
+        status = s.status.clone();
+        match (crash_at == Some(i), fault) {
+            (true, Fault::DiesBeforeActing) => {}
+            (true, Fault::ActsTwice) => {
+                world.act(&s.actions);
+                world.act(&s.actions);
+            }
+            (false, _) => world.act(&s.actions),
+        }
+        // Blue runs until green has caught up: never a moment without a running job.
+        assert!(world.sides.values().any(|s| s.state == JobState::Running), "step {i}: nothing runs: {world:?}");
+        if status.stage == Some(Stage::Running) && status.deployed.as_ref().is_some_and(|d| d.generation == 2) {
+            return (status, world);
+        }
+    }
+    panic!("did not converge (crash at {crash_at:?}): {status:#?} {world:#?}");
+}
+
+#[test]
+fn operator_restart_at_any_blue_green_step_resumes() {
+    let target = blue_green(|s| s.image = "weir:2".into());
+    let (clean, clean_world) = simulate_blue_green(&target, None, Fault::ActsTwice);
+    let fork = clean.deployed.as_ref().unwrap().restore_from.clone().unwrap();
+    assert_eq!(clean.deployed.as_ref().unwrap().slot, Slot::Green);
+    assert_eq!(clean.last_blue_green.as_ref().map(|r| r.outcome), Some(BlueGreenOutcome::Switched));
+    for (crash, fault) in (0..10).flat_map(|i| [(None, Fault::ActsTwice), (Some(i), Fault::DiesBeforeActing), (Some(i), Fault::ActsTwice)]) {
+        let (st, world) = simulate_blue_green(&target, crash, fault);
+        let at = format!("{fault:?} at step {crash:?}");
+        assert_eq!((world.forks, world.stops), (1, 1), "one savepoint of blue running, one final stop: {at}");
+        assert_eq!(world.sides.keys().copied().collect::<Vec<_>>(), ["green"], "blue is gone: {at}");
+        let green = &world.sides["green"];
+        assert_eq!(green.restored_from.as_deref(), Some(fork.as_str()), "{at}");
+        assert_eq!(green.state, JobState::Running, "{at}");
+        assert_eq!(world.rest, Slot::Green, "<job>-rest selects green: {at}");
+        assert_eq!(st.deployed.as_ref().map(|d| (d.job_id.as_str(), d.slot)), Some((green.job_id.as_str(), Slot::Green)), "{at}");
+        assert_eq!(st.savepoint_history.len(), 2, "both savepoints in the history: {at}");
+        assert_ne!(green.job_id, "j1");
+    }
+    let _ = clean_world;
 }

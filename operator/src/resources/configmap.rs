@@ -3,8 +3,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Serialize;
 
-use super::{config_name, meta};
-use crate::crd::{JobParams, StreamJob, StreamJobSpec};
+use super::{config_name, meta, slot_name};
+use crate::crd::{JobParams, Slot, StreamJob, StreamJobSpec};
 
 /// The runtime's job file (`/etc/weir/job.yaml`), as the runtime's `JobFile` parses it.
 #[derive(Serialize, Debug, PartialEq)]
@@ -37,12 +37,12 @@ pub fn job_file(name: &str, spec: &StreamJobSpec, replicas: i32) -> String {
     serde_yaml_ng::to_string(&file).unwrap_or_default()
 }
 
-/// The ConfigMap `<job>-job` holding `job.yaml` (and `job.sql`).
-pub fn config_map(job: &StreamJob, spec: &StreamJobSpec, replicas: i32) -> ConfigMap {
+/// The ConfigMap `<job>-job` (`<job>-green-job`) holding `job.yaml` (and `job.sql`).
+pub fn config_map(job: &StreamJob, spec: &StreamJobSpec, replicas: i32, slot: Slot) -> ConfigMap {
     let name = job.metadata.name.clone().unwrap_or_default();
     let mut data = BTreeMap::from([(weir_api::JOB_FILE_NAME.to_string(), job_file(&name, spec, replicas))]);
     if let Some(sql) = &spec.job.sql {
         data.insert(SQL_FILE.to_string(), sql.clone());
     }
-    ConfigMap { metadata: meta(job, config_name(&name)), data: Some(data), ..ConfigMap::default() }
+    ConfigMap { metadata: meta(job, config_name(&slot_name(&name, slot))), data: Some(data), ..ConfigMap::default() }
 }

@@ -1,13 +1,21 @@
 //! Pure builders of the objects a StreamJob owns: the job ConfigMap, the headless
 //! `<job>-peers` Service, the `<job>-rest` Service (pod 0) and the StatefulSet. No I/O:
 //! `(job, plan) -> object`, applied by the controller with server-side apply.
+//!
+//! Each deployment runs in a slot (blue/green rollouts run two side by side). Slot
+//! `blue` uses the job's own names, exactly as a job that never had a blue/green
+//! rollout: StatefulSet `<job>`, `<job>-peers`, `<job>-job`, pods without a slot label.
+//! Slot `green` suffixes them: `<job>-green`, `<job>-green-peers`, `<job>-green-job`,
+//! pods labelled `weir.dev/slot: green` (its StatefulSet's and peers' selectors include
+//! it). `<job>-rest` selects pod 0 of the active slot; `<job>-<slot>-rest` selects pod 0
+//! of one slot (how the operator reaches green's coordinator before the switch).
 
 mod configmap;
 mod services;
 mod statefulset;
 
 pub use configmap::{config_map, job_file};
-pub use services::{peers_service, rest_service};
+pub use services::{peers_service, rest_service, slot_rest_service};
 pub use statefulset::stateful_set;
 
 use std::collections::BTreeMap;
@@ -15,16 +23,43 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 
-use crate::crd::StreamJob;
+use crate::crd::{Slot, StreamJob};
 
 /// Label selecting every pod of a job (`status.selector`).
 pub const LABEL_JOB: &str = "weir.dev/job";
 /// Label with the deployment's job id.
 pub const LABEL_JOB_ID: &str = "weir.dev/job-id";
+/// Label of the pods of slot `green` (slot `blue`'s pods have none).
+pub const LABEL_SLOT: &str = "weir.dev/slot";
 /// The runtime container's name.
 pub const CONTAINER: &str = "weir";
 
-/// Names of the owned objects.
+/// The base name of a slot's objects: its StatefulSet's name (`<job>`, `<job>-green`).
+pub fn slot_name(job: &str, slot: Slot) -> String {
+    match slot {
+        Slot::Blue => job.to_string(),
+        Slot::Green => format!("{job}-green"),
+    }
+}
+
+/// `<job>-<slot>-rest`: pod 0 of one slot (the key [`crate::jobclient::JobClient`] takes
+/// for it is `<job>-<slot>`).
+pub fn slot_rest_name(job: &str, slot: Slot) -> String {
+    rest_name(&slot_rest_key(job, slot))
+}
+pub fn slot_rest_key(job: &str, slot: Slot) -> String {
+    format!("{job}-{slot}")
+}
+
+/// Label selector (list query) of one slot's pods.
+pub fn pod_selector(job: &str, slot: Slot) -> String {
+    match slot {
+        Slot::Blue => format!("{LABEL_JOB}={job},{LABEL_SLOT}!=green"),
+        Slot::Green => format!("{LABEL_JOB}={job},{LABEL_SLOT}=green"),
+    }
+}
+
+/// Names of the owned objects (`job` = the slot's base name, see [`slot_name`]).
 pub fn peers_name(job: &str) -> String {
     format!("{job}-peers")
 }
@@ -47,6 +82,16 @@ pub fn labels(job: &str) -> BTreeMap<String, String> {
 
 pub fn selector(job: &str) -> BTreeMap<String, String> {
     BTreeMap::from([(LABEL_JOB.to_string(), job.to_string())])
+}
+
+/// Selector of one slot's pods (StatefulSet, peers): slot blue's is the job's (it
+/// predates slots, and a StatefulSet's selector is immutable).
+pub fn slot_selector(job: &str, slot: Slot) -> BTreeMap<String, String> {
+    let mut sel = selector(job);
+    if slot == Slot::Green {
+        sel.insert(LABEL_SLOT.to_string(), slot.as_str().to_string());
+    }
+    sel
 }
 
 /// The controller owner reference to `job`.
@@ -89,7 +134,7 @@ mod tests {
     const BASE: &str = "image: weir:1\njob: {builtin: fraud-detection, params: {rate: 10, extra: {accounts: 5}}}\nparallelism: 3\ncheckpointing: {storage: 's3://b/p/', secretRef: {name: creds}}\n";
 
     fn plan(j: &StreamJob, restore: Option<&str>) -> DeployPlan {
-        DeployPlan { spec: j.spec.clone(), job_id: "j-7".into(), restore_from: restore.map(String::from), replicas: 3 }
+        DeployPlan { spec: j.spec.clone(), job_id: "j-7".into(), restore_from: restore.map(String::from), replicas: 3, slot: Slot::Blue, active: true }
     }
 
     fn env_of(sts: &k8s_openapi::api::apps::v1::StatefulSet) -> Vec<EnvVar> {
@@ -166,15 +211,15 @@ mod tests {
     #[test]
     fn services_and_config_map() {
         let j = job(BASE);
-        let peers = peers_service(&j);
+        let peers = peers_service(&j, Slot::Blue);
         assert_eq!(peers.metadata.name.as_deref(), Some("fraud-peers"));
         let ps = peers.spec.unwrap();
         assert_eq!(ps.cluster_ip.as_deref(), Some("None"));
         assert_eq!(ps.ports.unwrap()[0].port, 6121);
-        let rest = rest_service(&j).spec.unwrap();
+        let rest = rest_service(&j, Slot::Blue).spec.unwrap();
         assert_eq!(rest.selector.as_ref().unwrap()["statefulset.kubernetes.io/pod-name"], "fraud-0");
         assert_eq!(rest.ports.unwrap()[0].port, 8081);
-        let cm = config_map(&j, &j.spec, 3);
+        let cm = config_map(&j, &j.spec, 3, Slot::Blue);
         assert_eq!(cm.metadata.name.as_deref(), Some("fraud-job"));
         let file = &cm.data.unwrap()["job.yaml"];
         let parsed: serde_json::Value = serde_yaml_ng::from_str(file).unwrap();
@@ -184,5 +229,44 @@ mod tests {
                                "params": {"rate": 10, "extra": {"accounts": 5}}})
         );
         assert_eq!(rest_url("fraud", "prod"), "http://fraud-rest.prod.svc:8081");
+    }
+
+    #[test]
+    fn slot_green_has_its_own_names_selectors_and_peers() {
+        let j = job(BASE);
+        let green = DeployPlan { slot: Slot::Green, active: false, ..plan(&j, Some("s3://b/p/savepoints/sp-j1-1")) };
+        let sts = stateful_set(&j, &green);
+        assert_eq!(sts.metadata.name.as_deref(), Some("fraud-green"));
+        assert_eq!(sts.metadata.owner_references.as_ref().unwrap()[0].uid, "u-1");
+        let spec = sts.spec.as_ref().unwrap();
+        assert_eq!(spec.service_name.as_deref(), Some("fraud-green-peers"));
+        let sel = spec.selector.match_labels.clone().unwrap();
+        assert_eq!(sel, BTreeMap::from([(LABEL_JOB.into(), "fraud".into()), (LABEL_SLOT.into(), "green".into())]));
+        let labels = spec.template.metadata.as_ref().unwrap().labels.clone().unwrap();
+        assert!(sel.iter().all(|(k, v)| labels.get(k) == Some(v)), "the pods match the selector: {labels:?}");
+        let env = env_of(&sts);
+        assert_eq!(value(&env, "WEIR_JOB_NAME").as_deref(), Some("fraud"));
+        assert_eq!(value(&env, "WEIR_PEERS").as_deref(), Some("fraud-green-{ordinal}.fraud-green-peers.{namespace}.svc:6121"));
+        assert_eq!(value(&env, "WEIR_RESTORE_FROM").as_deref(), Some("s3://b/p/savepoints/sp-j1-1"));
+        let vol = spec.template.spec.as_ref().unwrap().volumes.as_ref().unwrap().iter().find(|v| v.name == "job").unwrap().clone();
+        assert_eq!(vol.config_map.unwrap().name, "fraud-green-job");
+        assert_eq!(config_map(&j, &j.spec, 3, Slot::Green).metadata.name.as_deref(), Some("fraud-green-job"));
+        let peers = peers_service(&j, Slot::Green);
+        assert_eq!(peers.metadata.name.as_deref(), Some("fraud-green-peers"));
+        assert_eq!(peers.spec.unwrap().selector.unwrap(), sel);
+        let own = slot_rest_service(&j, Slot::Green);
+        assert_eq!(own.metadata.name.as_deref(), Some("fraud-green-rest"));
+        assert_eq!(own.spec.unwrap().selector.unwrap()["statefulset.kubernetes.io/pod-name"], "fraud-green-0");
+        let rest = rest_service(&j, Slot::Green);
+        assert_eq!(rest.metadata.name.as_deref(), Some("fraud-rest"));
+        let rest_sel = rest.spec.unwrap().selector.unwrap();
+        assert_eq!((rest_sel["statefulset.kubernetes.io/pod-name"].as_str(), rest_sel[LABEL_SLOT].as_str()), ("fraud-green-0", "green"));
+        // Slot blue keeps the names and selectors of a job that never had a rollout.
+        let blue = stateful_set(&j, &plan(&j, None));
+        assert_eq!(blue.spec.as_ref().unwrap().selector.match_labels.clone().unwrap(), selector("fraud"));
+        assert!(!blue.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.as_ref().unwrap().contains_key(LABEL_SLOT));
+        assert_eq!(pod_selector("fraud", Slot::Blue), "weir.dev/job=fraud,weir.dev/slot!=green");
+        assert_eq!(pod_selector("fraud", Slot::Green), "weir.dev/job=fraud,weir.dev/slot=green");
+        assert_eq!(slot_rest_key("fraud", Slot::Blue), "fraud-blue");
     }
 }

@@ -3,19 +3,20 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{meta, peers_name, rest_name, selector};
-use crate::crd::StreamJob;
+use super::{meta, peers_name, rest_name, slot_name, slot_rest_name, slot_selector};
+use crate::crd::{Slot, StreamJob};
 
-/// Headless Service `<job>-peers`: stable DNS names `<job>-<i>.<job>-peers` for the data
-/// exchange (addresses published before pods are ready: peers connect while starting).
-pub fn peers_service(job: &StreamJob) -> Service {
+/// Headless Service `<job>-peers` (`<job>-green-peers`): stable DNS names
+/// `<sts>-<i>.<sts>-peers` for the data exchange (addresses published before pods are
+/// ready: peers connect while starting).
+pub fn peers_service(job: &StreamJob, slot: Slot) -> Service {
     let name = job.metadata.name.clone().unwrap_or_default();
     Service {
-        metadata: meta(job, peers_name(&name)),
+        metadata: meta(job, peers_name(&slot_name(&name, slot))),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
-            selector: Some(selector(&name)),
+            selector: Some(slot_selector(&name, slot)),
             ports: Some(vec![port("data", weir_api::DATA_PORT)]),
             ..ServiceSpec::default()
         }),
@@ -23,16 +24,27 @@ pub fn peers_service(job: &StreamJob) -> Service {
     }
 }
 
-/// Service `<job>-rest`: the coordinator's REST API on pod 0. Its address is published
-/// while pod 0 is not ready too: a coordinator that cannot run the job (a bad job file,
-/// storage down while restoring) still answers `GET /v1/job` with the reason, and the
-/// operator must be able to ask.
-pub fn rest_service(job: &StreamJob) -> Service {
+/// Service `<job>-rest`: the coordinator's REST API on pod 0 of the active `slot`. Its
+/// address is published while pod 0 is not ready too: a coordinator that cannot run the
+/// job (a bad job file, storage down while restoring) still answers `GET /v1/job` with
+/// the reason, and the operator must be able to ask.
+pub fn rest_service(job: &StreamJob, slot: Slot) -> Service {
     let name = job.metadata.name.clone().unwrap_or_default();
-    let mut sel: BTreeMap<String, String> = selector(&name);
-    sel.insert("statefulset.kubernetes.io/pod-name".into(), format!("{name}-0"));
+    pod0_service(job, rest_name(&name), slot)
+}
+
+/// Service `<job>-<slot>-rest`: pod 0 of `slot`, whether it is active or not.
+pub fn slot_rest_service(job: &StreamJob, slot: Slot) -> Service {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    pod0_service(job, slot_rest_name(&name, slot), slot)
+}
+
+fn pod0_service(job: &StreamJob, service: String, slot: Slot) -> Service {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let mut sel: BTreeMap<String, String> = slot_selector(&name, slot);
+    sel.insert("statefulset.kubernetes.io/pod-name".into(), format!("{}-0", slot_name(&name, slot)));
     Service {
-        metadata: meta(job, rest_name(&name)),
+        metadata: meta(job, service),
         spec: Some(ServiceSpec {
             selector: Some(sel),
             publish_not_ready_addresses: Some(true),

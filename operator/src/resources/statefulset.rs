@@ -12,16 +12,23 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 use weir_api::env;
 
-use super::{CONTAINER, LABEL_JOB_ID, config_name, labels, meta, peers_name, selector};
-use crate::crd::{StateBackendKind, StreamJob};
+use super::{CONTAINER, LABEL_JOB_ID, LABEL_SLOT, config_name, labels, meta, peers_name, slot_name, slot_selector};
+use crate::crd::{Slot, StateBackendKind, StreamJob};
 use crate::lifecycle::DeployPlan;
 
 /// Where RocksDB keeps its files in the pod.
 pub const STATE_DIR: &str = "/var/lib/weir/state";
 
-/// The job's StatefulSet for `plan` (replicas 0 = stopped).
+/// The job's StatefulSet for `plan` (replicas 0 = stopped), in the plan's slot.
 pub fn stateful_set(job: &StreamJob, plan: &DeployPlan) -> StatefulSet {
     let name = job.metadata.name.clone().unwrap_or_default();
+    let sts = slot_name(&name, plan.slot);
+    // Peers are `<sts>-<i>.<sts>-peers`: the default template names them by the job for
+    // slot blue; slot green spells its own names out.
+    let peers = match plan.slot {
+        Slot::Blue => weir_api::DEFAULT_PEERS_TEMPLATE.to_string(),
+        Slot::Green => weir_api::DEFAULT_PEERS_TEMPLATE.replace("{job}", &sts),
+    };
     let namespace = job.metadata.namespace.clone().unwrap_or_default();
     let spec = &plan.spec;
     let mut env_vars = vec![
@@ -38,7 +45,7 @@ pub fn stateful_set(job: &StreamJob, plan: &DeployPlan) -> StatefulSet {
         var(env::JOB_ID, &plan.job_id),
         var(env::PARALLELISM, &plan.replicas.max(1).to_string()),
         var(env::MAX_PARALLELISM, &spec.max_parallelism.to_string()),
-        var(env::PEERS, weir_api::DEFAULT_PEERS_TEMPLATE),
+        var(env::PEERS, &peers),
         var(env::STATE_BACKEND, spec.state_backend_kind().as_str()),
         var(env::JOB_FILE, weir_api::JOB_FILE_PATH),
     ];
@@ -57,7 +64,7 @@ pub fn stateful_set(job: &StreamJob, plan: &DeployPlan) -> StatefulSet {
     let mut mounts = vec![VolumeMount { name: "job".into(), mount_path: weir_api::JOB_FILE_DIR.into(), read_only: Some(true), ..VolumeMount::default() }];
     let mut volumes = vec![Volume {
         name: "job".into(),
-        config_map: Some(ConfigMapVolumeSource { name: config_name(&name), ..ConfigMapVolumeSource::default() }),
+        config_map: Some(ConfigMapVolumeSource { name: config_name(&sts), ..ConfigMapVolumeSource::default() }),
         ..Volume::default()
     }];
     let mut claims = None;
@@ -116,6 +123,9 @@ pub fn stateful_set(job: &StreamJob, plan: &DeployPlan) -> StatefulSet {
     };
     let mut pod_labels = labels(&name);
     pod_labels.insert(LABEL_JOB_ID.into(), plan.job_id.clone());
+    if plan.slot == Slot::Green {
+        pod_labels.insert(LABEL_SLOT.into(), plan.slot.as_str().into());
+    }
     let annotations = BTreeMap::from([
         ("prometheus.io/scrape".to_string(), "true".to_string()),
         ("prometheus.io/port".to_string(), weir_api::HTTP_PORT.to_string()),
@@ -129,12 +139,12 @@ pub fn stateful_set(job: &StreamJob, plan: &DeployPlan) -> StatefulSet {
         template = merge_template(template, overlay);
     }
     StatefulSet {
-        metadata: meta(job, name.clone()),
+        metadata: meta(job, sts.clone()),
         spec: Some(StatefulSetSpec {
             replicas: Some(plan.replicas),
-            service_name: Some(peers_name(&name)),
+            service_name: Some(peers_name(&sts)),
             pod_management_policy: Some("Parallel".into()),
-            selector: LabelSelector { match_labels: Some(selector(&name)), ..LabelSelector::default() },
+            selector: LabelSelector { match_labels: Some(slot_selector(&name, plan.slot)), ..LabelSelector::default() },
             template,
             volume_claim_templates: claims,
             ..StatefulSetSpec::default()

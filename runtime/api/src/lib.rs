@@ -177,6 +177,12 @@ pub struct JobStatus {
     /// Restarts since the job started (restart strategy).
     #[serde(default)]
     pub restarts: u32,
+    /// Event-time watermark of the coordinator pod's subtasks, epoch milliseconds: the
+    /// minimum over its running tasks that have one (absent before the first watermark).
+    /// How far a deployment has caught up (the operator compares a blue/green rollout's
+    /// two deployments with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<i64>,
     /// The runtime's failure message (set when FAILING/FAILED, or the cause of the last restart).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -310,15 +316,16 @@ mod tests {
             running_since: Some(1_700_000_000_500),
             last_checkpoint: Some(CheckpointRef { id: 7, url: "s3://b/p/checkpoints/chk-7".into(), timestamp: 1_700_000_001_000, bytes: 1024 }),
             restarts: 1,
+            watermark: Some(1_700_000_000_900),
             error: Some("boom".into()),
         };
         round_trip(
             &s,
             json!({"id":"j-1","name":"fraud","state":"RUNNING","parallelism":2,"maxParallelism":720,"started":1700000000000i64,
                 "runningSince":1700000000500i64,"lastCheckpoint":{"id":7,"url":"s3://b/p/checkpoints/chk-7","timestamp":1700000001000i64,"bytes":1024},
-                "restarts":1,"error":"boom"}),
+                "restarts":1,"watermark":1700000000900i64,"error":"boom"}),
         );
-        let minimal = JobStatus { running_since: None, last_checkpoint: None, error: None, ..s };
+        let minimal = JobStatus { running_since: None, last_checkpoint: None, watermark: None, error: None, ..s };
         round_trip(
             &minimal,
             json!({"id":"j-1","name":"fraud","state":"RUNNING","parallelism":2,"maxParallelism":720,"started":1700000000000i64,"restarts":1}),
