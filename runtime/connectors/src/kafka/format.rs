@@ -81,15 +81,11 @@ fn decode_json(schema: &SchemaRef, payloads: &[(Option<&[u8]>, At<'_>)], what: &
             return Err(parse_err(what, *at, e));
         }
     }
-    let flushed = d.flush();
-    match flushed {
-        Ok(b) => {
-            let b = b.unwrap_or_else(|| RecordBatch::new_empty(schema.clone()));
-            if b.num_rows() == payloads.len() {
-                return Ok(b);
-            }
+    if let Ok(b) = d.flush() {
+        let b = b.unwrap_or_else(|| RecordBatch::new_empty(schema.clone()));
+        if b.num_rows() == payloads.len() {
+            return Ok(b);
         }
-        Err(_) => {}
     }
     // find the record: one at a time
     for (p, at) in payloads {

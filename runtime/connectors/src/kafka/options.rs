@@ -426,7 +426,7 @@ impl KafkaOptions {
             Some("EXCEPT_KEY") => true,
             Some(v) => return Err(bad(&c, "value.fields-include", v, "expected 'ALL' or 'EXCEPT_KEY'")),
         };
-        let value_columns: Vec<usize> = (0..names.len()).filter(|i| !is_meta(*i) && !(except_key && key_columns.contains(i))).collect();
+        let value_columns: Vec<usize> = (0..names.len()).filter(|i| !(is_meta(*i) || except_key && key_columns.contains(i))).collect();
         if value_columns.is_empty() && !upsert {
             return Err(format!("connector '{c}': table '{}' has no value column (besides key and metadata)", o.table));
         }
