@@ -35,6 +35,8 @@ weir_e2e::kube_scenarios!(scenarios:
     sql_job_rescaled_mid_run_gives_the_uninterrupted_result,
     sql_planning_error_is_reported,
     large_state_rescaled_4_2_4_through_the_last_state_path,
+    blue_green_upgrade_runs_green_beside_blue_then_switches,
+    blue_green_with_a_green_that_cannot_start_leaves_blue_running,
 );
 
 const MIN: Duration = Duration::from_secs(60);
@@ -577,6 +579,130 @@ pub mod scenarios {
         });
         ctx.timing("S3 restored -> healthy", restored.elapsed());
         ctx.log(&format!("after the outage: job {} (was {id}), deployed spec {}", s(&v, "status.jobId"), s(&v, "status.deployed.spec")));
+    }
+
+    /// Rollout settings of the blue/green scenarios.
+    const BLUE_GREEN: &str = "rollout:\n  strategy: blueGreen\n  readinessTimeout: 90s\n  savepointTimeout: 30s\n  shutdownTimeout: 30s\n";
+
+    fn selector_of(ctx: &Ctx, service: &str) -> Value {
+        kube::get_json(&["-n", &ctx.ns, "service", service]).map(|v| v["spec"]["selector"].clone()).unwrap_or(Value::Null)
+    }
+
+    fn env_of(sts: &Value, name: &str) -> String {
+        sts["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["name"] == name))
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    pub fn blue_green_upgrade_runs_green_beside_blue_then_switches(ctx: &Ctx) {
+        let v = deploy(ctx, "fraud", &fraud(ctx, "fraud", 2, 300, BLUE_GREEN));
+        let blue = s(&v, "status.jobId");
+        assert_eq!(s(&v, "status.activeSlot"), "blue");
+        wait_checkpoint(ctx, "fraud", None);
+        let job = ctx.job("fraud");
+        let t0 = Instant::now();
+        ctx.must_apply(&fraud(ctx, "fraud", 2, 400, BLUE_GREEN));
+        // The overlap: green's StatefulSet beside blue's, blue still the RUNNING job behind fraud-rest.
+        let (green_sts, fork) = ctx.wait_for("green deployed beside blue", 2 * MIN, || {
+            let v = job.get()?;
+            let green = kube::get_json(&["-n", &ctx.ns, "statefulset", "fraud-green"])?;
+            let fork = at_str(&v, "status.transition.restoreFrom")?;
+            Some((green, fork)).filter(|_| s(&v, "status.stage") == "BlueGreenDeploying")
+        });
+        ctx.timing("blue/green: apply -> green deployed beside blue", t0.elapsed());
+        let both = kube::get_json(&["-n", &ctx.ns, "statefulset", "fraud"]).expect("blue's StatefulSet exists during the overlap");
+        assert_eq!(env_of(&both, "WEIR_JOB_ID"), blue, "blue's StatefulSet still runs blue");
+        let v = job.get().expect("the StreamJob");
+        assert_eq!((s(&v, "status.jobId"), s(&v, "status.jobState")), (blue.clone(), "RUNNING".to_string()), "blue runs during the overlap");
+        let green = s(&v, "status.transition.jobId");
+        assert_ne!(green, blue, "green has its own job id");
+        assert_eq!(env_of(&green_sts, "WEIR_JOB_ID"), green);
+        assert_eq!(env_of(&green_sts, "WEIR_RESTORE_FROM"), fork, "green restores from the savepoint of blue");
+        assert_eq!(green_sts["spec"]["selector"]["matchLabels"]["weir.dev/slot"], "green");
+        let hist = at(&v, "status.savepointHistory").and_then(Value::as_array).cloned().unwrap_or_default();
+        let taken = hist.iter().find(|h| h["url"] == fork.as_str()).unwrap_or_else(|| panic!("{fork} in the history: {hist:?}"));
+        assert_eq!((taken["origin"].as_str(), taken["jobId"].as_str()), (Some("blue-green"), Some(blue.as_str())));
+        assert!(savepoint_exists(&fork), "savepoint {fork} is on disk");
+        assert_eq!(selector_of(ctx, "fraud-rest")["statefulset.kubernetes.io/pod-name"], "fraud-0", "fraud-rest selects blue during the overlap");
+        assert_eq!(selector_of(ctx, "fraud-green-rest")["statefulset.kubernetes.io/pod-name"], "fraud-green-0");
+        let overlap_seen = Instant::now();
+
+        let v = job.wait_running("blue/green: green is the job, blue retired", 3 * MIN, Some(&blue));
+        ctx.timing("blue/green: apply -> Running on green", t0.elapsed());
+        ctx.timing("blue/green: green seen beside blue -> blue retired", overlap_seen.elapsed());
+        assert_eq!(s(&v, "status.jobId"), green);
+        assert_eq!(s(&v, "status.activeSlot"), "green");
+        assert_eq!(s(&v, "status.deployed.restoreFrom"), fork, "status.deployed.restoreFrom is blue's savepoint");
+        assert!(s(&v, "status.deployed.spec").contains("400"), "the new spec is deployed");
+        assert_eq!(s(&v, "status.lastBlueGreen.outcome"), "Switched");
+        assert_eq!(s(&v, "status.lastSavepoint.origin"), "blue-green-final", "blue was stopped with a savepoint");
+        assert_eq!(s(&v, "status.lastSavepoint.jobId"), blue);
+        assert!(savepoint_exists(&s(&v, "status.lastSavepoint.url")));
+        for (what, key) in [("overlap (green running -> blue stopped)", "status.lastBlueGreen.overlapMs"), ("switch (stop of blue -> fraud-rest on green)", "status.lastBlueGreen.switchMs")] {
+            let ms = at(&v, key).and_then(Value::as_i64).unwrap_or_else(|| panic!("{key} in status"));
+            ctx.timing(&format!("blue/green: {what}, as the operator measured it"), Duration::from_millis(ms as u64));
+        }
+        // Blue is gone; fraud-rest selects green.
+        ctx.wait_for("blue's objects are deleted", MIN, || {
+            let gone = ["statefulset/fraud", "service/fraud-peers", "configmap/fraud-job"]
+                .iter()
+                .all(|o| kube::get_json(&["-n", &ctx.ns, o]).is_none());
+            gone.then_some(())
+        });
+        let pods = ctx.pods("fraud");
+        assert!(pods.len() == 2 && pods.iter().all(|p| p.name.starts_with("fraud-green-") && p.job_id == green), "only green's pods: {pods:?}");
+        let sel = selector_of(ctx, "fraud-rest");
+        assert_eq!((sel["statefulset.kubernetes.io/pod-name"].as_str(), sel["weir.dev/slot"].as_str()), (Some("fraud-green-0"), Some("green")), "{sel}");
+        wait_checkpoint(ctx, "fraud", None);
+        let events = job.events();
+        let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();
+        ctx.log(&format!("events: {}", events.iter().map(|e| format!("{}:{}", e.reason, e.message)).collect::<Vec<_>>().join(" | ")));
+        for r in ["BlueGreenStarted", "SavepointCompleted", "GreenDeploying", "GreenReady", "Switched", "BlueRetired"] {
+            assert!(reasons.contains(&r), "an Event {r}: {reasons:?}");
+        }
+        let printed = ctx.k(&["get", "streamjob", "fraud"]).unwrap_or_default();
+        ctx.log(&format!("kubectl get streamjob:\n{printed}"));
+        assert!(printed.contains("ACTIVE") && printed.contains("green"), "the Active column shows green: {printed}");
+    }
+
+    pub fn blue_green_with_a_green_that_cannot_start_leaves_blue_running(ctx: &Ctx) {
+        let v = deploy(ctx, "fraud", &fraud(ctx, "fraud", 2, 300, BLUE_GREEN));
+        let blue = s(&v, "status.jobId");
+        let c = wait_checkpoint(ctx, "fraud", None);
+        let job = ctx.job("fraud");
+        let restarts: Vec<i64> = ctx.pods("fraud").iter().map(|p| p.restarts).collect();
+        let image = "registry.invalid/nobody/no-such-image:1";
+        let t0 = Instant::now();
+        ctx.must_apply(&fraud(ctx, "fraud", 2, 400, BLUE_GREEN).replace(&format!("image: {}", ctx.cluster.image), &format!("image: {image}")));
+        let v = job.wait("the blue/green rollout is aborted and blue runs on", 3 * MIN, |v| {
+            s(v, "status.lastBlueGreen.outcome") == "Aborted" && s(v, "status.stage") == "Running"
+        });
+        ctx.timing("blue/green: unmapped green image: apply -> green removed", t0.elapsed());
+        let names_it = |t: &str| t.contains("ImageNotMapped") || t.contains("ErrImageNotMapped") || t.contains(image);
+        let msg = s(&v, "status.message");
+        assert!(names_it(&msg) && msg.contains("keeps running"), "status.message names green's problem: {msg}");
+        assert!(names_it(&s(&v, "status.lastBlueGreen.reason")), "{}", s(&v, "status.lastBlueGreen.reason"));
+        assert_eq!((s(&v, "status.jobId"), s(&v, "status.jobState"), s(&v, "status.activeSlot")), (blue.clone(), "RUNNING".into(), "blue".into()));
+        let event = job.events().into_iter().find(|e| e.reason == "GreenAborted").expect("a GreenAborted Event");
+        assert_eq!(event.kind, "Warning");
+        assert!(names_it(&event.message), "the Event names the pods' problem: {}", event.message);
+        ctx.wait_for("green's objects are deleted", MIN, || {
+            ["statefulset/fraud-green", "service/fraud-green-peers", "service/fraud-green-rest", "configmap/fraud-green-job"]
+                .iter()
+                .all(|o| kube::get_json(&["-n", &ctx.ns, o]).is_none())
+                .then_some(())
+        });
+        let pods = ctx.pods("fraud");
+        assert!(pods.iter().all(|p| p.name.starts_with("fraud-") && !p.name.contains("green") && p.ready && p.job_id == blue), "blue's pods only: {pods:?}");
+        assert_eq!(pods.iter().map(|p| p.restarts).collect::<Vec<_>>(), restarts, "blue was not restarted");
+        assert_eq!(selector_of(ctx, "fraud-rest")["statefulset.kubernetes.io/pod-name"], "fraud-0");
+        // Blue keeps processing: a newer checkpoint of the same job.
+        let before = at(&c, "status.lastCheckpoint.id").and_then(Value::as_i64);
+        let after = wait_checkpoint(ctx, "fraud", before);
+        assert_eq!(s(&after, "status.lastCheckpoint.jobId"), blue);
     }
 }
 

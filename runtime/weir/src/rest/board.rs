@@ -64,6 +64,7 @@ impl StatusBoard {
                     running_since: None,
                     last_checkpoint: None,
                     restarts: 0,
+                    watermark: None,
                     error: None,
                 },
                 ready: false,
@@ -84,8 +85,12 @@ impl StatusBoard {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The job status, with the watermark of this process's running tasks.
     pub fn job(&self) -> JobStatus {
-        self.lock().job.clone()
+        let b = self.lock();
+        let mut job = b.job.clone();
+        job.watermark = watermark(&b.tasks);
+        job
     }
 
     /// The job's name and parallelism, once the job is loaded.
@@ -274,10 +279,39 @@ impl Board {
     }
 }
 
+/// The minimum event-time watermark of the tasks still running that have one (a finished
+/// task's watermark is final and says nothing about progress).
+fn watermark(tasks: &[Arc<TaskMetrics>]) -> Option<i64> {
+    use std::sync::atomic::Ordering;
+    tasks
+        .iter()
+        .filter(|t| !t.finished.load(Ordering::Relaxed))
+        .map(|t| t.watermark.load(Ordering::Relaxed))
+        .filter(|wm| *wm > i64::MIN && *wm < i64::MAX)
+        .min()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::checkpoint::coordinator::CompletedCheckpoint;
+
+    #[test]
+    fn job_status_reports_the_minimum_watermark_of_running_tasks() {
+        use std::sync::atomic::Ordering;
+        let b = StatusBoard::new("q5", 1, 720);
+        let task = |wm: i64, finished: bool| {
+            let t = TaskMetrics::new("t".into(), 0, false, false);
+            t.watermark.store(wm, Ordering::Relaxed);
+            t.finished.store(finished, Ordering::Relaxed);
+            Arc::new(t)
+        };
+        assert_eq!(b.job().watermark, None);
+        b.set_tasks(vec![task(i64::MIN, false), task(5_000, false), task(3_000, false), task(1_000, true), task(i64::MAX, false)]);
+        assert_eq!(b.job().watermark, Some(3_000));
+        b.set_tasks(vec![task(i64::MIN, false)]);
+        assert_eq!(b.job().watermark, None, "no watermark yet");
+    }
 
     #[test]
     fn savepoint_requests_follow_the_coordinator() {
