@@ -666,6 +666,9 @@ pub mod scenarios {
         let printed = ctx.k(&["get", "streamjob", "fraud"]).unwrap_or_default();
         ctx.log(&format!("kubectl get streamjob:\n{printed}"));
         assert!(printed.contains("ACTIVE") && printed.contains("green"), "the Active column shows green: {printed}");
+        // The deletions of a retired slot are allowed by the chart's RBAC (operator/rbac.yaml).
+        let bad = kube::forbidden_lines(&kube::operator_log(ctx.cluster));
+        assert!(bad.is_empty(), "the operator log has RBAC denials:\n{}", bad.join("\n"));
     }
 
     pub fn blue_green_with_a_green_that_cannot_start_leaves_blue_running(ctx: &Ctx) {

@@ -277,7 +277,8 @@ pub(super) fn deploying(ctx: &mut Ctx<'_>) {
             ctx.actions.push(Action::TriggerSavepoint { stop: true, target: target.url.clone(), request_id: target.request_id });
             ctx.enter(Stage::BlueGreenSwitching);
             let lag = match (blue_wm, green_wm) {
-                (Some(b), Some(g)) => format!(", watermark {:.1} s behind blue's", (b - g) as f64 / 1000.0),
+                (Some(b), Some(g)) if b >= g => format!(", watermark {:.1} s behind blue's", (b - g) as f64 / 1000.0),
+                (Some(b), Some(g)) => format!(", watermark {:.1} s ahead of blue's", (g - b) as f64 / 1000.0),
                 _ => ", no watermarks to compare".to_string(),
             };
             let blue_id = ctx.deployed_job_id().unwrap_or_default();
