@@ -16,6 +16,7 @@ use weir_e2e::kube::{self, Ctx, at, at_str};
 weir_e2e::kube_scenarios!(disruptive:
     operator_pod_deleted_while_savepointing,
     operator_pod_deleted_while_deploying,
+    operator_pod_deleted_during_a_blue_green_rollout,
     no_forbidden_in_the_operator_log_or_events,
 );
 
@@ -217,6 +218,34 @@ pub mod disruptive {
         assert_eq!(ups.len(), 1, "exactly one upgrade savepoint in the history: {ups:?}");
         let after: Vec<_> = kube::savepoints_on_disk(&storage).into_iter().filter(|p| !before.contains(p)).collect();
         assert_eq!(after.len(), 1, "exactly one new savepoint on disk: {after:?}");
+    }
+
+    pub fn operator_pod_deleted_during_a_blue_green_rollout(ctx: &Ctx) {
+        if !ctx.needs_harness() {
+            return;
+        }
+        let _one = one_at_a_time();
+        let bg = "rollout:\n  strategy: blueGreen\n  readinessTimeout: 120s\n  savepointTimeout: 30s\n  shutdownTimeout: 30s\n";
+        let v = kube::deploy(ctx, "fraud", &kube::fraud(ctx, "fraud", 2, 300, bg));
+        let blue = s(&v, "status.jobId");
+        kube::wait_checkpoint(ctx, "fraud", None);
+        let job = ctx.job("fraud");
+        let t0 = Instant::now();
+        ctx.must_apply(&kube::fraud(ctx, "fraud", 2, 400, bg));
+        let v = job.wait("stage BlueGreenDeploying", Duration::from_secs(60), |v| s(v, "status.stage") == "BlueGreenDeploying");
+        let (green, fork) = (s(&v, "status.transition.jobId"), s(&v, "status.transition.restoreFrom"));
+        let op = kube::operator_pods(ctx.cluster);
+        restart_operator(ctx);
+        wait_new_operator(ctx, &op[0]);
+        let v = job.wait_running("the blue/green rollout completes under the new operator", Duration::from_secs(180), Some(&blue));
+        ctx.timing("operator deleted during a blue/green rollout: apply -> Running on green", t0.elapsed());
+        assert_eq!(s(&v, "status.jobId"), green, "the green job id decided before the restart is the one that runs");
+        assert_eq!(s(&v, "status.deployed.restoreFrom"), fork, "green restored from the savepoint taken before the restart");
+        assert_eq!((s(&v, "status.activeSlot"), s(&v, "status.lastBlueGreen.outcome")), ("green".to_string(), "Switched".to_string()));
+        let hist = at(&v, "status.savepointHistory").and_then(Value::as_array).cloned().unwrap_or_default();
+        let origins: Vec<&str> = hist.iter().filter_map(|h| h["origin"].as_str()).filter(|o| o.starts_with("blue-green")).collect();
+        assert_eq!(origins, ["blue-green", "blue-green-final"], "one savepoint of blue running, one final: {hist:?}");
+        ctx.wait_for("blue's StatefulSet is gone", Duration::from_secs(60), || kube::get_json(&["-n", &ctx.ns, "statefulset", "fraud"]).is_none().then_some(()));
     }
 
     pub fn no_forbidden_in_the_operator_log_or_events(ctx: &Ctx) {
