@@ -194,12 +194,9 @@ fn green_progress(ctx: &Ctx<'_>, t: &Transition) -> Result<Option<String>, Strin
     let ready = pods.map(|p| p.ready).unwrap_or(0);
     let problem = pods.and_then(|p| p.problem.clone());
     let job = green_job(ctx, t);
-    match job.map(|j| j.state) {
-        Some(JobState::Failed | JobState::Canceled | JobState::Finished) => {
-            let j = job.map(|j| (j.state.as_str(), j.error.as_deref().unwrap_or("no error reported"))).unwrap_or_default();
-            return Err(format!("green (job id {id}) ended {}: {}", j.0, j.1));
-        }
-        _ => {}
+    if let Some(j) = job.filter(|j| matches!(j.state, JobState::Failed | JobState::Canceled | JobState::Finished)) {
+        let err = j.error.as_deref().unwrap_or("no error reported");
+        return Err(format!("green (job id {id}) ended {}: {err}", j.state.as_str()));
     }
     if let Some(p) = problem.as_ref().filter(|p| p.hopeless) {
         return Err(format!("green (job id {id}) cannot start: {p}"));
