@@ -582,7 +582,8 @@ pub mod scenarios {
     }
 
     /// Rollout settings of the blue/green scenarios.
-    const BLUE_GREEN: &str = "rollout:\n  strategy: blueGreen\n  readinessTimeout: 90s\n  savepointTimeout: 30s\n  shutdownTimeout: 30s\n";
+    const BLUE_GREEN: &str =
+        "rollout:\n  strategy: blueGreen\n  readinessTimeout: 90s\n  savepointTimeout: 30s\n  shutdownTimeout: 30s\n  blueGreen:\n    maxLag: 30s\n";
 
     fn selector_of(ctx: &Ctx, service: &str) -> Value {
         kube::get_json(&["-n", &ctx.ns, "service", service]).map(|v| v["spec"]["selector"].clone()).unwrap_or(Value::Null)
@@ -663,6 +664,9 @@ pub mod scenarios {
         for r in ["BlueGreenStarted", "SavepointCompleted", "GreenDeploying", "GreenReady", "Switched", "BlueRetired"] {
             assert!(reasons.contains(&r), "an Event {r}: {reasons:?}");
         }
+        // Both coordinators report watermarks (GET /v1/job), so maxLag was checked.
+        let ready = events.iter().find(|e| e.reason == "GreenReady").map(|e| e.message.clone()).unwrap_or_default();
+        assert!(ready.contains("s behind blue's") || ready.contains("s ahead of blue's"), "green's watermark was compared with blue's: {ready}");
         let printed = ctx.k(&["get", "streamjob", "fraud"]).unwrap_or_default();
         ctx.log(&format!("kubectl get streamjob:\n{printed}"));
         assert!(printed.contains("ACTIVE") && printed.contains("green"), "the Active column shows green: {printed}");
