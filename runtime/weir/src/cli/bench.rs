@@ -52,16 +52,7 @@ pub fn print_header() {
 }
 
 pub fn print_row(r: &BenchResult) {
-    println!(
-        "{:<6} {:>3} {:>13} {:>9.3} {:>13} {:>9.3} {:>16}",
-        r.query,
-        r.parallelism,
-        thousands(r.events),
-        r.wall_s,
-        si(r.events_per_s()),
-        r.cpu_s,
-        si(r.events_per_core_s())
-    );
+    println!("{:<6} {:>3} {:>13} {:>9.3} {:>13} {:>9.3} {:>16}", r.query, r.parallelism, thousands(r.events), r.wall_s, si(r.events_per_s()), r.cpu_s, si(r.events_per_core_s()));
 }
 
 /// `weir bench state`: checkpoint, restore and rescale-restore times for a given
@@ -93,10 +84,29 @@ pub mod state {
         done_round: u64,
         round: Arc<AtomicU64>,
         emitted: Arc<AtomicU64>,
+        /// Rewrite every key again and again, without pause, until `round` grows; then finish.
+        continuous: bool,
     }
 
     impl Source<(u64, u64)> for Keys {
         fn poll(&mut self, out: &mut SourceOutput<'_, (u64, u64)>) -> Result<SourcePoll, ConnectorError> {
+            if self.continuous {
+                if self.round.load(Ordering::Relaxed) > 0 {
+                    return Ok(SourcePoll::Finished);
+                }
+                let mut n = 0;
+                while out.remaining() > 0 {
+                    if self.next >= self.keys {
+                        self.next = self.first;
+                        self.done_round += 1;
+                    }
+                    out.collect_at(0, (self.next, self.done_round + 1));
+                    self.next += self.stride;
+                    n += 1;
+                }
+                self.emitted.fetch_add(n, Ordering::Relaxed);
+                return Ok(SourcePoll::Ready);
+            }
             if self.next >= self.keys {
                 if self.round.load(Ordering::SeqCst) > self.done_round {
                     self.done_round += 1;
@@ -145,6 +155,10 @@ pub mod state {
     }
 
     fn env(p: u32, keys: u64, backend: StateBackend, load: bool) -> Phase {
+        env_with(p, keys, backend, load, false)
+    }
+
+    fn env_with(p: u32, keys: u64, backend: StateBackend, load: bool, continuous: bool) -> Phase {
         let round = Arc::new(AtomicU64::new(0));
         let emitted = Arc::new(AtomicU64::new(0));
         let env = StreamEnv::new(JobConfig { name: "state-bench".into(), parallelism: p, state_backend: backend, ..Default::default() });
@@ -155,7 +169,8 @@ pub mod state {
                 let first = c.subtask as u64;
                 // a restored job does not load again: it starts with its keys emitted
                 let next = if load { first } else { keys };
-                Keys { next, first, stride: c.parallelism as u64, keys, done_round: 0, round: r.clone(), emitted: e.clone() }
+                let next = if continuous { first } else { next };
+                Keys { next, first, stride: c.parallelism as u64, keys, done_round: 0, round: r.clone(), emitted: e.clone(), continuous }
             },
             WatermarkStrategy::none(),
         )
@@ -226,6 +241,66 @@ pub mod state {
         Ok(Measured { started: started.unwrap_or_default(), checkpoints, savepoint: report.savepoint, loaded })
     }
 
+    /// What [`throughput_while_checkpointing`] measured: records per second.
+    struct Throughput {
+        steady: f64,
+        checkpointing: f64,
+        checkpoints: usize,
+    }
+
+    /// Restored from `from`, rewrites every key without pause for `run`, checkpointing
+    /// every `every`; compares the rate while a checkpoint runs (trigger to completion)
+    /// with the rate while none does, from the records emitted sampled every 50 ms.
+    fn throughput_while_checkpointing(dir: &str, p: u32, keys: u64, backend: StateBackend, from: &str, run: Duration, every: Duration) -> Result<Throughput, JobError> {
+        let t0 = Instant::now();
+        // the restore is not measured: the run starts when the sources emit
+        let ph = env_with(p, keys, backend, false, true);
+        let mut s = CheckpointSettings::new(dir.to_string());
+        s.interval = every;
+        s.timeout = Duration::from_secs(600);
+        s.restart = RestartStrategy::None;
+        s.retain = 2;
+        s.restore_from = Some(from.to_string());
+        let stop = StopHandle::default();
+        let samples = Arc::new(std::sync::Mutex::new(Vec::<(Instant, u64)>::new()));
+        let sampler = {
+            let (emitted, samples, round) = (ph.emitted.clone(), samples.clone(), ph.round.clone());
+            std::thread::spawn(move || {
+                while emitted.load(Ordering::Relaxed) == 0 && t0.elapsed() < Duration::from_secs(600) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let start = Instant::now();
+                while start.elapsed() < run {
+                    if let Ok(mut v) = samples.lock() {
+                        v.push((Instant::now(), emitted.load(Ordering::Relaxed)));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                // the sources finish: the job ends
+                round.store(1, Ordering::SeqCst);
+            })
+        };
+        let mut spans: Vec<(Instant, Instant)> = Vec::new();
+        coordinator::run(&ph.env, &s, &stop, |c| {
+            if !c.savepoint {
+                let end = Instant::now();
+                spans.push((end.checked_sub(c.duration).unwrap_or(end), end));
+            }
+        })?;
+        let _ = sampler.join();
+        let samples = samples.lock().map(|v| v.clone()).unwrap_or_default();
+        let (mut busy, mut idle) = ((0u64, Duration::ZERO), (0u64, Duration::ZERO));
+        for w in samples.windows(2) {
+            let ((a, na), (b, nb)) = (w[0], w[1]);
+            let during = spans.iter().any(|(s, e)| a < *e && b > *s);
+            let acc = if during { &mut busy } else { &mut idle };
+            acc.0 += nb - na;
+            acc.1 += b - a;
+        }
+        let rate = |(n, d): (u64, Duration)| if d.is_zero() { 0.0 } else { n as f64 / d.as_secs_f64() };
+        Ok(Throughput { steady: rate(idle), checkpointing: rate(busy), checkpoints: spans.len() })
+    }
+
     fn secs(d: Duration) -> String {
         format!("{:.2} s", d.as_secs_f64())
     }
@@ -256,9 +331,7 @@ pub mod state {
         if let Some(sp) = &m.savepoint {
             println!("savepoint (canonical format):                {:>9}, {:>15} bytes", secs(sp.duration), thousands(sp.bytes));
         }
-        let restore = |p: u32, from: &CompletedCheckpoint, tag: &str| -> Result<Measured, JobError> {
-            measure(&format!("{dir}/{backend}-{tag}"), p, keys, backend, Some(from.url.clone()), 0)
-        };
+        let restore = |p: u32, from: &CompletedCheckpoint, tag: &str| -> Result<Measured, JobError> { measure(&format!("{dir}/{backend}-{tag}"), p, keys, backend, Some(from.url.clone()), 0) };
         let r = restore(4, incr, "r44")?;
         println!("restore 4 -> 4 from the checkpoint (download, rebuild, start): {}", secs(r.started));
         let r42 = restore(2, incr, "r42")?;
@@ -266,6 +339,14 @@ pub mod state {
         let c2 = r42.checkpoints.first().ok_or_else(|| JobError::State("no checkpoint at P=2".into()))?;
         let r24 = restore(4, c2, "r24")?;
         println!("rescale-restore 2 -> 4 from a checkpoint:                      {}", secs(r24.started));
+        let t = throughput_while_checkpointing(&format!("{dir}/{backend}-tput"), 4, keys, backend, &incr.url, Duration::from_secs(20), Duration::from_secs(2))?;
+        println!(
+            "throughput rewriting every key for 20 s, a checkpoint every 2 s ({} completed): {} records/s while checkpointing, {} otherwise ({:.0}%)",
+            t.checkpoints,
+            thousands(t.checkpointing as u64),
+            thousands(t.steady as u64),
+            100.0 * t.checkpointing / t.steady.max(1.0)
+        );
         Ok(())
     }
 }
