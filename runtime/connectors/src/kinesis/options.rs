@@ -34,7 +34,6 @@ pub const OPTIONS: &[&str] = &[
     "csv.field-delimiter",
     "csv.quote-character",
     "csv.allow-comments",
-    "csv.ignore-parse-errors",
     "csv.null-literal",
     "csv.disable-quote-character",
     "sink.partition-key",
@@ -286,7 +285,6 @@ impl KinesisOptions {
                     c.quote = parse_char("csv.quote-character", v)?;
                 }
                 c.allow_comments = parse_bool(opts, "csv.allow-comments")?;
-                c.ignore_parse_errors = parse_bool(opts, "csv.ignore-parse-errors")?;
                 c.disable_quote = parse_bool(opts, "csv.disable-quote-character")?;
                 if c.disable_quote && opts.get("csv.quote-character").is_some() {
                     return Err("connector 'kinesis': options 'csv.disable-quote-character' and 'csv.quote-character' exclude each other".into());
