@@ -5,7 +5,7 @@
 //! parallelism the operator asked for.
 
 
-use weir_operator::crd::StreamJob;
+use weir_operator::crd::{Slot, StreamJob};
 use weir_operator::resources::{config_map, job_file};
 
 #[test]
@@ -30,7 +30,7 @@ fn rendered_job_files_are_accepted_by_the_runtime() {
             // the ConfigMap's files, as mounted at /etc/weir
             let dir = tmp.join(&name);
             std::fs::create_dir_all(&dir).expect("mount dir");
-            let cm = config_map(&job, &job.spec, job.spec.parallelism);
+            let cm = config_map(&job, &job.spec, job.spec.parallelism, Slot::Blue);
             for (file, text) in cm.data.clone().unwrap_or_default() {
                 std::fs::write(dir.join(file), text).expect("write a ConfigMap file");
             }
